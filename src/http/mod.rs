@@ -1,0 +1,379 @@
+//! The Smart HTTP routes (axum), kept thin: parse the URL and headers, hand the body to
+//! the protocol layer, map errors to statuses and git `ERR` lines.
+//!
+//! Routes, for a repository name that may be nested (`org/name`) and may end in `.git`:
+//! - `GET  /<repo>/info/refs?service=git-upload-pack|git-receive-pack`
+//! - `POST /<repo>/git-upload-pack`
+//! - `POST /<repo>/git-receive-pack`
+//!
+//! Request bodies may be gzip-encoded and chunked. Paths are not percent-decoded: a
+//! `%` is not allowed in a repository name, so encoded traversal cannot slip through.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::TcpListener;
+
+use crate::protocol::pktline::err_line;
+use crate::protocol::{
+    self, BadRequest, Framing, Service, advertise, receive_pack, upload_pack, v2,
+};
+use crate::repo::fetch::{self, FetchRequest};
+use crate::repo::{RepoError, RepoName, Repos, Snapshot, push};
+
+/// Limits on what a request may send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest upload-pack (negotiation) request body, after decompression.
+    pub max_negotiation_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_negotiation_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AppState {
+    repos: Arc<Repos>,
+    limits: Limits,
+}
+
+/// The application: every route of the server.
+pub fn router(repos: Repos, limits: Limits) -> Router {
+    Router::new().fallback(handle).with_state(AppState {
+        repos: Arc::new(repos),
+        limits,
+    })
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    repos: Repos,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(repos, limits))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An answer that is not a protocol success.
+#[derive(Debug)]
+enum Failure {
+    Status(StatusCode, String),
+    /// A protocol-level refusal, sent as an `ERR` pkt-line with status 200 so that git
+    /// shows the message to its user.
+    Git(String),
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Status(status, message) => (status, format!("{message}\n")).into_response(),
+            Failure::Git(message) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/x-git-upload-pack-result")],
+                err_line(&message),
+            )
+                .into_response(),
+        }
+    }
+}
+
+impl From<BadRequest> for Failure {
+    fn from(e: BadRequest) -> Self {
+        Failure::Git(e.0)
+    }
+}
+
+impl From<RepoError> for Failure {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound(name) => Failure::Status(
+                StatusCode::NOT_FOUND,
+                format!("repository {name} not found"),
+            ),
+            other => {
+                tracing::error!(error = %other, "request failed");
+                Failure::Status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the server log".into(),
+                )
+            }
+        }
+    }
+}
+
+async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    match route(state, request).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+async fn route(state: AppState, request: Request) -> Result<Response, Failure> {
+    let path = request.uri().path().to_owned();
+    let not_found = || Failure::Status(StatusCode::NOT_FOUND, "not found".into());
+    let path = path.strip_prefix('/').ok_or_else(not_found)?;
+    let (repo, action) = if let Some(repo) = path.strip_suffix("/info/refs") {
+        (repo, "info/refs")
+    } else if let Some(repo) = path.strip_suffix("/git-upload-pack") {
+        (repo, "git-upload-pack")
+    } else if let Some(repo) = path.strip_suffix("/git-receive-pack") {
+        (repo, "git-receive-pack")
+    } else {
+        return Err(not_found());
+    };
+    let repo =
+        RepoName::new(repo).map_err(|e| Failure::Status(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let method = request.method().clone();
+    let v2 = wants_v2(request.headers());
+    match (method, action) {
+        (Method::GET, "info/refs") => {
+            let service = request
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("service=")))
+                .and_then(Service::parse)
+                .ok_or_else(|| {
+                    Failure::Status(
+                        StatusCode::FORBIDDEN,
+                        "only the smart HTTP protocol is served: use git 1.6.6 or newer".into(),
+                    )
+                })?;
+            info_refs(&state, &repo, service, v2).await
+        }
+        (Method::POST, "git-upload-pack") => {
+            let body = read_limited(request, state.limits.max_negotiation_bytes).await?;
+            if v2 {
+                upload_pack_v2(&state, &repo, &body).await
+            } else {
+                upload_pack_v0(&state, &repo, &body).await
+            }
+        }
+        (Method::POST, "git-receive-pack") => receive(&state, &repo, request).await,
+        _ => Err(Failure::Status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".into(),
+        )),
+    }
+}
+
+fn wants_v2(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("git-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(':'))
+        .any(|p| p.trim() == "version=2")
+}
+
+fn git_response(content_type: &'static str, body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, max-age=0, must-revalidate"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::EXPIRES,
+        HeaderValue::from_static("Fri, 01 Jan 1980 00:00:00 GMT"),
+    );
+    response
+}
+
+async fn existing(state: &AppState, repo: &RepoName) -> Result<Snapshot, Failure> {
+    state
+        .repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(repo.clone()).into())
+}
+
+async fn info_refs(
+    state: &AppState,
+    repo: &RepoName,
+    service: Service,
+    v2: bool,
+) -> Result<Response, Failure> {
+    let snapshot = state.repos.snapshot(repo).await?;
+    if snapshot.is_none() && (service == Service::UploadPack || !state.repos.config.auto_create) {
+        return Err(RepoError::NotFound(repo.clone()).into());
+    }
+    let manifest = snapshot.as_ref().map(|s| &s.manifest);
+    let body = match (service, v2) {
+        (Service::UploadPack, true) => advertise::v2_capabilities(),
+        // git http-backend leaves out the preamble when a v2 client asks receive-pack.
+        (Service::ReceivePack, true) => advertise::v0(service, manifest, false),
+        (_, false) => advertise::v0(service, manifest, true),
+    };
+    let content_type = match service {
+        Service::UploadPack => "application/x-git-upload-pack-advertisement",
+        Service::ReceivePack => "application/x-git-receive-pack-advertisement",
+    };
+    Ok(git_response(content_type, Body::from(body)))
+}
+
+/// The request body as a reader, gunzipped if the client compressed it.
+fn body_reader(request: Request) -> Box<dyn AsyncRead + Send + Unpin> {
+    let gzip = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
+    let stream = request
+        .into_body()
+        .into_data_stream()
+        .map_err(io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    if gzip {
+        Box::new(async_compression::tokio::bufread::GzipDecoder::new(
+            BufReader::new(reader),
+        ))
+    } else {
+        Box::new(reader)
+    }
+}
+
+async fn read_limited(request: Request, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut reader = body_reader(request).take(limit as u64 + 1);
+    let mut body = Vec::new();
+    reader.read_to_end(&mut body).await.map_err(|e| {
+        Failure::Status(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request failed: {e}"),
+        )
+    })?;
+    if body.len() > limit {
+        return Err(Failure::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request larger than {limit} bytes"),
+        ));
+    }
+    Ok(body)
+}
+
+const UPLOAD_RESULT: &str = "application/x-git-upload-pack-result";
+
+async fn upload_pack_v0(
+    state: &AppState,
+    repo: &RepoName,
+    body: &[u8],
+) -> Result<Response, Failure> {
+    let request = upload_pack::Request::parse(body)?;
+    let snapshot = existing(state, repo).await?;
+    let odb = Arc::new(state.repos.odb(repo, &snapshot.manifest).await?);
+    if let Some(id) = fetch::unknown_wants(&odb, &request.wants).first() {
+        return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
+    }
+    let common = fetch::common_haves(&odb, &request.haves);
+    let answer = upload_pack::negotiate(&request, &common);
+    if !answer.send_pack {
+        return Ok(git_response(UPLOAD_RESULT, Body::from(answer.lines)));
+    }
+    let framing = request.framing();
+    let chunks = fetch::pack(
+        odb,
+        &snapshot.manifest,
+        FetchRequest {
+            wants: request.wants.clone(),
+            common,
+            include_tag: request.has("include-tag"),
+        },
+    );
+    let suffix = match framing {
+        Framing::Raw => Bytes::new(),
+        Framing::Sideband(_) => Bytes::from_static(b"0000"),
+    };
+    let body = protocol::pack_response(answer.lines, chunks, framing, suffix);
+    Ok(git_response(UPLOAD_RESULT, Body::from_stream(body)))
+}
+
+async fn upload_pack_v2(
+    state: &AppState,
+    repo: &RepoName,
+    body: &[u8],
+) -> Result<Response, Failure> {
+    let request = v2::CommandRequest::parse(body)?;
+    let snapshot = existing(state, repo).await?;
+    match request.command.as_str() {
+        "ls-refs" => {
+            let lines = v2::ls_refs(&snapshot.manifest, &request.args)?;
+            Ok(git_response(UPLOAD_RESULT, Body::from(lines)))
+        }
+        "fetch" => {
+            let fetch = v2::Fetch::parse(&request.args)?;
+            let odb = Arc::new(state.repos.odb(repo, &snapshot.manifest).await?);
+            if let Some(id) = fetch::unknown_wants(&odb, &fetch.wants).first() {
+                return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
+            }
+            let common = fetch::common_haves(&odb, &fetch.haves);
+            let (lines, send_pack) = v2::acknowledgments(&fetch, &common);
+            if !send_pack {
+                return Ok(git_response(UPLOAD_RESULT, Body::from(lines)));
+            }
+            let chunks = fetch::pack(
+                odb,
+                &snapshot.manifest,
+                FetchRequest {
+                    wants: fetch.wants.clone(),
+                    common,
+                    include_tag: fetch.include_tag,
+                },
+            );
+            let framing = Framing::from_caps(true, false);
+            let body = protocol::pack_response(lines, chunks, framing, Bytes::from_static(b"0000"));
+            Ok(git_response(UPLOAD_RESULT, Body::from_stream(body)))
+        }
+        other => Err(Failure::Git(format!(
+            "the v2 command {other:?} is not supported by this server"
+        ))),
+    }
+}
+
+const RECEIVE_RESULT: &str = "application/x-git-receive-pack-result";
+
+async fn receive(state: &AppState, repo: &RepoName, request: Request) -> Result<Response, Failure> {
+    let mut reader = body_reader(request);
+    let parsed = receive_pack::read_request(&mut reader).await?;
+    if parsed.commands.is_empty() {
+        return Ok(git_response(RECEIVE_RESULT, Body::empty()));
+    }
+    let framing = parsed.framing();
+    let atomic = parsed.has("atomic");
+    let outcome = push::receive(&state.repos, repo, parsed.commands, Some(reader), atomic).await;
+    let body = match outcome {
+        Ok(report) => {
+            for (name, result) in &report.refs {
+                if let Err(reason) = result {
+                    tracing::info!(repo = %repo, r#ref = %name, %reason, "ref update refused");
+                }
+            }
+            receive_pack::report(&report, framing)
+        }
+        Err(RepoError::NotFound(name)) => {
+            return Err(RepoError::NotFound(name).into());
+        }
+        Err(e) => {
+            tracing::error!(repo = %repo, error = %e, "push failed");
+            receive_pack::fatal(&format!("push failed: {e}"), framing)
+        }
+    };
+    Ok(git_response(RECEIVE_RESULT, Body::from(body)))
+}

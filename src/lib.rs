@@ -1,0 +1,15 @@
+//! stowage: a Git Smart HTTP server whose repositories live in object storage.
+//!
+//! A tour of the layers, each knowing only those below it:
+//! - [`http`]: axum routes, thin: URL and header parsing, status codes;
+//! - [`protocol`]: git's wire protocol (pkt-lines, v0/v1 negotiation, v2 commands,
+//!   receive-pack), as functions over bytes and streams;
+//! - [`repo`]: the repository model in the store: manifest, packs, object lookup,
+//!   walks, pack writing and the push transaction;
+//! - [`stowage_store::ObjectStore`]: where every byte lives (filesystem, S3, memory);
+//!   [`store_url`] opens one from a URL.
+
+pub mod http;
+pub mod protocol;
+pub mod repo;
+pub mod store_url;

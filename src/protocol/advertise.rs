@@ -1,0 +1,144 @@
+//! Ref and capability advertisements: what `GET info/refs?service=...` answers.
+//!
+//! Matches what `git http-backend` (git 2.47) sends, captured in the project's
+//! reference notes: the smart-HTTP preamble (`# service=...` and a flush) before a v0
+//! advertisement, none before the v2 capability list.
+
+use bytes::Bytes;
+
+use super::pktline::PktWriter;
+use super::{Service, agent};
+use crate::repo::Manifest;
+
+const NULL_ID: &str = "0000000000000000000000000000000000000000";
+
+/// Capabilities of upload-pack in protocol v0/v1.
+fn upload_pack_caps(manifest: Option<&Manifest>) -> String {
+    let mut caps = String::from(
+        "multi_ack_detailed thin-pack side-band side-band-64k ofs-delta no-progress \
+         include-tag allow-tip-sha1-in-want allow-reachable-sha1-in-want no-done",
+    );
+    if let Some(m) = manifest
+        && m.head_id().is_some()
+    {
+        caps.push_str(&format!(" symref=HEAD:{}", m.head));
+    }
+    caps.push_str(&format!(" object-format=sha1 agent={}", agent()));
+    caps
+}
+
+/// Capabilities of receive-pack.
+fn receive_pack_caps() -> String {
+    format!(
+        "report-status delete-refs side-band-64k quiet atomic ofs-delta push-options \
+         object-format=sha1 agent={}",
+        agent()
+    )
+}
+
+/// The v0 advertisement of `service` for a repository in `manifest` (`None`: a
+/// repository a push will create), with the smart-HTTP preamble when `preamble`.
+pub fn v0(service: Service, manifest: Option<&Manifest>, preamble: bool) -> Bytes {
+    let mut w = PktWriter::new();
+    if preamble {
+        w.line(format!("# service={}", service.name())).flush();
+    }
+    let caps = match service {
+        Service::UploadPack => upload_pack_caps(manifest),
+        Service::ReceivePack => receive_pack_caps(),
+    };
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(m) = manifest {
+        if service == Service::UploadPack
+            && let Some(head) = m.head_id()
+        {
+            lines.push(format!("{head} HEAD"));
+        }
+        for (name, value) in &m.refs {
+            lines.push(format!("{} {name}", value.id));
+            if service == Service::UploadPack
+                && let Some(peeled) = value.peeled
+            {
+                lines.push(format!("{peeled} {name}^{{}}"));
+            }
+        }
+    }
+    if lines.is_empty() {
+        lines.push(format!("{NULL_ID} capabilities^{{}}"));
+    }
+    for (i, line) in lines.iter().enumerate() {
+        if i == 0 {
+            w.data(format!("{line}\0{caps}\n").as_bytes());
+        } else {
+            w.line(line);
+        }
+    }
+    w.flush();
+    w.finish()
+}
+
+/// The protocol v2 capability advertisement of upload-pack.
+pub fn v2_capabilities() -> Bytes {
+    let mut w = PktWriter::new();
+    w.line("version 2")
+        .line(format!("agent={}", agent()))
+        .line("ls-refs=unborn")
+        .line("fetch")
+        .line("server-option")
+        .line("object-format=sha1")
+        .flush();
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::manifest::RefValue;
+
+    fn oid(hex: &str) -> gix_hash::ObjectId {
+        gix_hash::ObjectId::from_hex(hex.as_bytes()).expect("hex")
+    }
+
+    #[test]
+    fn upload_pack_v0_lists_head_refs_and_peeled_tags() {
+        let mut m = Manifest::empty("refs/heads/main");
+        let c = "67463eab6b939e3de1ed116192ded6d6788017e3";
+        let t = "c2be8f33c8b6942409d3162ec847efb217dc0fdb";
+        m.refs.insert(
+            "refs/heads/main".into(),
+            RefValue {
+                id: oid(c),
+                peeled: None,
+            },
+        );
+        m.refs.insert(
+            "refs/tags/v1".into(),
+            RefValue {
+                id: oid(t),
+                peeled: Some(oid(c)),
+            },
+        );
+        let adv = v0(Service::UploadPack, Some(&m), true);
+        let text = String::from_utf8_lossy(&adv);
+        assert!(
+            text.starts_with("001e# service=git-upload-pack\n0000"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{c} HEAD\0multi_ack_detailed")));
+        assert!(text.contains("symref=HEAD:refs/heads/main"));
+        assert!(text.contains(&format!("{c} refs/heads/main\n")));
+        assert!(text.contains(&format!("{t} refs/tags/v1\n")));
+        assert!(text.contains(&format!("{c} refs/tags/v1^{{}}\n")));
+        assert!(text.ends_with("0000"));
+    }
+
+    #[test]
+    fn empty_repositories_advertise_capabilities_only() {
+        let adv = v0(Service::ReceivePack, None, true);
+        let text = String::from_utf8_lossy(&adv);
+        assert!(
+            text.contains(&format!("{NULL_ID} capabilities^{{}}\0report-status")),
+            "{text}"
+        );
+    }
+}

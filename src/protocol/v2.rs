@@ -1,0 +1,302 @@
+//! Protocol v2 over HTTP ([gitprotocol-v2]): one command per `POST git-upload-pack`.
+//!
+//! - `ls-refs` (`symrefs`, `peel`, `ref-prefix`, `unborn`);
+//! - `fetch`: without `done`, an `acknowledgments` section (`ACK` per common have or
+//!   `NAK`, then `ready` once a common commit is known, followed by the pack);
+//!   with `done`, the `packfile` section directly.
+//!
+//! [gitprotocol-v2]: https://git-scm.com/docs/gitprotocol-v2
+
+use bytes::Bytes;
+use gix_hash::ObjectId;
+
+use super::pktline::{PktLine, PktReader, PktWriter};
+use super::{BadRequest, parse_oid};
+use crate::repo::Manifest;
+
+/// One v2 command request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRequest {
+    pub command: String,
+    /// Capability lines (`agent=...`, `object-format=...`, `server-option=...`).
+    pub caps: Vec<String>,
+    /// Argument lines after the delimiter.
+    pub args: Vec<String>,
+}
+
+impl CommandRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, BadRequest> {
+        let mut reader = PktReader::new(body);
+        let mut command = None;
+        let mut caps = Vec::new();
+        let mut args = Vec::new();
+        let mut in_args = false;
+        loop {
+            match reader.next_line()? {
+                None => return Err(BadRequest::new("v2 request ended without a flush")),
+                Some(PktLine::Flush) => break,
+                Some(PktLine::Delim) if !in_args => in_args = true,
+                Some(PktLine::Delim | PktLine::ResponseEnd) => {
+                    return Err(BadRequest::new("unexpected delimiter in a v2 request"));
+                }
+                Some(PktLine::Data(data)) => {
+                    let line = std::str::from_utf8(data)
+                        .map_err(|_| BadRequest::new("v2 request line is not UTF-8"))?
+                        .to_owned();
+                    if in_args {
+                        args.push(line);
+                    } else if let Some(name) = line.strip_prefix("command=") {
+                        if command.is_some() {
+                            return Err(BadRequest::new("two commands in one request"));
+                        }
+                        command = Some(name.to_owned());
+                    } else {
+                        caps.push(line);
+                    }
+                }
+            }
+        }
+        let command = command.ok_or_else(|| BadRequest::new("v2 request names no command"))?;
+        if let Some(format) = caps.iter().find_map(|c| c.strip_prefix("object-format="))
+            && format != "sha1"
+        {
+            return Err(BadRequest::new(format!(
+                "object format {format} is not supported by this server (sha1 only)"
+            )));
+        }
+        Ok(CommandRequest {
+            command,
+            caps,
+            args,
+        })
+    }
+}
+
+/// The `ls-refs` answer for a repository.
+pub fn ls_refs(manifest: &Manifest, args: &[String]) -> Result<Bytes, BadRequest> {
+    let mut symrefs = false;
+    let mut peel = false;
+    let mut unborn = false;
+    let mut prefixes: Vec<&str> = Vec::new();
+    for arg in args {
+        match arg.as_str() {
+            "symrefs" => symrefs = true,
+            "peel" => peel = true,
+            "unborn" => unborn = true,
+            other => match other.strip_prefix("ref-prefix ") {
+                Some(prefix) => prefixes.push(prefix),
+                None => {
+                    return Err(BadRequest::new(format!(
+                        "unknown ls-refs argument {other:?}"
+                    )));
+                }
+            },
+        }
+    }
+    let wanted = |name: &str| prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p));
+    let mut w = PktWriter::new();
+    if wanted("HEAD") {
+        match manifest.head_id() {
+            Some(id) => {
+                let mut line = format!("{id} HEAD");
+                if symrefs {
+                    line.push_str(&format!(" symref-target:{}", manifest.head));
+                }
+                w.line(line);
+            }
+            None if unborn && symrefs => {
+                w.line(format!("unborn HEAD symref-target:{}", manifest.head));
+            }
+            None => {}
+        }
+    }
+    for (name, value) in &manifest.refs {
+        if !wanted(name) {
+            continue;
+        }
+        let mut line = format!("{} {name}", value.id);
+        if peel && let Some(peeled) = value.peeled {
+            line.push_str(&format!(" peeled:{peeled}"));
+        }
+        w.line(line);
+    }
+    w.flush();
+    Ok(w.finish())
+}
+
+/// A parsed v2 `fetch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetch {
+    pub wants: Vec<ObjectId>,
+    pub haves: Vec<ObjectId>,
+    pub done: bool,
+    pub thin_pack: bool,
+    pub no_progress: bool,
+    pub include_tag: bool,
+    pub wait_for_done: bool,
+}
+
+impl Fetch {
+    pub fn parse(args: &[String]) -> Result<Self, BadRequest> {
+        let mut fetch = Fetch::default();
+        for arg in args {
+            let arg = arg.as_str();
+            if let Some(id) = arg.strip_prefix("want ") {
+                fetch.wants.push(parse_oid(id.as_bytes())?);
+            } else if let Some(id) = arg.strip_prefix("have ") {
+                fetch.haves.push(parse_oid(id.as_bytes())?);
+            } else if arg.starts_with("want-ref ") {
+                return Err(BadRequest::new(
+                    "want-ref is not supported by this server yet",
+                ));
+            } else {
+                match arg {
+                    "done" => fetch.done = true,
+                    "thin-pack" => fetch.thin_pack = true,
+                    "no-progress" => fetch.no_progress = true,
+                    "include-tag" => fetch.include_tag = true,
+                    "ofs-delta" => {}
+                    "wait-for-done" => fetch.wait_for_done = true,
+                    _ if arg.starts_with("shallow ") || arg.starts_with("deepen") => {
+                        return Err(BadRequest::new(
+                            "shallow fetches are not supported by this server yet",
+                        ));
+                    }
+                    _ if arg.starts_with("filter ") => {
+                        return Err(BadRequest::new(
+                            "partial clone (filter) is not supported by this server yet",
+                        ));
+                    }
+                    _ => {
+                        return Err(BadRequest::new(format!("unknown fetch argument {arg:?}")));
+                    }
+                }
+            }
+        }
+        if fetch.wants.is_empty() {
+            return Err(BadRequest::new("fetch without any want"));
+        }
+        Ok(fetch)
+    }
+}
+
+/// The part of a fetch answer before the pack: the `acknowledgments` section when the
+/// client is still negotiating; `Ok((lines, true))` when the pack follows.
+pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId]) -> (Bytes, bool) {
+    let mut w = PktWriter::new();
+    if fetch.done {
+        w.line("packfile");
+        return (w.finish(), true);
+    }
+    w.line("acknowledgments");
+    if common.is_empty() {
+        w.line("NAK");
+    }
+    for id in common {
+        w.line(format!("ACK {id}"));
+    }
+    let ready = !common.is_empty() && !fetch.wait_for_done;
+    if ready {
+        w.line("ready").delim().line("packfile");
+    } else {
+        w.flush();
+    }
+    (w.finish(), ready)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::manifest::RefValue;
+
+    const A: &str = "67463eab6b939e3de1ed116192ded6d6788017e3";
+    const T: &str = "c2be8f33c8b6942409d3162ec847efb217dc0fdb";
+
+    fn oid(hex: &str) -> ObjectId {
+        ObjectId::from_hex(hex.as_bytes()).expect("hex")
+    }
+
+    fn manifest() -> Manifest {
+        let mut m = Manifest::empty("refs/heads/main");
+        m.refs.insert(
+            "refs/heads/main".into(),
+            RefValue {
+                id: oid(A),
+                peeled: None,
+            },
+        );
+        m.refs.insert(
+            "refs/tags/v1".into(),
+            RefValue {
+                id: oid(T),
+                peeled: Some(oid(A)),
+            },
+        );
+        m
+    }
+
+    #[test]
+    fn parses_commands() {
+        let mut w = PktWriter::new();
+        w.line("command=ls-refs")
+            .line("agent=git/2.47")
+            .line("object-format=sha1")
+            .delim();
+        w.line("peel")
+            .line("symrefs")
+            .line("ref-prefix refs/heads/")
+            .flush();
+        let r = CommandRequest::parse(&w.finish()).expect("valid");
+        assert_eq!(r.command, "ls-refs");
+        assert_eq!(r.args, ["peel", "symrefs", "ref-prefix refs/heads/"]);
+        let mut w = PktWriter::new();
+        w.line("command=fetch")
+            .line("object-format=sha256")
+            .delim()
+            .flush();
+        assert!(
+            CommandRequest::parse(&w.finish()).is_err(),
+            "sha256 refused"
+        );
+    }
+
+    #[test]
+    fn ls_refs_with_symrefs_peel_and_prefixes() {
+        let all = ls_refs(&manifest(), &["symrefs".into(), "peel".into()]).expect("ok");
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.contains(&format!("{A} HEAD symref-target:refs/heads/main\n")));
+        assert!(text.contains(&format!("{T} refs/tags/v1 peeled:{A}\n")));
+        let tags = ls_refs(&manifest(), &["ref-prefix refs/tags/".into()]).expect("ok");
+        let text = String::from_utf8_lossy(&tags);
+        assert!(
+            !text.contains("HEAD")
+                && !text.contains("refs/heads/main")
+                && text.contains("refs/tags/v1")
+        );
+        let empty = Manifest::empty("refs/heads/main");
+        let unborn = ls_refs(&empty, &["unborn".into(), "symrefs".into()]).expect("ok");
+        assert_eq!(
+            &unborn[..],
+            b"002eunborn HEAD symref-target:refs/heads/main\n0000"
+        );
+    }
+
+    #[test]
+    fn fetch_acknowledgments() {
+        let fetch = Fetch::parse(&[format!("want {A}"), format!("have {T}")]).expect("valid");
+        let (lines, ready) = acknowledgments(&fetch, &[]);
+        assert!(!ready);
+        assert_eq!(&lines[..], b"0014acknowledgments\n0008NAK\n0000");
+        let (lines, ready) = acknowledgments(&fetch, &[oid(T)]);
+        assert!(ready);
+        assert!(String::from_utf8_lossy(&lines).ends_with("000aready\n0001000dpackfile\n"));
+        let done = Fetch {
+            done: true,
+            ..fetch
+        };
+        assert_eq!(
+            acknowledgments(&done, &[oid(T)]),
+            (Bytes::from_static(b"000dpackfile\n"), true)
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! What a fetch sends: shared by protocol v0/v1 and v2.
+//!
+//! A client with nothing in common gets the stored packs streamed verbatim (no
+//! decompression, no delta search). Otherwise the objects it lacks are computed by a
+//! walk from its wants, stopping at its haves, and written as a new pack.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use gix_hash::ObjectId;
+use tokio::sync::mpsc;
+
+use super::manifest::Manifest;
+use super::odb::{ObjectSource, Odb};
+use super::packgen::{self, PackChunks};
+use super::walk::objects_to_send;
+
+/// What the client asked for, after negotiation.
+#[derive(Debug, Clone, Default)]
+pub struct FetchRequest {
+    pub wants: Vec<ObjectId>,
+    /// The client's haves that this repository has (the common ones).
+    pub common: Vec<ObjectId>,
+    /// Send annotated tags that point into what is sent (`include-tag`).
+    pub include_tag: bool,
+}
+
+/// The wants the repository does not have, which a request must refuse.
+pub fn unknown_wants(odb: &Odb, wants: &[ObjectId]) -> Vec<ObjectId> {
+    wants.iter().filter(|w| !odb.contains(w)).copied().collect()
+}
+
+/// The haves the repository has, in the order given.
+pub fn common_haves(odb: &Odb, haves: &[ObjectId]) -> Vec<ObjectId> {
+    haves.iter().filter(|h| odb.contains(h)).copied().collect()
+}
+
+/// Starts producing the pack for `request`.
+pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
+    if request.common.is_empty() {
+        return packgen::stream_stored_packs(odb.store(), &odb);
+    }
+    let tags: Vec<(ObjectId, ObjectId)> = if request.include_tag {
+        manifest
+            .refs
+            .values()
+            .filter_map(|r| r.peeled.map(|p| (r.id, p)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let result =
+            objects_to_send(odb.as_ref(), &request.wants, &request.common).and_then(|mut ids| {
+                let sent: HashSet<ObjectId> = ids.iter().copied().collect();
+                for (tag, target) in tags {
+                    if sent.contains(&target) && !sent.contains(&tag) && odb.contains(&tag) {
+                        ids.push(tag);
+                    }
+                }
+                packgen::write_objects(odb.as_ref(), &ids, &tx)
+            });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}

@@ -1,0 +1,167 @@
+//! The manifest: the one mutable object of a repository.
+//!
+//! It holds HEAD, every ref (with the peeled value of annotated tags, so that ref
+//! advertisements need no object reads) and the list of live packs. Invariant: the
+//! manifest is only ever written by compare-and-swap (`PutMode::Update` with the tag it
+//! was read with) or created with `PutMode::Create`; never overwritten blindly. The
+//! packs it lists are closed under reachability.
+
+use std::collections::BTreeMap;
+
+use gix_hash::ObjectId;
+use serde::{Deserialize, Serialize};
+
+/// Format version written in every manifest.
+pub const FORMAT: u32 = 1;
+
+/// A repository's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`]; a reader refuses a manifest of a newer format.
+    pub format: u32,
+    /// The object format (`sha1`).
+    pub object_format: String,
+    /// The ref HEAD points to.
+    pub head: String,
+    /// Every ref, by full name.
+    pub refs: BTreeMap<String, RefValue>,
+    /// The live packs, oldest first.
+    pub packs: Vec<PackEntry>,
+    /// The id of the transaction that wrote this manifest: lets a writer whose
+    /// compare-and-swap answer was lost recognise its own write.
+    #[serde(default)]
+    pub txn: String,
+}
+
+/// A ref's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefValue {
+    #[serde(with = "hex_oid")]
+    pub id: ObjectId,
+    /// For an annotated tag: the object it finally points to.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex_oid_opt")]
+    pub peeled: Option<ObjectId>,
+}
+
+/// One live pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    /// The pack's checksum (its trailer), which names its files.
+    #[serde(with = "hex_oid")]
+    pub hash: ObjectId,
+    /// Size of the `.pack` file in bytes.
+    pub size: u64,
+    /// Number of objects in it.
+    pub objects: u32,
+}
+
+/// Why a stored manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest is not valid: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("manifest format {0} is newer than this server understands")]
+    Format(u32),
+}
+
+impl Manifest {
+    /// The manifest of a new, empty repository.
+    pub fn empty(head: &str) -> Self {
+        Manifest {
+            format: FORMAT,
+            object_format: "sha1".into(),
+            head: head.into(),
+            refs: BTreeMap::new(),
+            packs: Vec::new(),
+            txn: String::new(),
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let manifest: Manifest = serde_json::from_slice(bytes)?;
+        if manifest.format > FORMAT {
+            return Err(ManifestError::Format(manifest.format));
+        }
+        Ok(manifest)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest always serializes")
+    }
+
+    /// The commit HEAD resolves to, if its branch exists.
+    pub fn head_id(&self) -> Option<ObjectId> {
+        self.refs.get(&self.head).map(|r| r.id)
+    }
+}
+
+mod hex_oid {
+    use gix_hash::ObjectId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &ObjectId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_hex().to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectId, D::Error> {
+        let hex = String::deserialize(d)?;
+        ObjectId::from_hex(hex.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex_oid_opt {
+    use gix_hash::ObjectId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &Option<ObjectId>, s: S) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => super::hex_oid::serialize(id, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ObjectId>, D::Error> {
+        let hex: Option<String> = Option::deserialize(d)?;
+        hex.map(|h| ObjectId::from_hex(h.as_bytes()).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut m = Manifest::empty("refs/heads/main");
+        let id = ObjectId::from_hex(b"67463eab6b939e3de1ed116192ded6d6788017e3").expect("hex");
+        m.refs
+            .insert("refs/heads/main".into(), RefValue { id, peeled: None });
+        m.refs.insert(
+            "refs/tags/v1".into(),
+            RefValue {
+                id,
+                peeled: Some(id),
+            },
+        );
+        m.packs.push(PackEntry {
+            hash: id,
+            size: 10,
+            objects: 3,
+        });
+        let parsed = Manifest::parse(&m.to_bytes()).expect("parses");
+        assert_eq!(parsed, m);
+        assert_eq!(parsed.head_id(), Some(id));
+    }
+
+    #[test]
+    fn refuses_newer_formats_and_garbage() {
+        let mut m = Manifest::empty("refs/heads/main");
+        m.format = FORMAT + 1;
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(ManifestError::Format(_))
+        ));
+        assert!(Manifest::parse(b"{not json").is_err());
+    }
+}

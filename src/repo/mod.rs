@@ -1,0 +1,170 @@
+//! The repository model: how a git repository lives in an [`ObjectStore`].
+//!
+//! ```text
+//! <name>.git/manifest                 HEAD, refs, live packs (the only mutable object)
+//! <name>.git/packs/pack-<hash>.pack   immutable, written with Create
+//! <name>.git/packs/pack-<hash>.idx    immutable pack index (v2)
+//! ```
+//!
+//! Invariants: the manifest is only replaced by compare-and-swap, so concurrent writers
+//! on any number of machines never lose each other's updates; a pack enters a manifest
+//! only after its connectivity check passed, so the listed packs are closed under
+//! reachability; the manifest is read afresh for every request, never served stale.
+
+pub mod fetch;
+pub mod manifest;
+pub mod name;
+pub mod odb;
+pub mod packgen;
+pub mod push;
+pub mod walk;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use stowage_store::{ETag, Error as StoreError, ObjectStore, ObjectStoreExt, PutMode};
+
+pub use manifest::Manifest;
+pub use name::RepoName;
+pub use odb::{Caches, Odb, OdbError};
+
+/// Settings of the repository layer.
+#[derive(Debug, Clone)]
+pub struct RepoConfig {
+    /// Whether a push to a missing repository creates it.
+    pub auto_create: bool,
+    /// Whether pushes that are not fast-forwards are refused.
+    pub deny_non_fast_forwards: bool,
+    /// Where received packs are indexed before they are stored.
+    pub tmp_dir: PathBuf,
+    /// Largest single object a push may carry, in bytes (guards the indexer's
+    /// allocations against hostile packs).
+    pub max_object_bytes: usize,
+}
+
+impl Default for RepoConfig {
+    fn default() -> Self {
+        RepoConfig {
+            auto_create: true,
+            deny_non_fast_forwards: false,
+            tmp_dir: std::env::temp_dir(),
+            max_object_bytes: 4 << 30,
+        }
+    }
+}
+
+/// Why a repository operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository {0} not found")]
+    NotFound(RepoName),
+    #[error("repository {0} already exists")]
+    AlreadyExists(RepoName),
+    #[error("repository {repo}: {source}")]
+    Manifest {
+        repo: RepoName,
+        source: manifest::ManifestError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Odb(#[from] OdbError),
+}
+
+/// Every repository in one store, with the caches they share.
+#[derive(Debug, Clone)]
+pub struct Repos {
+    pub store: Arc<dyn ObjectStore>,
+    pub caches: Caches,
+    pub config: RepoConfig,
+}
+
+/// A manifest as read, with the tag a compare-and-swap must name.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub manifest: Manifest,
+    pub etag: ETag,
+}
+
+impl Repos {
+    pub fn new(store: Arc<dyn ObjectStore>, caches: Caches, config: RepoConfig) -> Self {
+        Repos {
+            store,
+            caches,
+            config,
+        }
+    }
+
+    /// The repository's current manifest, or `None` if it does not exist.
+    pub async fn snapshot(&self, repo: &RepoName) -> Result<Option<Snapshot>, RepoError> {
+        let Some(found) = self.store.get_opt(&repo.key("manifest")).await? else {
+            return Ok(None);
+        };
+        let manifest = Manifest::parse(&found.bytes).map_err(|source| RepoError::Manifest {
+            repo: repo.clone(),
+            source,
+        })?;
+        Ok(Some(Snapshot {
+            manifest,
+            etag: found.meta.etag,
+        }))
+    }
+
+    /// Opens the objects of `manifest`.
+    pub async fn odb(&self, repo: &RepoName, manifest: &Manifest) -> Result<Odb, RepoError> {
+        Ok(Odb::open(self.store.clone(), &self.caches, repo, manifest).await?)
+    }
+
+    /// Creates an empty repository whose HEAD is `refs/heads/main`.
+    pub async fn create(&self, repo: &RepoName) -> Result<(), RepoError> {
+        let manifest = Manifest::empty("refs/heads/main");
+        match self
+            .store
+            .put(
+                &repo.key("manifest"),
+                Bytes::from(manifest.to_bytes()),
+                PutMode::Create,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::AlreadyExists { .. }) => Err(RepoError::AlreadyExists(repo.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every repository in the store, sorted by name.
+    pub async fn list(&self) -> Result<Vec<RepoName>, RepoError> {
+        let mut names: Vec<RepoName> = self
+            .store
+            .list("")
+            .try_filter_map(
+                |meta| async move { Ok(RepoName::from_manifest_key(meta.key.as_str())) },
+            )
+            .try_collect()
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes a repository: its manifest first (so it disappears at once), then its
+    /// packs.
+    pub async fn delete(&self, repo: &RepoName) -> Result<(), RepoError> {
+        if self.snapshot(repo).await?.is_none() {
+            return Err(RepoError::NotFound(repo.clone()));
+        }
+        self.store.delete(&repo.key("manifest")).await?;
+        let keys: Vec<_> = self
+            .store
+            .list(&repo.prefix())
+            .map_ok(|meta| meta.key)
+            .try_collect()
+            .await?;
+        for key in keys {
+            self.store.delete(&key).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,377 @@
+//! Object lookup over a repository's live packs.
+//!
+//! Pack indexes are fetched once and kept, parsed, in a byte-bounded LRU ([`Caches`]):
+//! packs are immutable, so a cached index is never stale and lookups (negotiation,
+//! connectivity checks, object reads) run from memory, not from the store. Pack data is
+//! fetched whole on first use and kept in a second bounded LRU.
+//!
+//! Reading objects is blocking work (zlib, delta resolution, and a store fetch on a
+//! cache miss through the runtime handle): call [`ObjectSource`] methods only from
+//! `spawn_blocking` threads, never from async tasks.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use gix_hash::{ObjectId, oid};
+use gix_object::Kind;
+use gix_pack::data::decode::entry::ResolvedBase;
+use stowage_store::{Key, ObjectStore};
+
+use super::RepoName;
+use super::manifest::{Manifest, PackEntry};
+
+/// A parsed pack index, held in memory.
+pub type PackIndex = gix_pack::index::File<Bytes>;
+/// A pack's data, held in memory.
+pub type PackData = gix_pack::data::File<Bytes>;
+
+/// Why an object could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OdbError {
+    #[error("store: {0}")]
+    Store(#[from] stowage_store::Error),
+    #[error("pack {pack} is corrupt: {message}")]
+    Corrupt { pack: String, message: String },
+    #[error("object {0} is not in the repository")]
+    Missing(ObjectId),
+    #[error("object {id} is not a valid {kind}: {message}")]
+    BadObject {
+        id: ObjectId,
+        kind: Kind,
+        message: String,
+    },
+}
+
+/// The process-wide caches of pack indexes and pack data, bounded by bytes.
+#[derive(Clone)]
+pub struct Caches {
+    indexes: moka::sync::Cache<Key, Arc<PackIndex>>,
+    packs: moka::sync::Cache<Key, Bytes>,
+}
+
+impl Caches {
+    /// Caches holding at most `index_bytes` of pack indexes and `pack_bytes` of pack
+    /// data.
+    pub fn new(index_bytes: u64, pack_bytes: u64) -> Self {
+        Caches {
+            indexes: moka::sync::Cache::builder()
+                .max_capacity(index_bytes)
+                // A v2 index: header and fan-out, then id, CRC and offset per object.
+                .weigher(|_, index: &Arc<PackIndex>| {
+                    weight(1072 + 28 * index.num_objects() as usize)
+                })
+                .build(),
+            packs: moka::sync::Cache::builder()
+                .max_capacity(pack_bytes)
+                .weigher(|_, data: &Bytes| weight(data.len()))
+                .build(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("index_bytes", &self.indexes.weighted_size())
+            .field("pack_bytes", &self.packs.weighted_size())
+            .finish()
+    }
+}
+
+fn weight(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Reads objects by id.
+pub trait ObjectSource: Sync {
+    /// Writes the object's content into `out` and returns its kind, or `None` if the
+    /// source does not have it.
+    fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError>;
+
+    /// Whether the source has the object, without reading it.
+    fn contains(&self, id: &oid) -> bool;
+}
+
+/// One live pack of a repository.
+pub struct Pack {
+    pub entry: PackEntry,
+    pub index: Arc<PackIndex>,
+    pack_key: Key,
+    data: OnceLock<Arc<PackData>>,
+}
+
+impl std::fmt::Debug for Pack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pack")
+            .field("entry", &self.entry)
+            .field("loaded", &self.data.get().is_some())
+            .finish()
+    }
+}
+
+impl Pack {
+    pub fn pack_key(&self) -> &Key {
+        &self.pack_key
+    }
+}
+
+/// The objects of one repository as of one manifest.
+#[derive(Debug)]
+pub struct Odb {
+    store: Arc<dyn ObjectStore>,
+    caches: Caches,
+    runtime: tokio::runtime::Handle,
+    /// Newest first: recent objects are the likeliest to be asked for.
+    packs: Vec<Pack>,
+}
+
+/// Store keys of a pack's files.
+pub fn pack_keys(repo: &RepoName, hash: &ObjectId) -> (Key, Key) {
+    let hex = hash.to_hex().to_string();
+    (
+        repo.key(&format!("packs/pack-{hex}.pack")),
+        repo.key(&format!("packs/pack-{hex}.idx")),
+    )
+}
+
+impl Odb {
+    /// Opens the packs `manifest` lists, fetching the indexes not yet cached.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        caches: &Caches,
+        repo: &RepoName,
+        manifest: &Manifest,
+    ) -> Result<Self, OdbError> {
+        let loads = manifest.packs.iter().rev().map(|entry| {
+            let store = store.clone();
+            let caches = caches.clone();
+            let (pack_key, index_key) = pack_keys(repo, &entry.hash);
+            async move {
+                let index = match caches.indexes.get(&index_key) {
+                    Some(index) => index,
+                    None => {
+                        let bytes = store.get(&index_key).await?.bytes;
+                        let path = PathBuf::from(index_key.as_str());
+                        let index = PackIndex::from_data(bytes, path, gix_hash::Kind::Sha1)
+                            .map_err(|e| OdbError::Corrupt {
+                                pack: index_key.to_string(),
+                                message: e.to_string(),
+                            })?;
+                        let index = Arc::new(index);
+                        caches.indexes.insert(index_key, index.clone());
+                        index
+                    }
+                };
+                Ok::<_, OdbError>(Pack {
+                    entry: entry.clone(),
+                    index,
+                    pack_key,
+                    data: OnceLock::new(),
+                })
+            }
+        });
+        let packs = futures::future::try_join_all(loads).await?;
+        Ok(Odb {
+            store,
+            caches: caches.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            packs,
+        })
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn packs(&self) -> &[Pack] {
+        &self.packs
+    }
+
+    /// Which pack holds `id`, and at which entry of its index.
+    pub fn locate(&self, id: &oid) -> Option<(&Pack, u32)> {
+        self.packs
+            .iter()
+            .find_map(|pack| pack.index.lookup(id).map(|i| (pack, i)))
+    }
+
+    /// The pack's data, fetched (blocking) on first use.
+    pub fn data(&self, pack: &Pack) -> Result<Arc<PackData>, OdbError> {
+        if let Some(data) = pack.data.get() {
+            return Ok(data.clone());
+        }
+        let bytes = match self.caches.packs.get(&pack.pack_key) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self.runtime.block_on(self.store.get(&pack.pack_key))?.bytes;
+                self.caches
+                    .packs
+                    .insert(pack.pack_key.clone(), bytes.clone());
+                bytes
+            }
+        };
+        let path = PathBuf::from(pack.pack_key.as_str());
+        let data = PackData::from_data(bytes, path, gix_hash::Kind::Sha1).map_err(|e| {
+            OdbError::Corrupt {
+                pack: pack.pack_key.to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(pack.data.get_or_init(|| Arc::new(data)).clone())
+    }
+}
+
+impl ObjectSource for Odb {
+    fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        let Some((pack, index)) = self.locate(id) else {
+            return Ok(None);
+        };
+        let data = self.data(pack)?;
+        let offset = pack.index.pack_offset_at_index(index);
+        let corrupt = |e: &dyn std::fmt::Display| OdbError::Corrupt {
+            pack: pack.pack_key.to_string(),
+            message: e.to_string(),
+        };
+        let entry = data.entry(offset).map_err(|e| corrupt(&e))?;
+        let mut inflate = gix_zlib::Inflate::default();
+        let resolve = |base: &oid, buf: &mut Vec<u8>| -> gix_error::Result<Option<ResolvedBase>> {
+            if let Some(i) = pack.index.lookup(base) {
+                return data
+                    .entry(pack.index.pack_offset_at_index(i))
+                    .map(|e| Some(ResolvedBase::InPack(e)));
+            }
+            // A base in another pack; stored packs are complete, so this only happens
+            // for packs written by other tools.
+            match self.read(base, buf) {
+                Ok(Some(kind)) => Ok(Some(ResolvedBase::OutOfPack {
+                    kind,
+                    end: buf.len(),
+                })),
+                _ => Ok(None),
+            }
+        };
+        let outcome = data
+            .decode_entry(
+                entry,
+                out,
+                &mut inflate,
+                &resolve,
+                &mut gix_pack::cache::Never,
+            )
+            .map_err(|e| corrupt(&e))?;
+        Ok(Some(outcome.kind))
+    }
+
+    fn contains(&self, id: &oid) -> bool {
+        self.locate(id).is_some()
+    }
+}
+
+/// A pack just received and indexed in a temporary directory, before it is stored.
+pub struct LocalPack {
+    bundle: gix_pack::Bundle,
+}
+
+impl std::fmt::Debug for LocalPack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPack")
+            .field("objects", &self.num_objects())
+            .finish()
+    }
+}
+
+impl LocalPack {
+    pub fn open(index_path: &std::path::Path) -> Result<Self, OdbError> {
+        let bundle = gix_pack::Bundle::at(index_path, gix_hash::Kind::Sha1).map_err(|e| {
+            OdbError::Corrupt {
+                pack: index_path.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(LocalPack { bundle })
+    }
+
+    pub fn num_objects(&self) -> u32 {
+        self.bundle.index.num_objects()
+    }
+
+    /// Every object id in the pack.
+    pub fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.bundle.index.iter().map(|e| e.oid)
+    }
+}
+
+impl ObjectSource for LocalPack {
+    fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        let mut inflate = gix_zlib::Inflate::default();
+        match self
+            .bundle
+            .find(id, out, &mut inflate, &mut gix_pack::cache::Never)
+        {
+            Ok(Some((data, _))) => Ok(Some(data.kind)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(OdbError::Corrupt {
+                pack: "received pack".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn contains(&self, id: &oid) -> bool {
+        self.bundle.index.lookup(id).is_some()
+    }
+}
+
+/// Looks in `first`, then in `then`.
+#[derive(Debug)]
+pub struct Layered<'a, A, B> {
+    pub first: &'a A,
+    pub then: &'a B,
+}
+
+impl<A: ObjectSource, B: ObjectSource> ObjectSource for Layered<'_, A, B> {
+    fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        match self.first.read(id, out)? {
+            Some(kind) => Ok(Some(kind)),
+            None => self.then.read(id, out),
+        }
+    }
+
+    fn contains(&self, id: &oid) -> bool {
+        self.first.contains(id) || self.then.contains(id)
+    }
+}
+
+/// `gix_object::Find` over an [`ObjectSource`]: how the pack indexer resolves the bases
+/// of a thin pack from the repository.
+#[derive(Debug, Clone, Copy)]
+pub struct FindFrom<'a, S>(pub &'a S);
+
+impl<S: ObjectSource> gix_object::Find for FindFrom<'_, S> {
+    fn try_find<'a>(
+        &self,
+        id: &oid,
+        buffer: &'a mut Vec<u8>,
+    ) -> gix_error::Result<Option<gix_object::Data<'a>>> {
+        match self.0.read(id, buffer) {
+            Ok(Some(kind)) => Ok(Some(gix_object::Data::new(
+                buffer,
+                kind,
+                gix_hash::Kind::Sha1,
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(gix_error::Error::from_error(e)),
+        }
+    }
+}
+
+/// Reads an object that must exist.
+pub fn read_required(
+    source: &dyn ObjectSource,
+    id: &oid,
+    out: &mut Vec<u8>,
+) -> Result<Kind, OdbError> {
+    source
+        .read(id, out)?
+        .ok_or_else(|| OdbError::Missing(id.to_owned()))
+}

@@ -1,0 +1,530 @@
+//! Receiving a push: index the pack, check it, store it, then move the refs by
+//! compare-and-swap of the manifest.
+//!
+//! Order matters for safety: the pack is streamed to a temporary directory and indexed
+//! there (thin-pack bases are resolved from the repository and written into the stored
+//! pack, so every stored pack is complete); every command is checked (ref name, object
+//! present, connectivity of the new tip, fast-forward if required) before anything is
+//! stored; pack and index are stored with `Create`; only then is the manifest swapped.
+//! When the swap loses a race, the manifest is read again and every command's old id is
+//! checked against the new state: a command whose old id no longer matches is refused,
+//! never applied over someone else's update.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gix_hash::ObjectId;
+use gix_object::Kind;
+use stowage_store::{Error as StoreError, PutMode};
+use tokio::io::AsyncRead;
+
+use super::manifest::{Manifest, PackEntry, RefValue};
+use super::odb::{FindFrom, Layered, LocalPack, ObjectSource, Odb, OdbError, pack_keys};
+use super::walk::{check_connected, is_ancestor, peel};
+use super::{RepoError, RepoName, Repos, Snapshot};
+
+/// One ref update a client asked for. A null `old` means "create", a null `new` means
+/// "delete".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub old: ObjectId,
+    pub new: ObjectId,
+    pub name: String,
+}
+
+/// What happened to a push, in the terms of git's report-status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// `Err(reason)` when the pack could not be read or indexed.
+    pub unpack: Result<(), String>,
+    /// Per command, in request order: `Ok` or the reason it was refused.
+    pub refs: Vec<(String, Result<(), String>)>,
+}
+
+/// How many times a push re-reads the manifest after losing a compare-and-swap.
+const MAX_ATTEMPTS: u32 = 64;
+
+/// Checks a ref name by the rules of `git check-ref-format`, and that it is under
+/// `refs/`.
+pub fn check_ref_name(name: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid ref name {name:?}: {why}"));
+    if !name.starts_with("refs/") {
+        return bad("it is not under refs/");
+    }
+    if name.len() > 1024 {
+        return bad("too long");
+    }
+    if name.ends_with('/') || name.ends_with('.') {
+        return bad("it ends with `/` or `.`");
+    }
+    if name.contains("..") || name.contains("@{") || name.contains("//") {
+        return bad("it contains `..`, `@{` or `//`");
+    }
+    if name
+        .bytes()
+        .any(|b| b < 0x20 || b == 0x7f || b" ~^:?*[\\".contains(&b))
+    {
+        return bad("it contains a control character, a space or one of ~^:?*[\\");
+    }
+    if name
+        .split('/')
+        .any(|c| c.starts_with('.') || c.ends_with(".lock"))
+    {
+        return bad("a component starts with `.` or ends with `.lock`");
+    }
+    Ok(())
+}
+
+/// A command that passed the checks, with what the manifest needs to record.
+#[derive(Debug, Clone)]
+struct Checked {
+    peeled: Option<ObjectId>,
+}
+
+/// Runs a push of `commands` with the pack read from `pack` (`None` when the client
+/// sent no pack: deletes only).
+pub async fn receive(
+    repos: &Repos,
+    repo: &RepoName,
+    commands: Vec<Command>,
+    pack: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    atomic: bool,
+) -> Result<Report, RepoError> {
+    let snapshot = repos.snapshot(repo).await?;
+    if snapshot.is_none() && !repos.config.auto_create {
+        return Err(RepoError::NotFound(repo.clone()));
+    }
+    let base = snapshot
+        .as_ref()
+        .map(|s| s.manifest.clone())
+        .unwrap_or_else(|| Manifest::empty("refs/heads/main"));
+    let odb = Arc::new(repos.odb(repo, &base).await?);
+
+    let mut results: Vec<Result<Checked, String>> = commands
+        .iter()
+        .map(|c| check_ref_name(&c.name).map(|()| Checked { peeled: None }))
+        .collect();
+
+    let tmp = tempfile::Builder::new()
+        .prefix("stowage-push-")
+        .tempdir_in(&repos.config.tmp_dir)
+        .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
+
+    // Receive and index the pack.
+    let needs_pack = commands.iter().any(|c| !c.new.is_null());
+    let mut received: Option<(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)> = None;
+    if let (true, Some(pack)) = (needs_pack, pack) {
+        match index_pack(repos, odb.clone(), pack, tmp.path()).await {
+            Ok(Some(r)) => received = Some(r),
+            Ok(None) => {}
+            Err(reason) => {
+                return Ok(Report {
+                    unpack: Err(reason),
+                    refs: commands
+                        .iter()
+                        .map(|c| (c.name.clone(), Err("unpacker error".to_owned())))
+                        .collect(),
+                });
+            }
+        }
+    }
+
+    // Check every command against the objects (blocking work).
+    let checks = {
+        let odb = odb.clone();
+        let commands = commands.clone();
+        let local_index = received.as_ref().map(|r| r.2.clone());
+        let base = base.clone();
+        let deny_nff = repos.config.deny_non_fast_forwards;
+        let mut results = std::mem::take(&mut results);
+        tokio::task::spawn_blocking(move || -> Result<_, OdbError> {
+            let local = match &local_index {
+                Some(path) => Some(LocalPack::open(path)?),
+                None => None,
+            };
+            for (command, result) in commands.iter().zip(results.iter_mut()) {
+                if result.is_err() || command.new.is_null() {
+                    continue;
+                }
+                *result = match &local {
+                    Some(local) => check_command(local, &odb, &base, command, deny_nff)?,
+                    None => check_command(&NoObjects, &odb, &base, command, deny_nff)?,
+                };
+            }
+            Ok(results)
+        })
+        .await
+        .expect("the check task does not panic")?
+    };
+    results = checks;
+
+    // Store the pack if any command will use it.
+    let mut new_pack = None;
+    if let Some((local, hash, index_path, data_path)) = &received
+        && local.num_objects() > 0
+        && results.iter().any(Result::is_ok)
+    {
+        let size = std::fs::metadata(data_path)
+            .map_err(|e| RepoError::Store(StoreError::from_io("received pack", e)))?
+            .len();
+        store_pack(repos, repo, hash, index_path, data_path).await?;
+        new_pack = Some(PackEntry {
+            hash: *hash,
+            size,
+            objects: local.num_objects(),
+        });
+    }
+
+    let refs = swap_manifest(repos, repo, snapshot, &commands, results, new_pack, atomic).await?;
+    Ok(Report {
+        unpack: Ok(()),
+        refs,
+    })
+}
+
+/// Streams the pack into `dir` and indexes it. `Ok(None)` for an empty body; `Err` with
+/// the reason git shows after `unpack` for a corrupt or truncated pack.
+async fn index_pack(
+    repos: &Repos,
+    odb: Arc<Odb>,
+    pack: Box<dyn AsyncRead + Send + Unpin>,
+    dir: &Path,
+) -> Result<Option<(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>, String> {
+    let bridge = tokio_util::io::SyncIoBridge::new(pack);
+    let dir = dir.to_owned();
+    let max_object = repos.config.max_object_bytes;
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, bridge);
+        match reader.fill_buf() {
+            Ok([]) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading the pack failed: {e}")),
+        }
+        let interrupt = AtomicBool::new(false);
+        let options = gix_pack::bundle::write::Options {
+            thread_limit: None,
+            iteration_mode: gix_pack::data::input::Mode::Verify,
+            index_version: gix_pack::index::Version::V2,
+            alloc_limit_bytes: Some(max_object),
+            compression: gix_zlib::Compression::BEST_SPEED,
+        };
+        let outcome = gix_pack::Bundle::write_to_directory(
+            &mut reader,
+            Some(&dir),
+            &mut gix_utils::progress::Discard,
+            &interrupt,
+            Some(FindFrom(odb.as_ref())),
+            gix_hash::Kind::Sha1,
+            options,
+        )
+        .map_err(|e| format!("{e}"))?;
+        let (Some(index_path), Some(data_path)) = (outcome.index_path, outcome.data_path) else {
+            return Err("the indexer wrote no files".to_owned());
+        };
+        let local = LocalPack::open(&index_path).map_err(|e| e.to_string())?;
+        Ok(Some((
+            local,
+            outcome.index.data_hash,
+            index_path,
+            data_path,
+        )))
+    })
+    .await
+    .map_err(|e| format!("indexing failed: {e}"))?
+}
+
+/// An empty object source, for pushes that carry no pack.
+struct NoObjects;
+
+impl ObjectSource for NoObjects {
+    fn read(&self, _: &gix_hash::oid, _: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        Ok(None)
+    }
+    fn contains(&self, _: &gix_hash::oid) -> bool {
+        false
+    }
+}
+
+fn check_command(
+    local: &dyn ObjectSource,
+    odb: &Odb,
+    base: &Manifest,
+    command: &Command,
+    deny_non_fast_forwards: bool,
+) -> Result<Result<Checked, String>, OdbError> {
+    let all = Layered {
+        first: &DynSource(local),
+        then: odb,
+    };
+    if !all.contains(&command.new) {
+        return Ok(Err(format!(
+            "missing necessary objects: {} is not in the pack nor in the repository",
+            command.new
+        )));
+    }
+    if let Err(gap) = check_connected(local, odb, &[(command.new, command.name.clone())])? {
+        return Ok(Err(format!("missing necessary objects: {gap}")));
+    }
+    let (peeled, kind) = peel(&all, command.new)?;
+    if command.name.starts_with("refs/heads/") && kind != Kind::Commit {
+        return Ok(Err(format!(
+            "{} is a {kind}, not a commit: a branch must point to a commit",
+            command.new
+        )));
+    }
+    if deny_non_fast_forwards
+        && !command.old.is_null()
+        && let Some(current) = base.refs.get(&command.name)
+        && current.id == command.old
+        && !is_ancestor(&all, command.old, command.new)?
+    {
+        return Ok(Err("non-fast-forward".to_owned()));
+    }
+    Ok(Ok(Checked {
+        peeled: (peeled != command.new).then_some(peeled),
+    }))
+}
+
+/// `&dyn ObjectSource` as a sized source.
+struct DynSource<'a>(&'a dyn ObjectSource);
+
+impl ObjectSource for DynSource<'_> {
+    fn read(&self, id: &gix_hash::oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        self.0.read(id, out)
+    }
+    fn contains(&self, id: &gix_hash::oid) -> bool {
+        self.0.contains(id)
+    }
+}
+
+async fn store_pack(
+    repos: &Repos,
+    repo: &RepoName,
+    hash: &ObjectId,
+    index_path: &Path,
+    data_path: &Path,
+) -> Result<(), RepoError> {
+    let (pack_key, index_key) = pack_keys(repo, hash);
+    let io = |e| RepoError::Store(StoreError::from_io(pack_key.as_str(), e));
+    let file = tokio::fs::File::open(data_path).await.map_err(io)?;
+    let body = Box::pin(futures::StreamExt::map(
+        tokio_util::io::ReaderStream::with_capacity(file, 1 << 20),
+        |r| r,
+    ));
+    match repos
+        .store
+        .put_stream(&pack_key, body, PutMode::Create)
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let index = tokio::fs::read(index_path).await.map_err(io)?;
+    match repos
+        .store
+        .put(&index_key, Bytes::from(index), PutMode::Create)
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn transaction_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{nanos:x}-{:x}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// HEAD of a repository created by this push: `main` if pushed, else the one branch
+/// pushed, else `main`.
+fn initial_head(commands: &[Command]) -> String {
+    let branches: Vec<&str> = commands
+        .iter()
+        .filter(|c| !c.new.is_null() && c.name.starts_with("refs/heads/"))
+        .map(|c| c.name.as_str())
+        .collect();
+    if branches.len() == 1 && !branches.contains(&"refs/heads/main") {
+        branches[0].to_owned()
+    } else {
+        "refs/heads/main".to_owned()
+    }
+}
+
+/// Applies the checked commands to the manifest by compare-and-swap, re-reading and
+/// re-checking after every lost race.
+async fn swap_manifest(
+    repos: &Repos,
+    repo: &RepoName,
+    mut snapshot: Option<Snapshot>,
+    commands: &[Command],
+    checked: Vec<Result<Checked, String>>,
+    new_pack: Option<PackEntry>,
+    atomic: bool,
+) -> Result<Vec<(String, Result<(), String>)>, RepoError> {
+    let key = repo.key("manifest");
+    let txn = transaction_id();
+    let mut last_results = Vec::new();
+    for attempt in 0..MAX_ATTEMPTS {
+        let mut next = match &snapshot {
+            Some(s) => s.manifest.clone(),
+            None => Manifest::empty(&initial_head(commands)),
+        };
+        let mut results: Vec<Result<(), String>> = Vec::with_capacity(commands.len());
+        for (command, check) in commands.iter().zip(&checked) {
+            let result = match check {
+                Err(reason) => Err(reason.clone()),
+                Ok(checked) => {
+                    let current = next.refs.get(&command.name).map(|r| r.id);
+                    let expected = (!command.old.is_null()).then_some(command.old);
+                    if current != expected {
+                        Err(match (current, expected) {
+                            (None, Some(_)) => "ref does not exist (fetch first)".to_owned(),
+                            _ => "fetch first".to_owned(),
+                        })
+                    } else {
+                        if command.new.is_null() {
+                            next.refs.remove(&command.name);
+                        } else {
+                            next.refs.insert(
+                                command.name.clone(),
+                                RefValue {
+                                    id: command.new,
+                                    peeled: checked.peeled,
+                                },
+                            );
+                        }
+                        Ok(())
+                    }
+                }
+            };
+            results.push(result);
+        }
+        if atomic && results.iter().any(Result::is_err) {
+            results = results
+                .into_iter()
+                .map(|r| r.and(Err("atomic transaction failed".to_owned())))
+                .collect();
+        }
+        let report: Vec<_> = commands
+            .iter()
+            .map(|c| c.name.clone())
+            .zip(results.iter().cloned())
+            .collect();
+        if results.iter().all(Result::is_err) {
+            return Ok(report);
+        }
+        if let Some(pack) = &new_pack
+            && !next.packs.iter().any(|p| p.hash == pack.hash)
+        {
+            next.packs.push(pack.clone());
+        }
+        next.txn = txn.clone();
+        last_results = report.clone();
+        let mode = match &snapshot {
+            Some(s) => PutMode::Update(s.etag.clone()),
+            None => PutMode::Create,
+        };
+        match repos
+            .store
+            .put(&key, Bytes::from(next.to_bytes()), mode)
+            .await
+        {
+            Ok(_) => return Ok(report),
+            Err(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => {}
+            Err(e) if e.is_retryable() => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Lost the race (or the answer): read the winner's manifest and try again.
+        snapshot = repos.snapshot(repo).await?;
+        if let Some(s) = &snapshot
+            && s.manifest.txn == txn
+        {
+            return Ok(report); // our write landed; only its answer was lost
+        }
+        let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
+        tokio::time::sleep(Duration::from_millis(backoff)).await;
+    }
+    Ok(last_results
+        .into_iter()
+        .map(|(name, _)| {
+            (
+                name,
+                Err("too much contention on the repository, try again".to_owned()),
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_names_follow_check_ref_format() {
+        for good in [
+            "refs/heads/main",
+            "refs/tags/v1.0",
+            "refs/heads/feature/x-y_z",
+            "refs/notes/commits",
+        ] {
+            assert!(check_ref_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "HEAD",
+            "main",
+            "refs/heads/",
+            "refs/heads/a..b",
+            "refs/heads/.hidden",
+            "refs/heads/x.lock",
+            "refs/heads/a b",
+            "refs/heads/a~1",
+            "refs/heads/a^",
+            "refs/heads/a:b",
+            "refs/heads/a?",
+            "refs/heads/a*",
+            "refs/heads/a[",
+            "refs/heads/a\\b",
+            "refs/heads/a@{1}",
+            "refs//heads",
+            "refs/heads/x.",
+            "refs/heads/\u{1}",
+        ] {
+            assert!(check_ref_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn head_of_a_new_repository() {
+        let z = ObjectId::null(gix_hash::Kind::Sha1);
+        let id = ObjectId::from_hex(b"67463eab6b939e3de1ed116192ded6d6788017e3").expect("hex");
+        let cmd = |name: &str| Command {
+            old: z,
+            new: id,
+            name: name.into(),
+        };
+        assert_eq!(
+            initial_head(&[cmd("refs/heads/main"), cmd("refs/heads/dev")]),
+            "refs/heads/main"
+        );
+        assert_eq!(
+            initial_head(&[cmd("refs/heads/trunk"), cmd("refs/tags/v1")]),
+            "refs/heads/trunk"
+        );
+        assert_eq!(
+            initial_head(&[cmd("refs/heads/a"), cmd("refs/heads/b")]),
+            "refs/heads/main"
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! Graph walks over objects: what a fetch must send, whether a push is connected,
+//! ancestry and tag peeling.
+//!
+//! All of these read objects, so they are blocking (see [`super::odb`]).
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use gix_hash::ObjectId;
+use gix_object::Kind;
+
+use super::odb::{ObjectSource, OdbError, read_required};
+
+/// The parts of a commit a walk needs.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    pub tree: ObjectId,
+    pub parents: Vec<ObjectId>,
+    /// Committer time, seconds since the epoch.
+    pub time: i64,
+}
+
+fn bad(id: ObjectId, kind: Kind, e: impl std::fmt::Display) -> OdbError {
+    OdbError::BadObject {
+        id,
+        kind,
+        message: e.to_string(),
+    }
+}
+
+pub fn parse_commit(id: ObjectId, data: &[u8]) -> Result<CommitInfo, OdbError> {
+    let commit = gix_object::CommitRef::from_bytes(data, gix_hash::Kind::Sha1)
+        .map_err(|e| bad(id, Kind::Commit, e))?;
+    // "Name <email> 1700000000 +0100": the time is the second field from the end.
+    let time = commit
+        .committer
+        .rsplitn(3, |b| *b == b' ')
+        .nth(1)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    Ok(CommitInfo {
+        tree: commit.tree(),
+        parents: commit.parents().collect(),
+        time,
+    })
+}
+
+/// The ids a tree refers to that a pack must carry: subtrees and blobs, not the
+/// commits of submodules.
+pub fn tree_children(id: ObjectId, data: &[u8]) -> Result<Vec<(ObjectId, bool)>, OdbError> {
+    let tree = gix_object::TreeRef::from_bytes(data, gix_hash::Kind::Sha1)
+        .map_err(|e| bad(id, Kind::Tree, e))?;
+    Ok(tree
+        .entries
+        .iter()
+        .filter(|e| !e.mode.is_commit())
+        .map(|e| (e.oid.to_owned(), e.mode.is_tree()))
+        .collect())
+}
+
+pub fn tag_target(id: ObjectId, data: &[u8]) -> Result<(ObjectId, Kind), OdbError> {
+    let tag = gix_object::TagRef::from_bytes(data, gix_hash::Kind::Sha1)
+        .map_err(|e| bad(id, Kind::Tag, e))?;
+    Ok((tag.target(), tag.target_kind))
+}
+
+/// Follows annotated tags from `id` to the first object that is not a tag.
+pub fn peel(source: &dyn ObjectSource, id: ObjectId) -> Result<(ObjectId, Kind), OdbError> {
+    let mut buf = Vec::new();
+    let mut current = id;
+    for _ in 0..64 {
+        match read_required(source, &current, &mut buf)? {
+            Kind::Tag => current = tag_target(current, &buf)?.0,
+            kind => return Ok((current, kind)),
+        }
+    }
+    Err(bad(id, Kind::Tag, "tag chain longer than 64"))
+}
+
+#[derive(PartialEq, Eq)]
+struct Queued {
+    time: i64,
+    id: ObjectId,
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.time
+            .cmp(&other.time)
+            .then_with(|| self.id.cmp(&other.id))
+    }
+}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The objects a client that has `haves` needs to complete `wants`: every object
+/// reachable from `wants` and not from `haves`, where "not reachable from haves" is
+/// judged as git does it: commits by a full walk, trees and blobs by excluding those of
+/// the uninteresting commits at the edge of the walk.
+///
+/// `haves` must be objects the source has. Returned order: commits newest first, then
+/// tags, trees and blobs.
+pub fn objects_to_send(
+    source: &dyn ObjectSource,
+    wants: &[ObjectId],
+    haves: &[ObjectId],
+) -> Result<Vec<ObjectId>, OdbError> {
+    let mut buf = Vec::new();
+    let mut out: Vec<ObjectId> = Vec::new();
+    let mut sent: HashSet<ObjectId> = HashSet::new();
+    let mut roots: Vec<(ObjectId, bool)> = Vec::new(); // trees and blobs wanted directly
+    let mut commits: HashMap<ObjectId, (CommitInfo, bool)> = HashMap::new(); // id -> (info, uninteresting)
+    let mut queue = BinaryHeap::new();
+    let mut interesting_queued = 0usize;
+
+    let load = |id: ObjectId, buf: &mut Vec<u8>| -> Result<CommitInfo, OdbError> {
+        match read_required(source, &id, buf)? {
+            Kind::Commit => parse_commit(id, buf),
+            kind => Err(bad(id, kind, "expected a commit")),
+        }
+    };
+
+    // Seed: peel wants (sending the tags on the way) and haves.
+    for (ids, uninteresting) in [(wants, false), (haves, true)] {
+        for &start in ids {
+            let mut id = start;
+            loop {
+                let kind = read_required(source, &id, &mut buf)?;
+                match kind {
+                    Kind::Tag => {
+                        if !uninteresting && sent.insert(id) {
+                            out.push(id);
+                        }
+                        id = tag_target(id, &buf)?.0;
+                    }
+                    Kind::Commit => {
+                        let info = parse_commit(id, &buf)?;
+                        match commits.get_mut(&id) {
+                            Some(known) => {
+                                if uninteresting && !known.1 {
+                                    known.1 = true;
+                                    interesting_queued = interesting_queued.saturating_sub(1);
+                                }
+                            }
+                            None => {
+                                if !uninteresting {
+                                    interesting_queued += 1;
+                                }
+                                queue.push(Queued {
+                                    time: info.time,
+                                    id,
+                                });
+                                commits.insert(id, (info, uninteresting));
+                            }
+                        }
+                        break;
+                    }
+                    Kind::Tree => {
+                        if !uninteresting {
+                            roots.push((id, true));
+                        }
+                        break;
+                    }
+                    Kind::Blob => {
+                        if !uninteresting {
+                            roots.push((id, false));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // Commit walk, newest first, until only uninteresting commits are queued.
+    let mut result_commits = Vec::new();
+    let mut popped: HashSet<ObjectId> = HashSet::new();
+    while let Some(Queued { id, .. }) = queue.pop() {
+        let (info, uninteresting) = commits[&id].clone();
+        if !popped.insert(id) {
+            continue;
+        }
+        if !uninteresting {
+            interesting_queued = interesting_queued.saturating_sub(1);
+        }
+        if uninteresting && interesting_queued == 0 {
+            break;
+        }
+        for parent in &info.parents {
+            match commits.get_mut(parent) {
+                Some(known) => {
+                    if uninteresting && !known.1 {
+                        known.1 = true;
+                        if !popped.contains(parent) {
+                            interesting_queued = interesting_queued.saturating_sub(1);
+                        }
+                    }
+                }
+                None => {
+                    let parent_info = load(*parent, &mut buf)?;
+                    if !uninteresting {
+                        interesting_queued += 1;
+                    }
+                    queue.push(Queued {
+                        time: parent_info.time,
+                        id: *parent,
+                    });
+                    commits.insert(*parent, (parent_info, uninteresting));
+                }
+            }
+        }
+        if !uninteresting {
+            result_commits.push(id);
+        }
+    }
+    result_commits.retain(|id| !commits[id].1);
+
+    // Trees and blobs of the uninteresting edge commits are on the client already.
+    let mut excluded: HashSet<ObjectId> = HashSet::new();
+    let edges: HashSet<ObjectId> = result_commits
+        .iter()
+        .flat_map(|id| commits[id].0.parents.iter().copied())
+        .chain(haves.iter().copied())
+        .filter(|id| commits.get(id).is_some_and(|c| c.1))
+        .collect();
+    for edge in edges {
+        let tree = commits[&edge].0.tree;
+        mark_tree(source, tree, &mut excluded, &mut buf)?;
+    }
+
+    for id in &result_commits {
+        if sent.insert(*id) {
+            out.push(*id);
+        }
+    }
+    let tags_end = out.len();
+    let mut stack: Vec<(ObjectId, bool)> = roots;
+    stack.extend(
+        result_commits
+            .iter()
+            .rev()
+            .map(|id| (commits[id].0.tree, true)),
+    );
+    while let Some((id, is_tree)) = stack.pop() {
+        if excluded.contains(&id) || !sent.insert(id) {
+            continue;
+        }
+        out.push(id);
+        if is_tree {
+            read_required(source, &id, &mut buf)?;
+            stack.extend(tree_children(id, &buf)?);
+        }
+    }
+    debug_assert!(tags_end <= out.len());
+    Ok(out)
+}
+
+/// Adds `tree` and everything under it to `set`.
+fn mark_tree(
+    source: &dyn ObjectSource,
+    tree: ObjectId,
+    set: &mut HashSet<ObjectId>,
+    buf: &mut Vec<u8>,
+) -> Result<(), OdbError> {
+    let mut stack = vec![tree];
+    while let Some(id) = stack.pop() {
+        if !set.insert(id) {
+            continue;
+        }
+        read_required(source, &id, buf)?;
+        for (child, is_tree) in tree_children(id, buf)? {
+            if is_tree {
+                stack.push(child);
+            } else {
+                set.insert(child);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An object a push refers to but does not carry, and the repository does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("missing object {missing} (referenced by {referenced_by})")]
+pub struct NotConnected {
+    pub missing: ObjectId,
+    pub referenced_by: String,
+}
+
+/// Checks that everything reachable from `tips` is in `new` or in `existing`. A walk
+/// stops at objects `existing` has: the packs a manifest lists are closed under
+/// reachability.
+pub fn check_connected(
+    new: &dyn ObjectSource,
+    existing: &dyn ObjectSource,
+    tips: &[(ObjectId, String)],
+) -> Result<Result<(), NotConnected>, OdbError> {
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut stack: Vec<(ObjectId, String)> = tips.to_vec();
+    let mut buf = Vec::new();
+    while let Some((id, from)) = stack.pop() {
+        if !seen.insert(id) || existing.contains(&id) {
+            continue;
+        }
+        let Some(kind) = new.read(&id, &mut buf)? else {
+            return Ok(Err(NotConnected {
+                missing: id,
+                referenced_by: from,
+            }));
+        };
+        let here = || format!("{kind} {id}");
+        match kind {
+            Kind::Commit => {
+                let info = parse_commit(id, &buf)?;
+                stack.push((info.tree, here()));
+                stack.extend(info.parents.into_iter().map(|p| (p, here())));
+            }
+            Kind::Tree => {
+                stack.extend(
+                    tree_children(id, &buf)?
+                        .into_iter()
+                        .map(|(c, _)| (c, here())),
+                );
+            }
+            Kind::Tag => stack.push((tag_target(id, &buf)?.0, here())),
+            Kind::Blob => {}
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Whether `ancestor` is reachable from `descendant` (both commits).
+pub fn is_ancestor(
+    source: &dyn ObjectSource,
+    ancestor: ObjectId,
+    descendant: ObjectId,
+) -> Result<bool, OdbError> {
+    let mut buf = Vec::new();
+    if ancestor == descendant {
+        return Ok(true);
+    }
+    let target_time = match read_required(source, &ancestor, &mut buf)? {
+        Kind::Commit => parse_commit(ancestor, &buf)?.time,
+        _ => return Ok(false),
+    };
+    let mut seen = HashSet::new();
+    let mut queue = BinaryHeap::new();
+    if read_required(source, &descendant, &mut buf)? != Kind::Commit {
+        return Ok(false);
+    }
+    let info = parse_commit(descendant, &buf)?;
+    queue.push(Queued {
+        time: info.time,
+        id: descendant,
+    });
+    // A day of slack for clocks that went backwards.
+    const SLACK: i64 = 86_400;
+    while let Some(Queued { id, time }) = queue.pop() {
+        if id == ancestor {
+            return Ok(true);
+        }
+        if time + SLACK < target_time || !seen.insert(id) {
+            continue;
+        }
+        read_required(source, &id, &mut buf)?;
+        for parent in parse_commit(id, &buf)?.parents {
+            read_required(source, &parent, &mut buf)?;
+            let time = parse_commit(parent, &buf)?.time;
+            queue.push(Queued { time, id: parent });
+        }
+    }
+    Ok(false)
+}
