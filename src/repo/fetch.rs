@@ -38,7 +38,7 @@ pub fn common_haves(odb: &Odb, haves: &[ObjectId]) -> Vec<ObjectId> {
 /// Starts producing the pack for `request`.
 pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
     if request.common.is_empty() {
-        return packgen::stream_stored_packs(odb.store(), &odb);
+        return packgen::stream_stored_packs(odb);
     }
     let tags: Vec<(ObjectId, ObjectId)> = if request.include_tag {
         manifest

@@ -35,6 +35,9 @@ pub enum OdbError {
     Corrupt { pack: String, message: String },
     #[error("object {0} is not in the repository")]
     Missing(ObjectId),
+    /// The client stopped reading; the work was abandoned.
+    #[error("the client went away")]
+    Cancelled,
     #[error("object {id} is not a valid {kind}: {message}")]
     BadObject {
         id: ObjectId,
@@ -180,10 +183,6 @@ impl Odb {
         })
     }
 
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
-    }
-
     pub fn packs(&self) -> &[Pack] {
         &self.packs
     }
@@ -193,6 +192,21 @@ impl Odb {
         self.packs
             .iter()
             .find_map(|pack| pack.index.lookup(id).map(|i| (pack, i)))
+    }
+
+    /// Bytes `range` of the pack's file, from memory if its data is loaded, else from
+    /// the store (blocking).
+    pub fn read_pack_range(
+        &self,
+        pack: &Pack,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, OdbError> {
+        if let Some(bytes) = self.caches.packs.get(&pack.pack_key) {
+            return Ok(bytes.slice(range.start as usize..range.end as usize));
+        }
+        Ok(self
+            .runtime
+            .block_on(self.store.get_range(&pack.pack_key, range.into()))?)
     }
 
     /// The pack's data, fetched (blocking) on first use.

@@ -10,6 +10,7 @@
 //!
 //! [gitformat-pack]: https://git-scm.com/docs/gitformat-pack
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -17,7 +18,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use gix_hash::ObjectId;
 use gix_object::Kind;
 use sha1::{Digest, Sha1};
-use stowage_store::ObjectStore;
 use tokio::sync::mpsc;
 
 use super::odb::{ObjectSource, Odb, OdbError, read_required};
@@ -39,58 +39,209 @@ fn header(count: u32) -> Bytes {
 }
 
 /// Streams every object of the live packs as one pack.
-pub fn stream_stored_packs(store: Arc<dyn ObjectStore>, odb: &Odb) -> PackChunks {
+///
+/// Packs may share objects (a completed thin pack carries copies of its bases), and
+/// git refuses a pack that holds an object twice. Packs without such copies are sent
+/// verbatim; in a pack with copies, the copies are left out and the headers of the
+/// OFS_DELTA entries are rewritten: a delta whose base was left out becomes a
+/// REF_DELTA naming the base (sent earlier in the stream), and the others get the
+/// distance to their base as it is in the output. Entry data is never decompressed.
+pub fn stream_stored_packs(odb: Arc<Odb>) -> PackChunks {
     let (tx, rx) = mpsc::channel(4);
-    let packs: Vec<_> = odb
-        .packs()
-        .iter()
-        .map(|p| (p.pack_key().clone(), p.entry.size))
-        .collect();
-    let count: u32 = odb.packs().iter().map(|p| p.entry.objects).sum();
-    tokio::spawn(async move {
-        let mut hasher = Sha1::new();
-        let head = header(count);
-        hasher.update(&head);
-        if tx.send(Ok(head)).await.is_err() {
-            return;
+    tokio::task::spawn_blocking(move || match copy_packs(&odb, &tx) {
+        Ok(()) | Err(OdbError::Cancelled) => {}
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
         }
-        for (key, size) in packs {
-            // Entries sit between the 12-byte header and the 20-byte trailer.
-            let (mut at, end) = (12u64, size.saturating_sub(20));
-            while at < end {
-                let upto = (at + COPY_CHUNK).min(end);
-                match store.get_range(&key, (at..upto).into()).await {
-                    Ok(chunk) => {
-                        hasher.update(&chunk);
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                }
-                at = upto;
-            }
-        }
-        let _ = tx
-            .send(Ok(Bytes::copy_from_slice(&hasher.finalize())))
-            .await;
     });
     rx
 }
 
-/// The pack entry header: type and size in git's variable-length encoding.
-fn entry_header(kind: Kind, size: usize, out: &mut Vec<u8>) {
-    let type_bits: u8 = match kind {
-        Kind::Commit => 1,
-        Kind::Tree => 2,
-        Kind::Blob => 3,
-        Kind::Tag => 4,
+/// What to leave out of each pack, oldest pack first.
+struct CopyPlan {
+    count: u32,
+    /// Per pack (in `odb.packs()` order): offsets of the entries to leave out, and the
+    /// id of each.
+    dropped: Vec<HashMap<u64, ObjectId>>,
+}
+
+fn plan_copy(odb: &Odb) -> CopyPlan {
+    let packs = odb.packs();
+    let mut dropped = vec![HashMap::new(); packs.len()];
+    if packs.len() <= 1 {
+        let count = packs.iter().map(|p| p.entry.objects).sum();
+        return CopyPlan { count, dropped };
+    }
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut count = 0u32;
+    for (i, pack) in packs.iter().enumerate().rev() {
+        for entry in pack.index.iter() {
+            if seen.insert(entry.oid) {
+                count += 1;
+            } else {
+                dropped[i].insert(entry.pack_offset, entry.oid);
+            }
+        }
+    }
+    CopyPlan { count, dropped }
+}
+
+fn copy_packs(odb: &Odb, tx: &mpsc::Sender<Result<Bytes, OdbError>>) -> Result<(), OdbError> {
+    let plan = plan_copy(odb);
+    let mut out = Output {
+        tx,
+        hasher: Sha1::new(),
+        written: 0,
     };
-    let mut size = size as u64;
-    let mut byte = (type_bits << 4) | (size & 0x0f) as u8;
+    out.send(header(plan.count))?;
+    // Oldest first, so copies (in newer packs) are the entries left out.
+    for (i, pack) in odb.packs().iter().enumerate().rev() {
+        let end = pack.entry.size.saturating_sub(20);
+        if plan.dropped[i].is_empty() {
+            // Entries sit between the 12-byte header and the 20-byte trailer.
+            let mut at = 12u64;
+            while at < end {
+                let upto = (at + COPY_CHUNK).min(end);
+                out.send(odb.read_pack_range(pack, at..upto)?)?;
+                at = upto;
+            }
+        } else {
+            copy_filtered(odb, pack, &plan.dropped[i], &mut out)?;
+        }
+    }
+    let digest = Bytes::copy_from_slice(&out.hasher.clone().finalize());
+    let _ = tx.blocking_send(Ok(digest));
+    Ok(())
+}
+
+/// The pack being written: hashes and counts what it sends.
+struct Output<'a> {
+    tx: &'a mpsc::Sender<Result<Bytes, OdbError>>,
+    hasher: Sha1,
+    written: u64,
+}
+
+impl Output<'_> {
+    fn send(&mut self, chunk: Bytes) -> Result<(), OdbError> {
+        self.hasher.update(&chunk);
+        self.written += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| OdbError::Cancelled)
+    }
+}
+
+fn copy_filtered(
+    odb: &Odb,
+    pack: &super::odb::Pack,
+    dropped: &HashMap<u64, ObjectId>,
+    out: &mut Output<'_>,
+) -> Result<(), OdbError> {
+    let corrupt = |message: &str| OdbError::Corrupt {
+        pack: pack.pack_key().to_string(),
+        message: message.to_owned(),
+    };
+    let end = pack.entry.size.saturating_sub(20);
+    let bytes = odb.read_pack_range(pack, 0..pack.entry.size)?;
+    let mut offsets: Vec<u64> = pack.index.iter().map(|e| e.pack_offset).collect();
+    offsets.sort_unstable();
+    // Where each kept entry of this pack starts in the output.
+    let mut moved: HashMap<u64, u64> = HashMap::with_capacity(offsets.len());
+    let mut buf = Vec::with_capacity(OUT_CHUNK * 2);
+    for (n, &offset) in offsets.iter().enumerate() {
+        let next = offsets.get(n + 1).copied().unwrap_or(end);
+        if dropped.contains_key(&offset) {
+            continue;
+        }
+        let entry = bytes
+            .get(offset as usize..next as usize)
+            .ok_or_else(|| corrupt("entry outside the pack"))?;
+        let here = out.written + buf.len() as u64;
+        moved.insert(offset, here);
+        let (kind, size, header_len) =
+            parse_entry_header(entry).ok_or_else(|| corrupt("bad entry header"))?;
+        if kind == OFS_DELTA {
+            let (distance, used) =
+                parse_ofs(&entry[header_len..]).ok_or_else(|| corrupt("bad delta offset"))?;
+            let base = offset
+                .checked_sub(distance)
+                .ok_or_else(|| corrupt("delta base before the pack"))?;
+            let payload = &entry[header_len + used..];
+            if let Some(base_id) = dropped.get(&base) {
+                write_type_and_size(REF_DELTA, size, &mut buf);
+                buf.extend_from_slice(base_id.as_slice());
+            } else {
+                let new_base = moved
+                    .get(&base)
+                    .ok_or_else(|| corrupt("delta base is not an entry"))?;
+                write_type_and_size(OFS_DELTA, size, &mut buf);
+                write_ofs(here - new_base, &mut buf);
+            }
+            buf.extend_from_slice(payload);
+        } else {
+            buf.extend_from_slice(entry);
+        }
+        if buf.len() >= OUT_CHUNK {
+            out.send(Bytes::from(std::mem::take(&mut buf)))?;
+        }
+    }
+    if !buf.is_empty() {
+        out.send(Bytes::from(buf))?;
+    }
+    Ok(())
+}
+
+const OFS_DELTA: u8 = 6;
+const REF_DELTA: u8 = 7;
+
+/// Type, size and length of a pack entry header.
+fn parse_entry_header(entry: &[u8]) -> Option<(u8, u64, usize)> {
+    let mut c = *entry.first()?;
+    let kind = (c >> 4) & 7;
+    let mut size = u64::from(c & 0x0f);
+    let mut shift = 4;
+    let mut used = 1;
+    while c & 0x80 != 0 {
+        c = *entry.get(used)?;
+        used += 1;
+        if shift > 57 {
+            return None;
+        }
+        size |= u64::from(c & 0x7f) << shift;
+        shift += 7;
+    }
+    Some((kind, size, used))
+}
+
+/// The OFS_DELTA base distance, in git's offset encoding (each continuation adds one).
+fn parse_ofs(data: &[u8]) -> Option<(u64, usize)> {
+    let mut c = *data.first()?;
+    let mut value = u64::from(c & 0x7f);
+    let mut used = 1;
+    while c & 0x80 != 0 {
+        c = *data.get(used)?;
+        used += 1;
+        value = value.checked_add(1)?.checked_mul(128)? | u64::from(c & 0x7f);
+    }
+    Some((value, used))
+}
+
+fn write_ofs(mut value: u64, out: &mut Vec<u8>) {
+    let mut bytes = [0u8; 10];
+    let mut i = bytes.len() - 1;
+    bytes[i] = (value & 0x7f) as u8;
+    value >>= 7;
+    while value != 0 {
+        value -= 1;
+        i -= 1;
+        bytes[i] = 0x80 | (value & 0x7f) as u8;
+        value >>= 7;
+    }
+    out.extend_from_slice(&bytes[i..]);
+}
+
+fn write_type_and_size(kind: u8, mut size: u64, out: &mut Vec<u8>) {
+    let mut byte = (kind << 4) | (size & 0x0f) as u8;
     size >>= 4;
     while size != 0 {
         out.push(byte | 0x80);
@@ -98,6 +249,17 @@ fn entry_header(kind: Kind, size: usize, out: &mut Vec<u8>) {
         size >>= 7;
     }
     out.push(byte);
+}
+
+/// The pack entry header of a whole object: type and size.
+fn entry_header(kind: Kind, size: usize, out: &mut Vec<u8>) {
+    let type_bits: u8 = match kind {
+        Kind::Commit => 1,
+        Kind::Tree => 2,
+        Kind::Blob => 3,
+        Kind::Tag => 4,
+    };
+    write_type_and_size(type_bits, size as u64, out);
 }
 
 /// Writes `ids` (which `source` must have) as a pack, whole objects, zlib level 1.
@@ -146,5 +308,29 @@ mod tests {
         entry_header(Kind::Commit, 300, &mut out);
         // 300 = 0b1_0010_1100: low 4 bits 1100, then 0b10010 = 18.
         assert_eq!(out, [0x80 | 0x10 | 0x0c, 18]);
+        assert_eq!(parse_entry_header(&out), Some((1, 300, 2)));
+    }
+
+    #[test]
+    fn ofs_offsets_round_trip() {
+        for value in [
+            0u64,
+            1,
+            127,
+            128,
+            129,
+            16_511,
+            16_512,
+            1 << 20,
+            (1 << 35) + 17,
+        ] {
+            let mut out = Vec::new();
+            write_ofs(value, &mut out);
+            assert_eq!(parse_ofs(&out), Some((value, out.len())), "{value}");
+        }
+        // Git's own encoding of 128: one continuation byte then zero.
+        let mut out = Vec::new();
+        write_ofs(128, &mut out);
+        assert_eq!(out, [0x80, 0x00]);
     }
 }

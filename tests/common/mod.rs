@@ -1,0 +1,288 @@
+//! Harness for end-to-end tests: starts `stowage serve` on a backend and drives the
+//! real `git` binary against it, with an isolated HOME and no system or global config.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+/// Where a test's repositories live.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Fs(Arc<tempfile::TempDir>),
+    S3 { bucket: String },
+}
+
+impl Backend {
+    pub fn fs() -> Backend {
+        Backend::Fs(Arc::new(tempfile::tempdir().expect("temp dir")))
+    }
+
+    /// A fresh bucket on the test S3 service, or `None` when S3 is unreachable and not
+    /// required (the harness says so on stderr); panics when it is required.
+    pub fn s3() -> Option<Backend> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store = runtime.block_on(stowage_s3::testing::fresh_store())?;
+        Some(Backend::S3 {
+            bucket: store.location().bucket.clone(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Backend::Fs(dir) => format!("file://{}", dir.path().display()),
+            Backend::S3 { bucket } => format!("s3://{bucket}"),
+        }
+    }
+}
+
+/// Environment for stowage processes talking to the test S3 service.
+fn s3_env(cmd: &mut Command) {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    cmd.env("AWS_ENDPOINT_URL", stowage_s3::testing::endpoint())
+        .env("AWS_ACCESS_KEY_ID", env("AWS_ACCESS_KEY_ID", "test"))
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            env("AWS_SECRET_ACCESS_KEY", "test"),
+        )
+        .env("AWS_REGION", env("AWS_REGION", "us-east-1"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// The `stowage` binary under test.
+pub fn stowage() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stowage"));
+    s3_env(&mut cmd);
+    cmd
+}
+
+/// A running server; stopped (by its PID) when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(backend: &Backend) -> Server {
+        Self::start_with(backend, &[])
+    }
+
+    pub fn start_with(backend: &Backend, extra: &[&str]) -> Server {
+        let mut child = stowage()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &backend.url(),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "stowage=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("stowage starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("stowage prints its address");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from stowage: {line:?}"))
+            .to_owned();
+        Server { child, base }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch area with an isolated git configuration.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `git` in `cwd` with no user or system configuration.
+    pub fn git_cmd(&self, cwd: &Path) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path().join("home"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_AUTHOR_NAME", "Stowage Test")
+            .env("GIT_AUTHOR_EMAIL", "test@stowage.invalid")
+            .env("GIT_COMMITTER_NAME", "Stowage Test")
+            .env("GIT_COMMITTER_EMAIL", "test@stowage.invalid")
+            .args([
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "advice.detachedHead=false",
+            ]);
+        cmd
+    }
+
+    /// Runs git; panics with its output if it fails.
+    pub fn git(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.git_output(cwd, args);
+        assert!(
+            out.status.success(),
+            "git {args:?} failed in {}:\n{}{}",
+            cwd.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn git_output(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.git_cmd(cwd).args(args).output().expect("git runs")
+    }
+
+    /// A new repository at `name` with `commits` commits on main.
+    pub fn init_repo(&self, name: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::create_dir_all(&path).expect("dir");
+        self.git(&path, &["init", "-q"]);
+        path
+    }
+
+    /// Commits a change to `file` with `message`.
+    pub fn commit(&self, repo: &Path, file: &str, content: &str, message: &str) -> String {
+        let path = repo.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("dir");
+        }
+        std::fs::write(&path, content).expect("write");
+        self.git(repo, &["add", "-A"]);
+        self.git(repo, &["commit", "-q", "-m", message]);
+        self.git(repo, &["rev-parse", "HEAD"]).trim().to_owned()
+    }
+}
+
+/// Every object reachable from every ref of `repo`, sorted.
+pub fn all_objects(sandbox: &Sandbox, repo: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = sandbox
+        .git(repo, &["rev-list", "--all", "--objects"])
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or("").to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Runs `scenario` on the filesystem backend.
+pub fn on_fs(scenario: impl FnOnce(Backend)) {
+    scenario(Backend::fs());
+}
+
+/// Runs `scenario` on S3, or reports the skip (see [`Backend::s3`]).
+pub fn on_s3(scenario: impl FnOnce(Backend)) {
+    if let Some(backend) = Backend::s3() {
+        scenario(backend);
+    }
+}
+
+/// Declares one test per backend for each scenario function.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod fs {
+            $(
+                #[test]
+                fn $scenario() {
+                    $crate::common::on_fs(super::$scenario);
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[test]
+                fn $scenario() {
+                    $crate::common::on_s3(super::$scenario);
+                }
+            )*
+        }
+    };
+}
+
+/// POSTs `body` to `url` with curl; returns (HTTP status, response body).
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("body");
+    std::fs::write(&input, body).expect("write body");
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Content-Type: {content_type}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", input.display()))
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    parse_curl(out)
+}
+
+/// GETs `url` with curl; returns (HTTP status, response body).
+pub fn get(url: &str) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--path-as-is"])
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    parse_curl(out)
+}
+
+fn parse_curl(out: Output) -> (u16, Vec<u8>) {
+    let text = out.stdout;
+    let split = text.iter().rposition(|b| *b == b'\n').expect("status line");
+    let status = String::from_utf8_lossy(&text[split + 1..])
+        .trim()
+        .parse()
+        .expect("status code");
+    (status, text[..split].to_vec())
+}
+
+/// A pkt-line.
+pub fn pkt(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:04x}", data.len() + 4).into_bytes();
+    out.extend_from_slice(data);
+    out
+}

@@ -1,0 +1,484 @@
+//! End to end: the real `git` client against `stowage serve`, on the filesystem and S3
+//! backends.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::thread;
+
+use common::{Backend, Sandbox, Server, all_objects, stowage};
+
+on_every_backend!(
+    push_new_repository_and_ls_remote,
+    clone_with_every_protocol_version,
+    incremental_and_no_op_fetch,
+    fast_forward_forced_and_deleting_pushes,
+    clone_of_an_empty_repository,
+    racing_pushes_lose_no_update,
+    racing_pushes_through_two_servers,
+    sixteen_concurrent_clones,
+);
+
+/// A source repository: main with 4 commits, feature branches `dev` and `topic/x`, a
+/// lightweight tag `v0.1` and an annotated tag `v1.0`.
+fn source_repo(sb: &Sandbox) -> std::path::PathBuf {
+    let src = sb.init_repo("src");
+    for i in 1..=4 {
+        sb.commit(
+            &src,
+            &format!("dir{}/file{i}.txt", i % 2),
+            &format!("content {i}\n"),
+            &format!("commit {i}"),
+        );
+    }
+    sb.git(&src, &["branch", "dev", "HEAD~2"]);
+    sb.git(&src, &["checkout", "-q", "-b", "topic/x", "HEAD~1"]);
+    sb.commit(&src, "topic.txt", "topic\n", "topic work");
+    sb.git(&src, &["checkout", "-q", "main"]);
+    sb.git(&src, &["tag", "v0.1", "HEAD~3"]);
+    sb.git(&src, &["tag", "-a", "-m", "release 1.0", "v1.0", "HEAD~1"]);
+    src
+}
+
+fn push_all(sb: &Sandbox, src: &Path, url: &str) {
+    sb.git(
+        src,
+        &[
+            "push",
+            "-q",
+            url,
+            "refs/heads/*:refs/heads/*",
+            "refs/tags/*:refs/tags/*",
+        ],
+    );
+}
+
+/// `git show-ref -d` style lines of a local repository: every ref and peeled tag.
+fn local_refs(sb: &Sandbox, repo: &Path) -> BTreeSet<String> {
+    sb.git(repo, &["show-ref", "-d"])
+        .lines()
+        .map(|l| l.replace(' ', "\t"))
+        .collect()
+}
+
+fn ls_remote(sb: &Sandbox, cwd: &Path, url: &str, version: &str) -> BTreeSet<String> {
+    sb.git(
+        cwd,
+        &[
+            "-c",
+            &format!("protocol.version={version}"),
+            "ls-remote",
+            url,
+        ],
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn push_new_repository_and_ls_remote(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = source_repo(&sb);
+    let url = server.url("team/demo.git");
+    push_all(&sb, &src, &url);
+
+    let mut expected = local_refs(&sb, &src);
+    let head = sb.git(&src, &["rev-parse", "main"]);
+    expected.insert(format!("{}\tHEAD", head.trim()));
+    for version in ["0", "2"] {
+        assert_eq!(
+            ls_remote(&sb, &src, &url, version),
+            expected,
+            "protocol v{version}"
+        );
+    }
+    // The same repository without `.git` in the URL.
+    assert_eq!(
+        ls_remote(&sb, &src, &server.url("team/demo"), "2"),
+        expected
+    );
+    let listed = stowage()
+        .args(["repo", "list", "--store", &backend.url()])
+        .output()
+        .expect("repo list");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "team/demo");
+}
+
+fn clone_with_every_protocol_version(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = source_repo(&sb);
+    let url = server.url("demo.git");
+    push_all(&sb, &src, &url);
+    let source_objects = all_objects(&sb, &src);
+
+    for version in ["0", "1", "2"] {
+        let name = format!("clone-v{version}");
+        sb.git(
+            sb.dir.path(),
+            &[
+                "-c",
+                &format!("protocol.version={version}"),
+                "clone",
+                "-q",
+                "--mirror",
+                &url,
+                &name,
+            ],
+        );
+        let clone = sb.path(&name);
+        sb.git(&clone, &["fsck", "--full", "--strict"]);
+        assert_eq!(
+            local_refs(&sb, &clone),
+            local_refs(&sb, &src),
+            "refs after a v{version} clone"
+        );
+        assert_eq!(
+            all_objects(&sb, &clone),
+            source_objects,
+            "objects after a v{version} clone"
+        );
+    }
+    // An ordinary clone checks out HEAD's branch.
+    sb.git(sb.dir.path(), &["clone", "-q", &url, "work"]);
+    let branch = sb.git(&sb.path("work"), &["symbolic-ref", "HEAD"]);
+    assert_eq!(branch.trim(), "refs/heads/main");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("work/dir1/file3.txt")).expect("checked out"),
+        "content 3\n"
+    );
+}
+
+fn pack_count(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join(".git/objects/pack"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Number of objects in the newest pack of `repo`.
+fn newest_pack_objects(sb: &Sandbox, repo: &Path) -> usize {
+    let dir = repo.join(".git/objects/pack");
+    let newest = std::fs::read_dir(&dir)
+        .expect("pack dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".idx"))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).expect("mtime"))
+        .expect("a pack");
+    let out = sb.git(
+        repo,
+        &["verify-pack", "-v", &newest.path().display().to_string()],
+    );
+    out.lines()
+        .filter(|l| {
+            let mut parts = l.split_whitespace();
+            parts.next().is_some_and(|id| id.len() == 40)
+                && parts
+                    .next()
+                    .is_some_and(|kind| ["commit", "tree", "blob", "tag"].contains(&kind))
+        })
+        .count()
+}
+
+fn incremental_and_no_op_fetch(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = source_repo(&sb);
+    let url = server.url("demo.git");
+    push_all(&sb, &src, &url);
+
+    for version in ["0", "2"] {
+        let name = format!("clone-v{version}");
+        sb.git(sb.dir.path(), &["clone", "-q", &url, &name]);
+        let clone = sb.path(&name);
+        let v = format!("protocol.version={version}");
+
+        // A no-op fetch receives no pack.
+        let before = pack_count(&clone);
+        sb.git(
+            &clone,
+            &[
+                "-c",
+                &v,
+                "-c",
+                "fetch.unpackLimit=1",
+                "fetch",
+                "-q",
+                "origin",
+            ],
+        );
+        assert_eq!(
+            pack_count(&clone),
+            before,
+            "no-op fetch (v{version}) wrote a pack"
+        );
+
+        // Two new commits touching one file each: 2 commits + 2 root trees + 2 subtrees
+        // + 2 blobs travel, nothing else.
+        let tip = {
+            sb.commit(
+                &src,
+                &format!("dir0/new-{version}-a.txt"),
+                &format!("a {version}\n"),
+                "new a",
+            );
+            sb.commit(
+                &src,
+                &format!("dir1/new-{version}-b.txt"),
+                &format!("b {version}\n"),
+                "new b",
+            )
+        };
+        sb.git(&src, &["push", "-q", &url, "main"]);
+        sb.git(
+            &clone,
+            &[
+                "-c",
+                &v,
+                "-c",
+                "fetch.unpackLimit=1",
+                "fetch",
+                "-q",
+                "origin",
+            ],
+        );
+        assert_eq!(sb.git(&clone, &["rev-parse", "origin/main"]).trim(), tip);
+        assert_eq!(pack_count(&clone), before + 1);
+        assert_eq!(
+            newest_pack_objects(&sb, &clone),
+            8,
+            "only the new objects travel (v{version})"
+        );
+        sb.git(&clone, &["fsck", "--full"]);
+    }
+}
+
+fn fast_forward_forced_and_deleting_pushes(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = source_repo(&sb);
+    let url = server.url("demo.git");
+    push_all(&sb, &src, &url);
+    let remote = |name: &str| {
+        sb.git(&src, &["ls-remote", &url, name])
+            .split('\t')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+
+    // Fast-forward.
+    let ff = sb.commit(&src, "ff.txt", "ff\n", "fast-forward");
+    sb.git(&src, &["push", "-q", &url, "main"]);
+    assert_eq!(remote("refs/heads/main"), ff);
+
+    // A non-fast-forward push is refused without --force, accepted with it.
+    sb.git(&src, &["reset", "-q", "--hard", "HEAD~2"]);
+    let rewritten = sb.commit(&src, "rewrite.txt", "r\n", "rewritten history");
+    let refused = sb.git_output(&src, &["push", &url, "main"]);
+    assert!(
+        !refused.status.success(),
+        "a non-fast-forward push needs --force"
+    );
+    assert_eq!(remote("refs/heads/main"), ff);
+    sb.git(&src, &["push", "-q", "--force", &url, "main"]);
+    assert_eq!(remote("refs/heads/main"), rewritten);
+
+    // Deleting a branch and a tag.
+    sb.git(&src, &["push", "-q", &url, ":dev", ":refs/tags/v1.0"]);
+    let refs = ls_remote(&sb, &src, &url, "2");
+    assert!(
+        !refs.iter().any(|l| l.ends_with("refs/heads/dev")),
+        "{refs:?}"
+    );
+    assert!(
+        !refs.iter().any(|l| l.contains("refs/tags/v1.0")),
+        "{refs:?}"
+    );
+    assert!(refs.iter().any(|l| l.ends_with("refs/tags/v0.1")));
+
+    // A clone after all that is complete and consistent.
+    sb.git(sb.dir.path(), &["clone", "-q", "--mirror", &url, "after"]);
+    sb.git(&sb.path("after"), &["fsck", "--full"]);
+    assert_eq!(
+        sb.git(&sb.path("after"), &["rev-parse", "main"]).trim(),
+        rewritten
+    );
+
+    // With --deny-non-fast-forwards, even a forced rewrite is refused.
+    let strict = Server::start_with(&backend, &["--deny-non-fast-forwards"]);
+    let strict_url = strict.url("demo.git");
+    sb.git(&src, &["reset", "-q", "--hard", "HEAD~1"]);
+    sb.commit(&src, "again.txt", "again\n", "rewritten again");
+    let denied = sb.git_output(&src, &["push", "--force", &strict_url, "main"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("non-fast-forward"));
+    assert_eq!(remote("refs/heads/main"), rewritten);
+}
+
+fn clone_of_an_empty_repository(backend: Backend) {
+    let created = stowage()
+        .args(["repo", "create", "empty", "--store", &backend.url()])
+        .output()
+        .expect("repo create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    for version in ["0", "2"] {
+        let name = format!("empty-v{version}");
+        let out = sb.git_output(
+            sb.dir.path(),
+            &[
+                "-c",
+                &format!("protocol.version={version}"),
+                "clone",
+                &server.url("empty.git"),
+                &name,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("empty repository"));
+    }
+    // The first push into it works, and HEAD is main.
+    let work = sb.path("empty-v2");
+    sb.commit(&work, "first.txt", "1\n", "first");
+    sb.git(&work, &["push", "-q", "origin", "main"]);
+    let refs = ls_remote(&sb, &work, &server.url("empty.git"), "2");
+    assert_eq!(refs.len(), 2, "{refs:?}");
+}
+
+/// Clients racing to push onto one branch: each round, exactly one wins and the rest
+/// are refused; the losers rebase and retry until every commit is in.
+fn race(sb: &Sandbox, urls: &[String], clients: usize) {
+    let seed = sb.init_repo("seed");
+    sb.commit(&seed, "base.txt", "base\n", "base");
+    sb.git(&seed, &["push", "-q", &urls[0], "main"]);
+    let workers: Vec<_> = (0..clients)
+        .map(|i| {
+            let name = format!("client{i}");
+            sb.git(
+                sb.dir.path(),
+                &["clone", "-q", &urls[i % urls.len()], &name],
+            );
+            let path = sb.path(&name);
+            sb.commit(
+                &path,
+                &format!("client{i}.txt"),
+                &format!("{i}\n"),
+                &format!("work of client {i}"),
+            );
+            path
+        })
+        .collect();
+    let mut pending: Vec<usize> = (0..clients).collect();
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        rounds += 1;
+        assert!(rounds <= clients, "more rounds than clients");
+        let outcomes: Vec<(usize, bool)> = thread::scope(|scope| {
+            let handles: Vec<_> = pending
+                .iter()
+                .map(|&i| {
+                    let path = &workers[i];
+                    scope.spawn(move || {
+                        (
+                            i,
+                            sb.git_output(path, &["push", "origin", "main"])
+                                .status
+                                .success(),
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("push thread"))
+                .collect()
+        });
+        let winners: Vec<usize> = outcomes.iter().filter(|o| o.1).map(|o| o.0).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {rounds}: exactly one push wins, got {winners:?}"
+        );
+        pending.retain(|i| !winners.contains(i));
+        for &i in &pending {
+            sb.git(&workers[i], &["pull", "-q", "--rebase", "origin", "main"]);
+        }
+    }
+    sb.git(sb.dir.path(), &["clone", "-q", &urls[0], "final"]);
+    let log = sb.git(&sb.path("final"), &["log", "--format=%s", "main"]);
+    for i in 0..clients {
+        assert!(
+            log.contains(&format!("work of client {i}")),
+            "client {i}'s commit is lost:\n{log}"
+        );
+    }
+    sb.git(&sb.path("final"), &["fsck", "--full"]);
+}
+
+fn racing_pushes_lose_no_update(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    race(&sb, &[server.url("race.git")], 8);
+}
+
+fn racing_pushes_through_two_servers(backend: Backend) {
+    let a = Server::start(&backend);
+    let b = Server::start(&backend);
+    let sb = Sandbox::new();
+    race(&sb, &[a.url("race.git"), b.url("race.git")], 8);
+}
+
+fn sixteen_concurrent_clones(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = source_repo(&sb);
+    let url = server.url("demo.git");
+    push_all(&sb, &src, &url);
+    let expected = all_objects(&sb, &src);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (sb, url) = (&sb, &url);
+                let expected = &expected;
+                scope.spawn(move || {
+                    let name = format!("c{i}");
+                    let version = if i % 2 == 0 { "2" } else { "0" };
+                    sb.git(
+                        sb.dir.path(),
+                        &[
+                            "-c",
+                            &format!("protocol.version={version}"),
+                            "clone",
+                            "-q",
+                            "--mirror",
+                            url,
+                            &name,
+                        ],
+                    );
+                    sb.git(&sb.path(&name), &["fsck", "--full"]);
+                    assert_eq!(&all_objects(sb, &sb.path(&name)), expected);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("clone thread");
+        }
+    });
+}
