@@ -18,6 +18,7 @@ on_every_backend!(
     racing_pushes_lose_no_update,
     racing_pushes_through_two_servers,
     sixteen_concurrent_clones,
+    atomic_pushes_options_tags_and_head,
 );
 
 /// A source repository: main with 4 commits, feature branches `dev` and `topic/x`, a
@@ -481,4 +482,115 @@ fn sixteen_concurrent_clones(backend: Backend) {
             h.join().expect("clone thread");
         }
     });
+}
+
+fn atomic_pushes_options_tags_and_head(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+
+    // A first push of one branch that is not main makes it HEAD.
+    let src = sb.init_repo("src");
+    sb.git(&src, &["checkout", "-q", "-b", "trunk"]);
+    let first = sb.commit(&src, "a.txt", "a\n", "first");
+    let url = server.url("solo.git");
+    sb.git(&src, &["push", "-q", &url, "trunk"]);
+    let symref = sb.git(&src, &["ls-remote", "--symref", &url, "HEAD"]);
+    assert!(
+        symref.starts_with("ref: refs/heads/trunk\tHEAD"),
+        "{symref}"
+    );
+    sb.git(sb.dir.path(), &["clone", "-q", &url, "clone"]);
+    let clone = sb.path("clone");
+    assert_eq!(
+        sb.git(&clone, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/trunk"
+    );
+
+    // An atomic push where one ref cannot move changes nothing.
+    sb.git(&clone, &["checkout", "-q", "-b", "other"]);
+    sb.commit(&clone, "b.txt", "b\n", "other work");
+    sb.git(&clone, &["push", "-q", "origin", "other"]);
+    sb.commit(&src, "c.txt", "c\n", "diverged");
+    sb.git(&src, &["branch", "fresh"]);
+    let refused = sb.git_output(
+        &src,
+        &["push", "--atomic", &url, "trunk", "fresh", "HEAD:other"],
+    );
+    assert!(!refused.status.success());
+    let refs = sb.git(&src, &["ls-remote", &url]);
+    assert!(
+        !refs.contains("refs/heads/fresh"),
+        "atomic push applied a ref: {refs}"
+    );
+    assert!(
+        refs.contains(&format!("{first}\trefs/heads/trunk")),
+        "{refs}"
+    );
+
+    // Refs pointing at objects the repository already has (an empty pack).
+    sb.git(
+        &clone,
+        &[
+            "push",
+            "-q",
+            "origin",
+            "trunk:refs/heads/copy",
+            "trunk:refs/tags/light",
+        ],
+    );
+    let refs = sb.git(&src, &["ls-remote", &url]);
+    assert!(
+        refs.contains(&format!("{first}\trefs/heads/copy")),
+        "{refs}"
+    );
+    assert!(
+        refs.contains(&format!("{first}\trefs/tags/light")),
+        "{refs}"
+    );
+
+    // Push options are accepted.
+    let out = sb.git_output(
+        &src,
+        &[
+            "push", "-o", "ci.skip", "-o", "note=x y", &url, "trunk", "fresh",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A fetch follows an annotated tag that points into what it fetches.
+    sb.git(&src, &["tag", "-a", "-m", "release", "v2.0", "trunk"]);
+    sb.git(&src, &["push", "-q", &url, "v2.0"]);
+    for version in ["0", "2"] {
+        let _ = sb.git_output(&clone, &["tag", "-d", "v2.0"]);
+        sb.git(
+            &clone,
+            &[
+                "-c",
+                &format!("protocol.version={version}"),
+                "fetch",
+                "-q",
+                "origin",
+            ],
+        );
+        assert!(
+            sb.git(&clone, &["tag", "-l"]).contains("v2.0"),
+            "the tag came with a v{version} fetch"
+        );
+    }
+
+    // `stowage repo delete` removes it.
+    let deleted = stowage()
+        .args(["repo", "delete", "solo", "--store", &backend.url()])
+        .output()
+        .expect("repo delete");
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(!sb.git_output(&src, &["ls-remote", &url]).status.success());
 }

@@ -6,6 +6,8 @@
 //! - `POST /<repo>/git-upload-pack`
 //! - `POST /<repo>/git-receive-pack`
 //!
+//! - `GET  /-/stats`: store requests by kind and cache sizes (JSON)
+//!
 //! Request bodies may be gzip-encoded and chunked. Paths are not percent-decoded: a
 //! `%` is not allowed in a repository name, so encoded traversal cannot slip through.
 
@@ -129,6 +131,9 @@ async fn route(state: AppState, request: Request) -> Result<Response, Failure> {
     let path = request.uri().path().to_owned();
     let not_found = || Failure::Status(StatusCode::NOT_FOUND, "not found".into());
     let path = path.strip_prefix('/').ok_or_else(not_found)?;
+    if path == "-/stats" && request.method() == Method::GET {
+        return Ok(stats(&state));
+    }
     let (repo, action) = if let Some(repo) = path.strip_suffix("/info/refs") {
         (repo, "info/refs")
     } else if let Some(repo) = path.strip_suffix("/git-upload-pack") {
@@ -171,6 +176,28 @@ async fn route(state: AppState, request: Request) -> Result<Response, Failure> {
             "method not allowed".into(),
         )),
     }
+}
+
+/// `GET /-/stats`: store requests by kind and cache sizes, as JSON.
+fn stats(state: &AppState) -> Response {
+    let counts = state.repos.store_counts();
+    let requests: serde_json::Map<String, serde_json::Value> = counts
+        .fields()
+        .iter()
+        .map(|(name, n)| ((*name).to_owned(), (*n).into()))
+        .collect();
+    let (index_bytes, pack_bytes) = state.repos.caches.weighted_sizes();
+    let body = serde_json::json!({
+        "store_requests": requests,
+        "store_requests_total": counts.total(),
+        "index_cache_bytes": index_bytes,
+        "pack_cache_bytes": pack_bytes,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn wants_v2(headers: &HeaderMap) -> bool {

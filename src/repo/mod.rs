@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use stowage_store::{ETag, Error as StoreError, ObjectStore, ObjectStoreExt, PutMode};
+use stowage_store::{
+    CountingStore, ETag, Error as StoreError, ObjectStore, ObjectStoreExt, PutMode, StoreCounts,
+};
 
 pub use manifest::Manifest;
 pub use name::RepoName;
@@ -76,7 +78,9 @@ pub enum RepoError {
 /// Every repository in one store, with the caches they share.
 #[derive(Debug, Clone)]
 pub struct Repos {
+    /// The store, through a layer that counts requests.
     pub store: Arc<dyn ObjectStore>,
+    counting: CountingStore<Arc<dyn ObjectStore>>,
     pub caches: Caches,
     pub config: RepoConfig,
 }
@@ -90,11 +94,18 @@ pub struct Snapshot {
 
 impl Repos {
     pub fn new(store: Arc<dyn ObjectStore>, caches: Caches, config: RepoConfig) -> Self {
+        let counting = CountingStore::new(store);
         Repos {
-            store,
+            store: Arc::new(counting.clone()),
+            counting,
             caches,
             config,
         }
+    }
+
+    /// Store requests made so far, by kind.
+    pub fn store_counts(&self) -> StoreCounts {
+        self.counting.counts()
     }
 
     /// The repository's current manifest, or `None` if it does not exist.

@@ -73,6 +73,13 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// Bytes held by the index cache and the pack cache.
+    pub fn weighted_sizes(&self) -> (u64, u64) {
+        (self.indexes.weighted_size(), self.packs.weighted_size())
+    }
+}
+
 impl std::fmt::Debug for Caches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caches")

@@ -197,13 +197,25 @@ async fn index_pack(
     let dir = dir.to_owned();
     let max_object = repos.config.max_object_bytes;
     tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let mut reader = std::io::BufReader::with_capacity(1 << 16, bridge);
-        match reader.fill_buf() {
-            Ok([]) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(format!("reading the pack failed: {e}")),
+        use std::io::Read;
+        let mut bridge = bridge;
+        // The header says how many objects follow: a push that only points refs at
+        // objects the repository has sends an empty pack (or none at all).
+        let mut header = [0u8; 12];
+        let mut got = 0;
+        while got < header.len() {
+            match bridge.read(&mut header[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err("the pack ended inside its header".to_owned()),
+                Ok(n) => got += n,
+                Err(e) => return Err(format!("reading the pack failed: {e}")),
+            }
         }
+        if &header[..4] == b"PACK" && header[8..12] == [0, 0, 0, 0] {
+            return Ok(None);
+        }
+        let mut reader =
+            std::io::BufReader::with_capacity(1 << 16, std::io::Cursor::new(header).chain(bridge));
         let interrupt = AtomicBool::new(false);
         let options = gix_pack::bundle::write::Options {
             thread_limit: None,

@@ -13,11 +13,13 @@
 //! - [`key`]: [`Key`], a validated store key (no `..`, no empty segments, no NUL);
 //! - [`error`]: the one [`Error`] enum callers match on to decide what to retry;
 //! - [`memory`]: [`MemoryStore`], the in-memory backend for unit tests;
+//! - [`counting`]: [`CountingStore`], a layer that counts requests by kind;
 //! - [`contract`]: the test suite that defines a backend. Every
 //!   backend (memory, filesystem, S3) runs it.
 //!
 //! The filesystem and S3 backends live in their own crates (`stowage-fs`, `stowage-s3`).
 
+pub mod counting;
 pub mod error;
 pub mod key;
 pub mod memory;
@@ -33,6 +35,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 
+pub use counting::{CountingStore, StoreCounts};
 pub use error::{Error, Result};
 pub use key::Key;
 pub use memory::MemoryStore;
