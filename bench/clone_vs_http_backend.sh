@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Measures, in one run on one machine, stowage (filesystem store) against
 # `git http-backend` behind nginx + fcgiwrap serving the same repository:
-#   - bare clone wall time (median of $RUNS, alternating servers) and server CPU;
+#   - bare clone wall time and server CPU (median of $RUNS, alternating servers;
+#     see bench/measure_clone.py for how server CPU is counted);
 #   - stowage's peak RSS while receiving a ~200 MB push, and while serving its clone;
-#   - with S3_URL set (for example s3://bucket on LocalStack), stowage's store requests
+#   - with S3_URL set (an existing bucket, for example on LocalStack), stowage's store requests
 #     for a push of the corpus, a full clone and a no-op fetch.
 # Installs nginx and fcgiwrap (Debian packages) when missing. Not part of the tests.
 #
@@ -36,9 +37,6 @@ export HOME="$WORK/home" GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
 mkdir -p "$HOME" "$WORK/srv" "$WORK/tmp"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_of() { # utime+stime+cutime+cstime of a process, in seconds
-  awk -v hz="$(getconf CLK_TCK)" '{ print ($14+$15+$16+$17)/hz }' "/proc/$1/stat"
-}
 peak_rss_mb() { awk '/VmHWM/ { printf "%.0f", $2/1024 }' "/proc/$1/status"; }
 start_stowage() { # store-url -> sets SPID and SURL
   local port; port=$(free_port)
@@ -48,7 +46,6 @@ start_stowage() { # store-url -> sets SPID and SURL
   echo "stowage did not start" >&2; exit 1
 }
 store_requests() { curl -fs "$SURL/-/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["store_requests_total"], json.dumps(d["store_requests"]))'; }
-median() { sort -n | awk '{ a[NR]=$1 } END { print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2) }'; }
 
 echo "== corpus: $COMMITS commits over $FILES files"
 git init -q --bare "$WORK/srv/corpus.git"
@@ -61,6 +58,7 @@ echo "== git http-backend (nginx + fcgiwrap)"
 fcgiwrap -c 4 -s "unix:$WORK/fcgi.sock" &
 FPID=$!; PIDS+=("$FPID")
 HPORT=$(free_port)
+CPORT=$(free_port)
 cat >"$WORK/nginx.conf" <<NGINX
 user root;
 worker_processes 2;
@@ -90,8 +88,26 @@ http {
       fastcgi_pass unix:$WORK/fcgi.sock;
     }
   }
+  server {
+    listen 127.0.0.1:$CPORT;
+    client_max_body_size 0;
+    location / {
+      include /etc/nginx/fastcgi_params;
+      fastcgi_buffering off;
+      fastcgi_request_buffering off;
+      fastcgi_param SCRIPT_FILENAME $WORK/http-backend-cpu;
+      fastcgi_param GIT_PROJECT_ROOT $WORK/srv;
+      fastcgi_param GIT_HTTP_EXPORT_ALL "";
+      fastcgi_param PATH_INFO \$uri;
+      fastcgi_param GIT_PROTOCOL \$http_git_protocol;
+      fastcgi_pass unix:$WORK/fcgi.sock;
+    }
+  }
 }
 NGINX
+# The same backend, through a wrapper that logs each request's CPU seconds.
+printf '#!/bin/sh\nexec python3 %s %s %s\n' "$ROOT/bench/rusage_wrap.py" "$WORK/backend-cpu.log" "$(git --exec-path)/git-http-backend" >"$WORK/http-backend-cpu"
+chmod +x "$WORK/http-backend-cpu"
 sleep 0.3
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 HURL="http://127.0.0.1:$HPORT"
@@ -100,31 +116,27 @@ echo "== stowage (filesystem store, release build)"
 start_stowage "file://$WORK/stowage-data"
 git -C "$WORK/srv/corpus.git" push -q "$SURL/corpus.git" 'refs/*:refs/*'
 
-clone_once() { # url -> seconds
-  local dest="$WORK/clone-$RANDOM$RANDOM"
-  local t0 t1; t0=$(date +%s.%N)
-  git clone -q --bare "$1/corpus.git" "$dest"
-  t1=$(date +%s.%N)
-  rm -rf "$dest"
-  echo "$t1 - $t0" | bc -l
-}
-git clone -q --bare "$HURL/corpus.git" "$WORK/warm1" && rm -rf "$WORK/warm1"
-git clone -q --bare "$SURL/corpus.git" "$WORK/warm2" && rm -rf "$WORK/warm2"
-: >"$WORK/h.times"; : >"$WORK/s.times"
-hcpu0=$(cpu_of "$FPID"); scpu0=$(cpu_of "$SPID")
-for _ in $(seq 1 "$RUNS"); do
-  clone_once "$HURL" >>"$WORK/h.times"
-  clone_once "$SURL" >>"$WORK/s.times"
+python3 "$ROOT/bench/measure_clone.py" "$RUNS" "http-backend=$HURL/corpus.git" "stowage=$SURL/corpus.git" | tee "$WORK/clone.txt"
+field() { awk -v n="$1" -v f="$2" '$1 == n { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }' "$WORK/clone.txt"; }
+printf 'bare clone, median of %d: wall time ratio stowage/http-backend %.2f\n' "$RUNS" \
+  "$(echo "$(field stowage wall) / $(field http-backend wall)" | bc -l)"
+
+# Server CPU, counted exactly: git http-backend's processes through the wrapper,
+# stowage's from its /proc entry.
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+: >"$WORK/backend-cpu.log"
+s0=$(proc_cpu "$SPID")
+for i in $(seq 1 "$RUNS"); do
+  git clone -q --bare "http://127.0.0.1:$CPORT/corpus.git" "$WORK/cpu-h$i" && rm -rf "$WORK/cpu-h$i"
+  git clone -q --bare "$SURL/corpus.git" "$WORK/cpu-s$i" && rm -rf "$WORK/cpu-s$i"
 done
-hcpu=$(echo "($(cpu_of "$FPID") - $hcpu0) / $RUNS" | bc -l)
-scpu=$(echo "($(cpu_of "$SPID") - $scpu0) / $RUNS" | bc -l)
-h=$(median <"$WORK/h.times"); s=$(median <"$WORK/s.times")
-printf 'bare clone, median of %d: git http-backend %.3f s, stowage %.3f s, ratio stowage/http-backend %.2f\n' "$RUNS" "$h" "$s" "$(echo "$s / $h" | bc -l)"
+hcpu=$(awk -v n="$RUNS" '{ t += $1 } END { print t / n }' "$WORK/backend-cpu.log")
+scpu=$(echo "($(proc_cpu "$SPID") - $s0) / $RUNS" | bc -l)
 printf 'server CPU per clone: git http-backend %.3f s, stowage %.3f s, ratio %.2f\n' "$hcpu" "$scpu" "$(echo "$scpu / $hcpu" | bc -l)"
 
 echo "== peak RSS: ${BIG_MB} MB push and its clone"
 big="$WORK/big"
-git init -q "$big"
+git init -q -b main "$big"
 python3 - "$big" "$BIG_MB" <<'PY'
 import os, random, sys
 root, mb = sys.argv[1], int(sys.argv[2])
