@@ -16,6 +16,8 @@ on_every_backend!(
     malformed_requests_get_errors,
     missing_repositories_and_hostile_names,
     gzip_negotiation_and_chunked_push,
+    a_pack_must_be_closed_over_the_repository,
+    refs_cannot_be_file_and_directory,
 );
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -29,11 +31,12 @@ fn pack_of(sb: &Sandbox, repo: &Path, ids: &[&str]) -> Vec<u8> {
         .stdout(Stdio::piped())
         .spawn()
         .expect("pack-objects");
+    let input: String = ids.iter().map(|id| format!("{id}\n")).collect();
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(format!("{}\n", ids.join("\n")).as_bytes())
+        .write_all(input.as_bytes())
         .expect("write ids");
     let out = child.wait_with_output().expect("pack-objects ends");
     assert!(out.status.success());
@@ -289,4 +292,98 @@ fn gzip_negotiation_and_chunked_push(backend: Backend) {
         String::from_utf8_lossy(&answer[..answer.len().min(100)])
     );
     assert!(answer.windows(4).any(|w| w == b"PACK"), "a pack follows");
+}
+
+fn a_pack_must_be_closed_over_the_repository(backend: Backend) {
+    // A push whose pack also carries a commit with a missing parent is refused whole:
+    // storing that commit would let a later push point a ref at it with no pack.
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = seeded(&sb, &server);
+    let before = ls_remote(&sb, &server.url("demo.git"));
+    let old = sb.git(&src, &["rev-parse", "HEAD"]);
+    let good = sb.commit(&src, "good.txt", "good\n", "good");
+    sb.git(&src, &["checkout", "-q", "-b", "side"]);
+    sb.commit(&src, "hidden.txt", "hidden\n", "never sent");
+    let dangling = sb.commit(&src, "dangling.txt", "dangling\n", "parent missing");
+    let mut ids: Vec<String> = sb
+        .git(
+            &src,
+            &["rev-list", "--objects", &format!("{}..main", old.trim())],
+        )
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or("").to_owned())
+        .collect();
+    ids.push(dangling.clone());
+    ids.push(
+        sb.git(&src, &["rev-parse", "HEAD^{tree}"])
+            .trim()
+            .to_owned(),
+    );
+    ids.push(
+        sb.git(&src, &["rev-parse", "HEAD:dangling.txt"])
+            .trim()
+            .to_owned(),
+    );
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let pack = pack_of(&sb, &src, &ids);
+    let body = push_body(old.trim(), &good, "refs/heads/main", &pack);
+    let url = server.url("demo.git/git-receive-pack");
+    let (_, answer) = post(&url, "application/x-git-receive-pack-request", &body);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains("ng refs/heads/main missing necessary objects"),
+        "{text}"
+    );
+    assert_eq!(ls_remote(&sb, &server.url("demo.git")), before);
+    // Pointing a ref at the dangling commit with an empty pack finds nothing to use.
+    let empty = pack_of(&sb, &src, &[]);
+    let body = push_body(ZERO, &dangling, "refs/heads/x", &empty);
+    let (_, answer) = post(&url, "application/x-git-receive-pack-request", &body);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains("ng refs/heads/x missing necessary objects"),
+        "{text}"
+    );
+    assert_eq!(ls_remote(&sb, &server.url("demo.git")), before);
+    sb.git(
+        sb.dir.path(),
+        &["clone", "-q", &server.url("demo.git"), "check"],
+    );
+}
+
+fn refs_cannot_be_file_and_directory(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = seeded(&sb, &server);
+    let url = server.url("demo.git");
+    let out = sb.git_output(&src, &["push", &url, "main:refs/heads/main/sub"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refs/heads/main exists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sb.git(&src, &["push", "-q", &url, "main:refs/heads/team/a"]);
+    let out = sb.git_output(&src, &["push", &url, "main:refs/heads/team"]);
+    assert!(!out.status.success());
+    sb.git(sb.dir.path(), &["clone", "-q", &url, "check"]);
+
+    // A shallow clone (made elsewhere) can push its new work.
+    sb.git(
+        sb.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &format!("file://{}", src.display()),
+            "shallow",
+        ],
+    );
+    let shallow = sb.path("shallow");
+    sb.commit(&shallow, "from-shallow.txt", "s\n", "from a shallow clone");
+    sb.git(&shallow, &["push", "-q", &url, "HEAD:refs/heads/main"]);
+    sb.git(sb.dir.path(), &["clone", "-q", &url, "after-shallow"]);
+    assert!(sb.path("after-shallow/from-shallow.txt").exists());
 }

@@ -378,7 +378,13 @@ const RECEIVE_RESULT: &str = "application/x-git-receive-pack-result";
 
 async fn receive(state: &AppState, repo: &RepoName, request: Request) -> Result<Response, Failure> {
     let mut reader = body_reader(request);
-    let parsed = receive_pack::read_request(&mut reader).await?;
+    let parsed = match receive_pack::read_request(&mut reader).await {
+        Ok(parsed) => parsed,
+        Err((e, framing)) => {
+            let body = receive_pack::fatal(&e.0, framing);
+            return Ok(git_response(RECEIVE_RESULT, Body::from(body)));
+        }
+    };
     if parsed.commands.is_empty() {
         return Ok(git_response(RECEIVE_RESULT, Body::empty()));
     }

@@ -81,15 +81,28 @@ async fn read_pkt<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads the command list (and push options) from the start of a push body.
-pub async fn read_request<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Request, BadRequest> {
+/// Reads the command list (and push options) from the start of a push body. On error,
+/// also says how to frame the answer, as far as the capabilities were read.
+pub async fn read_request<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Request, (BadRequest, Framing)> {
     let mut request = Request::default();
+    match read_sections(reader, &mut request).await {
+        Ok(()) => Ok(request),
+        Err(e) => Err((e, request.framing())),
+    }
+}
+
+async fn read_sections<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    request: &mut Request,
+) -> Result<(), BadRequest> {
     let mut buf = Vec::new();
     loop {
         match read_pkt(reader, &mut buf).await? {
             None => {
                 if request.commands.is_empty() {
-                    return Ok(request); // an empty push: nothing to do
+                    return Ok(()); // an empty push: nothing to do
                 }
                 return Err(BadRequest::new("the command list ended without a flush"));
             }
@@ -113,10 +126,11 @@ pub async fn read_request<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Reques
                         .map(str::to_owned)
                         .collect();
                 }
+                // A shallow client names its shallow commits first. The push is still
+                // checked for connectivity against the repository, as git does with
+                // receive.shallowUpdate off.
                 if line.starts_with(b"shallow ") {
-                    return Err(BadRequest::new(
-                        "pushing from a shallow clone is not supported by this server",
-                    ));
+                    continue;
                 }
                 request.commands.push(parse_command(line)?);
             }
@@ -136,7 +150,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Reques
             }
         }
     }
-    Ok(request)
+    Ok(())
 }
 
 fn parse_command(line: &[u8]) -> Result<Command, BadRequest> {
@@ -161,6 +175,7 @@ pub fn report(report: &Report, framing: Framing) -> Bytes {
         Err(reason) => inner.line(format!("unpack {}", one_line(reason))),
     };
     for (name, result) in &report.refs {
+        let name = one_line(name);
         match result {
             Ok(()) => inner.line(format!("ok {name}")),
             Err(reason) => inner.line(format!("ng {name} {}", one_line(reason))),
@@ -190,8 +205,18 @@ pub fn fatal(message: &str, framing: Framing) -> Bytes {
     }
 }
 
+/// `text` on one line, short enough for a pkt-line whatever a client sent.
 fn one_line(text: &str) -> String {
-    text.replace(['\n', '\r'], " ")
+    let mut line = text.replace(['\n', '\r'], " ");
+    if line.len() > 4000 {
+        let mut end = 4000;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str("...");
+    }
+    line
 }
 
 #[cfg(test)]
@@ -215,7 +240,10 @@ mod tests {
         let mut body = w.finish().to_vec();
         body.extend_from_slice(b"PACK....");
         let mut reader = &body[..];
-        let request = read_request(&mut reader).await.expect("valid");
+        let request = read_request(&mut reader)
+            .await
+            .map_err(|e| e.0)
+            .expect("valid");
         assert_eq!(request.commands.len(), 2);
         assert_eq!(request.commands[0].name, "refs/heads/main");
         assert!(request.commands[1].new.is_null());
@@ -234,6 +262,22 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn shallow_lines_are_skipped() {
+        let mut w = PktWriter::new();
+        w.line(format!("shallow {A}"))
+            .data(format!("{A} {A} refs/heads/main\0report-status\n").as_bytes())
+            .flush();
+        let body = w.finish();
+        let mut reader = &body[..];
+        let request = read_request(&mut reader)
+            .await
+            .map_err(|e| e.0)
+            .expect("valid");
+        assert_eq!(request.commands.len(), 1);
+        assert!(request.has("report-status"));
     }
 
     #[test]

@@ -41,11 +41,14 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
         return packgen::stream_stored_packs(odb);
     }
     let tags: Vec<(ObjectId, ObjectId)> = if request.include_tag {
-        manifest
+        let mut tags: Vec<_> = manifest
             .refs
             .values()
             .filter_map(|r| r.peeled.map(|p| (r.id, p)))
-            .collect()
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
     } else {
         Vec::new()
     };
@@ -53,10 +56,10 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
     tokio::task::spawn_blocking(move || {
         let result =
             objects_to_send(odb.as_ref(), &request.wants, &request.common).and_then(|mut ids| {
-                let sent: HashSet<ObjectId> = ids.iter().copied().collect();
+                let mut sent: HashSet<ObjectId> = ids.iter().copied().collect();
                 for (tag, target) in tags {
-                    if sent.contains(&target) && !sent.contains(&tag) && odb.contains(&tag) {
-                        ids.push(tag);
+                    if sent.contains(&target) {
+                        add_tag_chain(odb.as_ref(), tag, &mut sent, &mut ids)?;
                     }
                 }
                 packgen::write_objects(odb.as_ref(), &ids, &tx)
@@ -66,4 +69,23 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
         }
     });
     rx
+}
+
+/// Adds `tag` and the tags it points to (a tag of a tag) to what is sent.
+fn add_tag_chain(
+    odb: &Odb,
+    tag: ObjectId,
+    sent: &mut HashSet<ObjectId>,
+    ids: &mut Vec<ObjectId>,
+) -> Result<(), super::OdbError> {
+    let mut buf = Vec::new();
+    let mut current = tag;
+    while sent.insert(current) {
+        ids.push(current);
+        match odb.read(&current, &mut buf)? {
+            Some(gix_object::Kind::Tag) => current = super::walk::tag_target(current, &buf)?.0,
+            _ => break,
+        }
+    }
+    Ok(())
 }

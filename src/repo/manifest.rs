@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// Format version written in every manifest.
 pub const FORMAT: u32 = 1;
 
+/// How many transaction ids a manifest remembers.
+pub const RECENT_TXNS: usize = 32;
+
 /// A repository's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -27,10 +30,11 @@ pub struct Manifest {
     pub refs: BTreeMap<String, RefValue>,
     /// The live packs, oldest first.
     pub packs: Vec<PackEntry>,
-    /// The id of the transaction that wrote this manifest: lets a writer whose
-    /// compare-and-swap answer was lost recognise its own write.
+    /// Ids of the last [`RECENT_TXNS`] transactions that wrote this manifest, newest
+    /// last: a writer whose compare-and-swap answer was lost recognises its own write
+    /// even after others wrote on top of it.
     #[serde(default)]
-    pub txn: String,
+    pub txns: Vec<String>,
 }
 
 /// A ref's value.
@@ -73,7 +77,7 @@ impl Manifest {
             head: head.into(),
             refs: BTreeMap::new(),
             packs: Vec::new(),
-            txn: String::new(),
+            txns: Vec::new(),
         }
     }
 
@@ -87,6 +91,18 @@ impl Manifest {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest always serializes")
+    }
+
+    /// Records that transaction `txn` wrote this manifest.
+    pub fn record_txn(&mut self, txn: &str) {
+        self.txns.push(txn.to_owned());
+        let excess = self.txns.len().saturating_sub(RECENT_TXNS);
+        self.txns.drain(..excess);
+    }
+
+    /// Whether transaction `txn` is among the recent writers of this manifest.
+    pub fn has_txn(&self, txn: &str) -> bool {
+        self.txns.iter().any(|t| t == txn)
     }
 
     /// The commit HEAD resolves to, if its branch exists.

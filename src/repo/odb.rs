@@ -320,6 +320,39 @@ impl LocalPack {
     pub fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
         self.bundle.index.iter().map(|e| e.oid)
     }
+
+    /// The kind of an object in the pack, from entry headers alone (following delta
+    /// bases), without decompressing anything.
+    pub fn kind_of(&self, id: &oid) -> Result<Option<Kind>, OdbError> {
+        use gix_pack::data::entry::Header;
+        let corrupt = |e: &dyn std::fmt::Display| OdbError::Corrupt {
+            pack: "received pack".into(),
+            message: e.to_string(),
+        };
+        let Some(index) = self.bundle.index.lookup(id) else {
+            return Ok(None);
+        };
+        let mut offset = self.bundle.index.pack_offset_at_index(index);
+        // A delta chain cannot be longer than the pack has entries.
+        for _ in 0..=self.num_objects() {
+            let entry = self.bundle.pack.entry(offset).map_err(|e| corrupt(&e))?;
+            offset = match entry.header {
+                Header::Commit => return Ok(Some(Kind::Commit)),
+                Header::Tree => return Ok(Some(Kind::Tree)),
+                Header::Blob => return Ok(Some(Kind::Blob)),
+                Header::Tag => return Ok(Some(Kind::Tag)),
+                Header::OfsDelta { base_distance } => entry
+                    .pack_offset()
+                    .checked_sub(base_distance)
+                    .ok_or_else(|| corrupt(&"delta base before the pack"))?,
+                Header::RefDelta { base_id } => match self.bundle.index.lookup(base_id) {
+                    Some(i) => self.bundle.index.pack_offset_at_index(i),
+                    None => return Err(corrupt(&"delta base outside the pack")),
+                },
+            };
+        }
+        Err(corrupt(&"delta chain loops"))
+    }
 }
 
 impl ObjectSource for LocalPack {

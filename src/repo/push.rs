@@ -23,7 +23,7 @@ use tokio::io::AsyncRead;
 
 use super::manifest::{Manifest, PackEntry, RefValue};
 use super::odb::{FindFrom, Layered, LocalPack, ObjectSource, Odb, OdbError, pack_keys};
-use super::walk::{check_connected, is_ancestor, peel};
+use super::walk::{check_pack_closed, is_ancestor, peel};
 use super::{RepoError, RepoName, Repos, Snapshot};
 
 /// One ref update a client asked for. A null `old` means "create", a null `new` means
@@ -50,7 +50,7 @@ const MAX_ATTEMPTS: u32 = 64;
 /// Checks a ref name by the rules of `git check-ref-format`, and that it is under
 /// `refs/`.
 pub fn check_ref_name(name: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("invalid ref name {name:?}: {why}"));
+    let bad = |why: &str| Err(format!("invalid ref name: {why}"));
     if !name.starts_with("refs/") {
         return bad("it is not under refs/");
     }
@@ -137,7 +137,6 @@ pub async fn receive(
         let odb = odb.clone();
         let commands = commands.clone();
         let local_index = received.as_ref().map(|r| r.2.clone());
-        let base = base.clone();
         let deny_nff = repos.config.deny_non_fast_forwards;
         let mut results = std::mem::take(&mut results);
         tokio::task::spawn_blocking(move || -> Result<_, OdbError> {
@@ -145,13 +144,19 @@ pub async fn receive(
                 Some(path) => Some(LocalPack::open(path)?),
                 None => None,
             };
+            // A pack joins the live packs only if it is closed over them.
+            let gap = match &local {
+                Some(local) => check_pack_closed(local, odb.as_ref())?.err(),
+                None => None,
+            };
             for (command, result) in commands.iter().zip(results.iter_mut()) {
                 if result.is_err() || command.new.is_null() {
                     continue;
                 }
-                *result = match &local {
-                    Some(local) => check_command(local, &odb, &base, command, deny_nff)?,
-                    None => check_command(&NoObjects, &odb, &base, command, deny_nff)?,
+                *result = match (&gap, &local) {
+                    (Some(gap), _) => Err(format!("missing necessary objects: {gap}")),
+                    (None, Some(local)) => check_command(local, &odb, command, deny_nff)?,
+                    (None, None) => check_command(&NoObjects, &odb, command, deny_nff)?,
                 };
             }
             Ok(results)
@@ -264,7 +269,6 @@ impl ObjectSource for NoObjects {
 fn check_command(
     local: &dyn ObjectSource,
     odb: &Odb,
-    base: &Manifest,
     command: &Command,
     deny_non_fast_forwards: bool,
 ) -> Result<Result<Checked, String>, OdbError> {
@@ -278,9 +282,6 @@ fn check_command(
             command.new
         )));
     }
-    if let Err(gap) = check_connected(local, odb, &[(command.new, command.name.clone())])? {
-        return Ok(Err(format!("missing necessary objects: {gap}")));
-    }
     let (peeled, kind) = peel(&all, command.new)?;
     if command.name.starts_with("refs/heads/") && kind != Kind::Commit {
         return Ok(Err(format!(
@@ -288,13 +289,13 @@ fn check_command(
             command.new
         )));
     }
-    if deny_non_fast_forwards
-        && !command.old.is_null()
-        && let Some(current) = base.refs.get(&command.name)
-        && current.id == command.old
-        && !is_ancestor(&all, command.old, command.new)?
-    {
-        return Ok(Err("non-fast-forward".to_owned()));
+    if deny_non_fast_forwards && !command.old.is_null() {
+        if !all.contains(&command.old) {
+            return Ok(Err("fetch first".to_owned()));
+        }
+        if !is_ancestor(&all, command.old, command.new)? {
+            return Ok(Err("non-fast-forward".to_owned()));
+        }
     }
     Ok(Ok(Checked {
         peeled: (peeled != command.new).then_some(peeled),
@@ -359,6 +360,29 @@ fn transaction_id() -> String {
     )
 }
 
+/// A ref that stops `name` from being created: one that is a directory of it
+/// (`refs/heads/a` for `refs/heads/a/b`) or lies inside it (`refs/heads/a/b` for
+/// `refs/heads/a`). Git cannot hold both.
+fn ref_conflict(manifest: &Manifest, name: &str) -> Option<String> {
+    let mut prefix = String::new();
+    for part in name.split('/') {
+        if !prefix.is_empty() {
+            if manifest.refs.contains_key(&prefix) {
+                return Some(prefix);
+            }
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+    }
+    let inside = format!("{name}/");
+    manifest
+        .refs
+        .range(inside.clone()..)
+        .next()
+        .filter(|(r, _)| r.starts_with(&inside))
+        .map(|(r, _)| r.clone())
+}
+
 /// HEAD of a repository created by this push: `main` if pushed, else the one branch
 /// pushed, else `main`.
 fn initial_head(commands: &[Command]) -> String {
@@ -405,6 +429,11 @@ async fn swap_manifest(
                             (None, Some(_)) => "ref does not exist (fetch first)".to_owned(),
                             _ => "fetch first".to_owned(),
                         })
+                    } else if let Some(conflict) = (current.is_none() && !command.new.is_null())
+                        .then(|| ref_conflict(&next, &command.name))
+                        .flatten()
+                    {
+                        Err(format!("cannot create it: ref {conflict} exists"))
                     } else {
                         if command.new.is_null() {
                             next.refs.remove(&command.name);
@@ -442,7 +471,7 @@ async fn swap_manifest(
         {
             next.packs.push(pack.clone());
         }
-        next.txn = txn.clone();
+        next.record_txn(&txn);
         last_results = report.clone();
         let mode = match &snapshot {
             Some(s) => PutMode::Update(s.etag.clone()),
@@ -459,11 +488,18 @@ async fn swap_manifest(
             Err(e) => return Err(e.into()),
         }
         // Lost the race (or the answer): read the winner's manifest and try again.
+        let existed = snapshot.is_some();
         snapshot = repos.snapshot(repo).await?;
-        if let Some(s) = &snapshot
-            && s.manifest.txn == txn
-        {
-            return Ok(report); // our write landed; only its answer was lost
+        match &snapshot {
+            Some(s) if s.manifest.has_txn(&txn) => {
+                return Ok(report); // our write landed; only its answer was lost
+            }
+            None if existed => {
+                // Deleted meanwhile: recreating it would list a pack whose history
+                // went with the repository.
+                return Err(RepoError::NotFound(repo.clone()));
+            }
+            _ => {}
         }
         let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
         tokio::time::sleep(Duration::from_millis(backoff)).await;
@@ -515,6 +551,27 @@ mod tests {
         ] {
             assert!(check_ref_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn refs_cannot_be_both_file_and_directory() {
+        let id = ObjectId::from_hex(b"67463eab6b939e3de1ed116192ded6d6788017e3").expect("hex");
+        let mut m = Manifest::empty("refs/heads/main");
+        m.refs
+            .insert("refs/heads/main".into(), RefValue { id, peeled: None });
+        m.refs
+            .insert("refs/heads/team/x".into(), RefValue { id, peeled: None });
+        assert_eq!(
+            ref_conflict(&m, "refs/heads/main/sub").as_deref(),
+            Some("refs/heads/main")
+        );
+        assert_eq!(
+            ref_conflict(&m, "refs/heads/team").as_deref(),
+            Some("refs/heads/team/x")
+        );
+        assert_eq!(ref_conflict(&m, "refs/heads/team2"), None);
+        assert_eq!(ref_conflict(&m, "refs/heads/te"), None);
+        assert_eq!(ref_conflict(&m, "refs/heads/feature"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use gix_hash::ObjectId;
 use gix_object::Kind;
 
-use super::odb::{ObjectSource, OdbError, read_required};
+use super::odb::{LocalPack, ObjectSource, OdbError, read_required};
 
 /// The parts of a commit a walk needs.
 #[derive(Debug, Clone)]
@@ -125,6 +125,7 @@ pub fn objects_to_send(
         }
     };
 
+    let popped: HashSet<ObjectId> = HashSet::new();
     // Seed: peel wants (sending the tags on the way) and haves.
     for (ids, uninteresting) in [(wants, false), (haves, true)] {
         for &start in ids {
@@ -143,8 +144,12 @@ pub fn objects_to_send(
                         match commits.get_mut(&id) {
                             Some(known) => {
                                 if uninteresting && !known.1 {
-                                    known.1 = true;
-                                    interesting_queued = interesting_queued.saturating_sub(1);
+                                    mark_uninteresting(
+                                        id,
+                                        &mut commits,
+                                        &popped,
+                                        &mut interesting_queued,
+                                    );
                                 }
                             }
                             None => {
@@ -177,9 +182,9 @@ pub fn objects_to_send(
         }
     }
 
+    let mut popped = popped;
     // Commit walk, newest first, until only uninteresting commits are queued.
     let mut result_commits = Vec::new();
-    let mut popped: HashSet<ObjectId> = HashSet::new();
     while let Some(Queued { id, .. }) = queue.pop() {
         let (info, uninteresting) = commits[&id].clone();
         if !popped.insert(id) {
@@ -189,16 +194,24 @@ pub fn objects_to_send(
             interesting_queued = interesting_queued.saturating_sub(1);
         }
         if uninteresting && interesting_queued == 0 {
+            // Nothing interesting is left to walk. What remains queued is the client's;
+            // its marks still reach the commits the walk already knows (a have whose
+            // date sorts it late can cover commits popped as interesting).
+            let rest = std::iter::once(id).chain(queue.drain().map(|q| q.id));
+            let rest: Vec<ObjectId> = rest.collect();
+            for id in rest {
+                let parents = commits[&id].0.parents.clone();
+                for parent in parents {
+                    mark_uninteresting(parent, &mut commits, &popped, &mut interesting_queued);
+                }
+            }
             break;
         }
         for parent in &info.parents {
             match commits.get_mut(parent) {
                 Some(known) => {
                     if uninteresting && !known.1 {
-                        known.1 = true;
-                        if !popped.contains(parent) {
-                            interesting_queued = interesting_queued.saturating_sub(1);
-                        }
+                        mark_uninteresting(*parent, &mut commits, &popped, &mut interesting_queued);
                     }
                 }
                 None => {
@@ -260,6 +273,31 @@ pub fn objects_to_send(
     Ok(out)
 }
 
+/// Marks `id` and every ancestor already known to the walk uninteresting, keeping the
+/// count of interesting commits still queued right (as git's
+/// `mark_parents_uninteresting` does), so a have found late still stops the walk.
+fn mark_uninteresting(
+    id: ObjectId,
+    commits: &mut HashMap<ObjectId, (CommitInfo, bool)>,
+    popped: &HashSet<ObjectId>,
+    interesting_queued: &mut usize,
+) {
+    let mut stack = vec![id];
+    while let Some(id) = stack.pop() {
+        let Some(entry) = commits.get_mut(&id) else {
+            continue;
+        };
+        if entry.1 {
+            continue;
+        }
+        entry.1 = true;
+        if !popped.contains(&id) {
+            *interesting_queued = interesting_queued.saturating_sub(1);
+        }
+        stack.extend(entry.0.parents.iter().copied());
+    }
+}
+
 /// Adds `tree` and everything under it to `set`.
 fn mark_tree(
     source: &dyn ObjectSource,
@@ -292,43 +330,38 @@ pub struct NotConnected {
     pub referenced_by: String,
 }
 
-/// Checks that everything reachable from `tips` is in `new` or in `existing`. A walk
-/// stops at objects `existing` has: the packs a manifest lists are closed under
-/// reachability.
-pub fn check_connected(
-    new: &dyn ObjectSource,
+/// Checks that every object `pack` refers to is in `pack` or in `existing`, so that
+/// the pack may join the live packs without breaking their closure under reachability.
+/// Only commits, trees and tags are read; blobs are recognised from entry headers.
+pub fn check_pack_closed(
+    pack: &LocalPack,
     existing: &dyn ObjectSource,
-    tips: &[(ObjectId, String)],
 ) -> Result<Result<(), NotConnected>, OdbError> {
-    let mut seen: HashSet<ObjectId> = HashSet::new();
-    let mut stack: Vec<(ObjectId, String)> = tips.to_vec();
     let mut buf = Vec::new();
-    while let Some((id, from)) = stack.pop() {
-        if !seen.insert(id) || existing.contains(&id) {
-            continue;
-        }
-        let Some(kind) = new.read(&id, &mut buf)? else {
-            return Ok(Err(NotConnected {
-                missing: id,
-                referenced_by: from,
-            }));
+    let present = |id: &ObjectId| pack.contains(id) || existing.contains(id);
+    for id in pack.ids() {
+        let kind = match pack.kind_of(&id)? {
+            Some(Kind::Blob) | None => continue,
+            Some(kind) => kind,
         };
-        let here = || format!("{kind} {id}");
-        match kind {
+        read_required(pack, &id, &mut buf)?;
+        let refs: Vec<ObjectId> = match kind {
             Kind::Commit => {
                 let info = parse_commit(id, &buf)?;
-                stack.push((info.tree, here()));
-                stack.extend(info.parents.into_iter().map(|p| (p, here())));
+                std::iter::once(info.tree).chain(info.parents).collect()
             }
-            Kind::Tree => {
-                stack.extend(
-                    tree_children(id, &buf)?
-                        .into_iter()
-                        .map(|(c, _)| (c, here())),
-                );
-            }
-            Kind::Tag => stack.push((tag_target(id, &buf)?.0, here())),
-            Kind::Blob => {}
+            Kind::Tree => tree_children(id, &buf)?
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect(),
+            Kind::Tag => vec![tag_target(id, &buf)?.0],
+            Kind::Blob => Vec::new(),
+        };
+        if let Some(missing) = refs.into_iter().find(|r| !present(r)) {
+            return Ok(Err(NotConnected {
+                missing,
+                referenced_by: format!("{kind} {id}"),
+            }));
         }
     }
     Ok(Ok(()))
@@ -375,4 +408,77 @@ pub fn is_ancestor(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Objects in a map; ids are made up, contents are real object bodies.
+    #[derive(Default)]
+    struct Objects(HashMap<ObjectId, (Kind, Vec<u8>)>);
+
+    impl ObjectSource for Objects {
+        fn read(&self, id: &gix_hash::oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+            Ok(self.0.get(id).map(|(kind, data)| {
+                out.clear();
+                out.extend_from_slice(data);
+                *kind
+            }))
+        }
+        fn contains(&self, id: &gix_hash::oid) -> bool {
+            self.0.contains_key(id)
+        }
+    }
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId::from_bytes_or_panic(&[n; 20])
+    }
+
+    const TREE: u8 = 200;
+
+    impl Objects {
+        fn commit(&mut self, n: u8, time: i64, parents: &[u8]) {
+            let mut body = format!("tree {}\n", id(TREE));
+            for p in parents {
+                body.push_str(&format!("parent {}\n", id(*p)));
+            }
+            body.push_str(&format!(
+                "author A <a@b> {time} +0000\ncommitter A <a@b> {time} +0000\n\nc{n}\n"
+            ));
+            self.0.insert(id(n), (Kind::Commit, body.into_bytes()));
+        }
+    }
+
+    #[test]
+    fn a_have_found_late_still_stops_the_walk() {
+        // W (600) and H (100) share parent A (500), whose history R (400) <- R0 (300)
+        // the client has through H, though H's date sorts it last.
+        let mut objects = Objects::default();
+        objects.0.insert(id(TREE), (Kind::Tree, Vec::new()));
+        objects.commit(1, 300, &[]); // R0
+        objects.commit(2, 400, &[1]); // R
+        objects.commit(3, 500, &[2]); // A
+        objects.commit(4, 600, &[3]); // W
+        objects.commit(5, 100, &[3]); // H
+        let sent = objects_to_send(&objects, &[id(4)], &[id(5)]).expect("walk");
+        assert_eq!(
+            sent,
+            [id(4)],
+            "only W: its tree is A's, which the client has"
+        );
+    }
+
+    #[test]
+    fn a_fresh_want_sends_its_whole_history() {
+        let mut objects = Objects::default();
+        objects.0.insert(id(TREE), (Kind::Tree, Vec::new()));
+        objects.commit(1, 300, &[]);
+        objects.commit(2, 400, &[1]);
+        let mut sent = objects_to_send(&objects, &[id(2)], &[]).expect("walk");
+        sent.sort();
+        assert_eq!(sent, [id(1), id(2), id(TREE)]);
+    }
 }
