@@ -296,6 +296,22 @@ async fn read_limited(request: Request, limit: usize) -> Result<Vec<u8>, Failure
     Ok(body)
 }
 
+/// Whether every want reaches a common commit (blocking walk, off the runtime).
+async fn can_give_up(
+    odb: &Arc<crate::repo::Odb>,
+    wants: &[gix_hash::ObjectId],
+    common: &[gix_hash::ObjectId],
+) -> Result<bool, Failure> {
+    if common.is_empty() {
+        return Ok(false);
+    }
+    let (odb, wants, common) = (odb.clone(), wants.to_vec(), common.to_vec());
+    tokio::task::spawn_blocking(move || fetch::wants_reach_common(odb.as_ref(), &wants, &common))
+        .await
+        .map_err(|e| Failure::Status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| RepoError::from(e).into())
+}
+
 const UPLOAD_RESULT: &str = "application/x-git-upload-pack-result";
 
 async fn upload_pack_v0(
@@ -310,7 +326,8 @@ async fn upload_pack_v0(
         return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
     }
     let common = fetch::common_haves(&odb, &request.haves);
-    let answer = upload_pack::negotiate(&request, &common);
+    let can_give_up = !request.done && can_give_up(&odb, &request.wants, &common).await?;
+    let answer = upload_pack::negotiate(&request, &common, can_give_up);
     if !answer.send_pack {
         return Ok(git_response(UPLOAD_RESULT, Body::from(answer.lines)));
     }
@@ -351,7 +368,8 @@ async fn upload_pack_v2(
                 return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
             }
             let common = fetch::common_haves(&odb, &fetch.haves);
-            let (lines, send_pack) = v2::acknowledgments(&fetch, &common);
+            let can_give_up = !fetch.done && can_give_up(&odb, &fetch.wants, &common).await?;
+            let (lines, send_pack) = v2::acknowledgments(&fetch, &common, can_give_up);
             if !send_pack {
                 return Ok(git_response(UPLOAD_RESULT, Body::from(lines)));
             }

@@ -102,8 +102,9 @@ pub struct Answer {
 }
 
 /// The negotiation part of the answer. `common` are the request's haves that the
-/// repository has, in request order.
-pub fn negotiate(request: &Request, common: &[ObjectId]) -> Answer {
+/// repository has, in request order; `can_give_up` says whether every want reaches one
+/// of them (git's `ok_to_give_up`), which is when the server may say `ready`.
+pub fn negotiate(request: &Request, common: &[ObjectId], can_give_up: bool) -> Answer {
     let mut w = PktWriter::new();
     let detailed = request.has("multi_ack_detailed");
     let multi = detailed || request.has("multi_ack");
@@ -126,8 +127,8 @@ pub fn negotiate(request: &Request, common: &[ObjectId]) -> Answer {
             send_pack: true,
         };
     }
-    // End of a round: ready once something is in common.
-    let ready = detailed && last.is_some();
+    // End of a round: ready once every want reaches a common commit.
+    let ready = detailed && last.is_some() && can_give_up;
     if let (true, Some(id)) = (ready, last) {
         w.line(format!("ACK {id} ready"));
     }
@@ -182,7 +183,7 @@ mod tests {
         .expect("valid");
         assert_eq!(r.wants, [oid(A), oid(B)]);
         assert!(r.done && r.has("side-band-64k") && r.has("agent=git/2.47"));
-        let answer = negotiate(&r, &[]);
+        let answer = negotiate(&r, &[], false);
         assert_eq!(&answer.lines[..], b"0008NAK\n");
         assert!(answer.send_pack);
     }
@@ -196,7 +197,7 @@ mod tests {
             "0000",
         ]))
         .expect("valid");
-        let answer = negotiate(&r, &[oid(B)]);
+        let answer = negotiate(&r, &[oid(B)], true);
         let text = String::from_utf8_lossy(&answer.lines).into_owned();
         assert!(text.contains(&format!("ACK {B} common\n")));
         assert!(text.contains(&format!("ACK {B} ready\n")));
@@ -210,7 +211,7 @@ mod tests {
             caps: ["multi_ack_detailed".to_owned()].into(),
             ..r
         };
-        assert!(!negotiate(&without_no_done, &[oid(B)]).send_pack);
+        assert!(!negotiate(&without_no_done, &[oid(B)], true).send_pack);
     }
 
     #[test]

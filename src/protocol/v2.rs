@@ -181,8 +181,9 @@ impl Fetch {
 }
 
 /// The part of a fetch answer before the pack: the `acknowledgments` section when the
-/// client is still negotiating; `Ok((lines, true))` when the pack follows.
-pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId]) -> (Bytes, bool) {
+/// client is still negotiating; `(lines, true)` when the pack follows. `can_give_up`
+/// says whether every want reaches a common commit, which is when `ready` is sent.
+pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId], can_give_up: bool) -> (Bytes, bool) {
     let mut w = PktWriter::new();
     if fetch.done {
         w.line("packfile");
@@ -195,7 +196,7 @@ pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId]) -> (Bytes, bool) {
     for id in common {
         w.line(format!("ACK {id}"));
     }
-    let ready = !common.is_empty() && !fetch.wait_for_done;
+    let ready = !common.is_empty() && can_give_up && !fetch.wait_for_done;
     if ready {
         w.line("ready").delim().line("packfile");
     } else {
@@ -284,10 +285,10 @@ mod tests {
     #[test]
     fn fetch_acknowledgments() {
         let fetch = Fetch::parse(&[format!("want {A}"), format!("have {T}")]).expect("valid");
-        let (lines, ready) = acknowledgments(&fetch, &[]);
+        let (lines, ready) = acknowledgments(&fetch, &[], false);
         assert!(!ready);
         assert_eq!(&lines[..], b"0014acknowledgments\n0008NAK\n0000");
-        let (lines, ready) = acknowledgments(&fetch, &[oid(T)]);
+        let (lines, ready) = acknowledgments(&fetch, &[oid(T)], true);
         assert!(ready);
         assert!(String::from_utf8_lossy(&lines).ends_with("000aready\n0001000dpackfile\n"));
         let done = Fetch {
@@ -295,7 +296,7 @@ mod tests {
             ..fetch
         };
         assert_eq!(
-            acknowledgments(&done, &[oid(T)]),
+            acknowledgments(&done, &[oid(T)], true),
             (Bytes::from_static(b"000dpackfile\n"), true)
         );
     }

@@ -35,6 +35,60 @@ pub fn common_haves(odb: &Odb, haves: &[ObjectId]) -> Vec<ObjectId> {
     haves.iter().filter(|h| odb.contains(h)).copied().collect()
 }
 
+/// Whether every want (peeled to a commit) has one of `common` among its ancestors:
+/// git's `ok_to_give_up`, the condition for saying `ready`. Walks newest first and gives
+/// up on a want once past the oldest common commit (with a day of slack for clocks).
+pub fn wants_reach_common(
+    odb: &Odb,
+    wants: &[ObjectId],
+    common: &[ObjectId],
+) -> Result<bool, super::OdbError> {
+    use std::collections::BinaryHeap;
+    let mut buf = Vec::new();
+    let mut common_commits = HashSet::new();
+    let mut oldest = i64::MAX;
+    for id in common {
+        if let (id, gix_object::Kind::Commit) = super::walk::peel(odb, *id)? {
+            super::odb::read_required(odb, &id, &mut buf)?;
+            oldest = oldest.min(super::walk::parse_commit(id, &buf)?.time);
+            common_commits.insert(id);
+        }
+    }
+    const SLACK: i64 = 86_400;
+    // Commits known to reach a common commit, shared across wants.
+    let mut reaching: HashSet<ObjectId> = common_commits.clone();
+    for want in wants {
+        let (start, kind) = super::walk::peel(odb, *want)?;
+        if kind != gix_object::Kind::Commit {
+            continue;
+        }
+        let mut seen = HashSet::new();
+        let mut queue = BinaryHeap::new();
+        queue.push((i64::MAX, start));
+        let mut found = false;
+        while let Some((time, id)) = queue.pop() {
+            if reaching.contains(&id) {
+                found = true;
+                break;
+            }
+            if time.saturating_add(SLACK) < oldest || !seen.insert(id) {
+                continue;
+            }
+            super::odb::read_required(odb, &id, &mut buf)?;
+            for parent in super::walk::parse_commit(id, &buf)?.parents {
+                super::odb::read_required(odb, &parent, &mut buf)?;
+                let time = super::walk::parse_commit(parent, &buf)?.time;
+                queue.push((time, parent));
+            }
+        }
+        if !found {
+            return Ok(false);
+        }
+        reaching.insert(start);
+    }
+    Ok(true)
+}
+
 /// Starts producing the pack for `request`.
 pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
     if request.common.is_empty() {
