@@ -25,12 +25,15 @@ use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::protocol::pktline::err_line;
+use crate::protocol::pktline::{PktWriter, err_line};
 use crate::protocol::{
     self, BadRequest, Framing, Service, advertise, receive_pack, upload_pack, v2,
 };
 use crate::repo::fetch::{self, FetchRequest};
+use crate::repo::odb::ObjectSource;
+use crate::repo::walk::{Filter, ShallowUpdate, WalkLimits};
 use crate::repo::{RepoError, RepoName, Repos, Snapshot, push};
+use std::collections::HashSet;
 
 /// Limits on what a request may send.
 #[derive(Debug, Clone)]
@@ -296,6 +299,39 @@ async fn read_limited(request: Request, limit: usize) -> Result<Vec<u8>, Failure
     Ok(body)
 }
 
+/// The shallow boundary (for `deepen`) and the walk limits of a fetch.
+async fn limits(
+    odb: &Arc<crate::repo::Odb>,
+    wants: &[gix_hash::ObjectId],
+    shallows: &[gix_hash::ObjectId],
+    depth: Option<u32>,
+    filter: Option<&str>,
+) -> Result<(ShallowUpdate, WalkLimits), Failure> {
+    let filter = match filter {
+        Some(spec) => Filter::parse(spec).map_err(Failure::Git)?,
+        None => Filter::None,
+    };
+    // The client may name shallow commits this repository does not have (made from
+    // another remote); only known ones matter.
+    let client_shallow: HashSet<_> = shallows
+        .iter()
+        .filter(|id| odb.contains(id))
+        .copied()
+        .collect();
+    let update = match depth {
+        Some(depth) => fetch::deepen(odb.clone(), wants.to_vec(), depth, client_shallow.clone())
+            .await
+            .map_err(RepoError::from)?,
+        None => ShallowUpdate::default(),
+    };
+    let limits = WalkLimits {
+        shallow: update.boundary.clone(),
+        client_shallow,
+        filter,
+    };
+    Ok((update, limits))
+}
+
 /// Whether every want reaches a common commit (blocking walk, off the runtime).
 async fn can_give_up(
     odb: &Arc<crate::repo::Odb>,
@@ -325,11 +361,29 @@ async fn upload_pack_v0(
     if let Some(id) = fetch::unknown_wants(&odb, &request.wants).first() {
         return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
     }
+    let (update, limits) = limits(
+        &odb,
+        &request.wants,
+        &request.shallows,
+        request.depth,
+        request.filter.as_deref(),
+    )
+    .await?;
     let common = fetch::common_haves(&odb, &request.haves);
     let can_give_up = !request.done && can_give_up(&odb, &request.wants, &common).await?;
     let answer = upload_pack::negotiate(&request, &common, can_give_up);
+    // A client that is or becomes shallow hears about its boundary first, every round.
+    let lines = if request.depth.is_some() || !request.shallows.is_empty() {
+        let mut w = PktWriter::new();
+        upload_pack::shallow_lines(&mut w, &update.shallow, &update.unshallow);
+        w.flush();
+        w.raw(&answer.lines);
+        w.finish()
+    } else {
+        answer.lines
+    };
     if !answer.send_pack {
-        return Ok(git_response(UPLOAD_RESULT, Body::from(answer.lines)));
+        return Ok(git_response(UPLOAD_RESULT, Body::from(lines)));
     }
     let framing = request.framing();
     let chunks = fetch::pack(
@@ -339,13 +393,15 @@ async fn upload_pack_v0(
             wants: request.wants.clone(),
             common,
             include_tag: request.has("include-tag"),
+            limits,
+            unshallow: update.unshallow,
         },
     );
     let suffix = match framing {
         Framing::Raw => Bytes::new(),
         Framing::Sideband(_) => Bytes::from_static(b"0000"),
     };
-    let body = protocol::pack_response(answer.lines, chunks, framing, suffix);
+    let body = protocol::pack_response(lines, chunks, framing, suffix);
     Ok(git_response(UPLOAD_RESULT, Body::from_stream(body)))
 }
 
@@ -367,12 +423,22 @@ async fn upload_pack_v2(
             if let Some(id) = fetch::unknown_wants(&odb, &fetch.wants).first() {
                 return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
             }
+            let (update, limits) = limits(
+                &odb,
+                &fetch.wants,
+                &fetch.shallows,
+                fetch.depth,
+                fetch.filter.as_deref(),
+            )
+            .await?;
             let common = fetch::common_haves(&odb, &fetch.haves);
             let can_give_up = !fetch.done && can_give_up(&odb, &fetch.wants, &common).await?;
-            let (lines, send_pack) = v2::acknowledgments(&fetch, &common, can_give_up);
+            let (acks, send_pack) = v2::acknowledgments(&fetch, &common, can_give_up);
             if !send_pack {
-                return Ok(git_response(UPLOAD_RESULT, Body::from(lines)));
+                return Ok(git_response(UPLOAD_RESULT, Body::from(acks)));
             }
+            let mut lines = acks.to_vec();
+            lines.extend_from_slice(&v2::before_pack(&fetch, &update.shallow, &update.unshallow));
             let chunks = fetch::pack(
                 odb,
                 &snapshot.manifest,
@@ -380,10 +446,17 @@ async fn upload_pack_v2(
                     wants: fetch.wants.clone(),
                     common,
                     include_tag: fetch.include_tag,
+                    limits,
+                    unshallow: update.unshallow,
                 },
             );
             let framing = Framing::from_caps(true, false);
-            let body = protocol::pack_response(lines, chunks, framing, Bytes::from_static(b"0000"));
+            let body = protocol::pack_response(
+                Bytes::from(lines),
+                chunks,
+                framing,
+                Bytes::from_static(b"0000"),
+            );
             Ok(git_response(UPLOAD_RESULT, Body::from_stream(body)))
         }
         other => Err(Failure::Git(format!(

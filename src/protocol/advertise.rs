@@ -16,7 +16,7 @@ const NULL_ID: &str = "0000000000000000000000000000000000000000";
 fn upload_pack_caps(manifest: Option<&Manifest>) -> String {
     let mut caps = String::from(
         "multi_ack_detailed thin-pack side-band side-band-64k ofs-delta no-progress \
-         include-tag allow-tip-sha1-in-want allow-reachable-sha1-in-want no-done",
+         include-tag shallow allow-tip-sha1-in-want allow-reachable-sha1-in-want no-done filter",
     );
     if let Some(m) = manifest
         && m.head_id().is_some()
@@ -83,7 +83,7 @@ pub fn v2_capabilities() -> Bytes {
     w.line("version 2")
         .line(format!("agent={}", agent()))
         .line("ls-refs=unborn")
-        .line("fetch")
+        .line("fetch=shallow filter")
         .line("server-option")
         .line("object-format=sha1")
         .flush();

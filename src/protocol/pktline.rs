@@ -139,6 +139,12 @@ impl PktWriter {
         self
     }
 
+    /// Bytes that are already pkt-lines, appended as they are.
+    pub fn raw(&mut self, framed: &[u8]) -> &mut Self {
+        self.buf.put_slice(framed);
+        self
+    }
+
     pub fn flush(&mut self) -> &mut Self {
         self.buf.put_slice(b"0000");
         self

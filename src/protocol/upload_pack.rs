@@ -26,6 +26,12 @@ pub struct Request {
     pub haves: Vec<ObjectId>,
     pub done: bool,
     pub caps: HashSet<String>,
+    /// The client's shallow commits.
+    pub shallows: Vec<ObjectId>,
+    /// `deepen <depth>`.
+    pub depth: Option<u32>,
+    /// `filter <spec>`, unparsed.
+    pub filter: Option<String>,
 }
 
 impl Request {
@@ -70,14 +76,12 @@ impl Request {
             } else if data == b"done" {
                 request.done = true;
                 break;
-            } else if data.starts_with(b"shallow ") || data.starts_with(b"deepen") {
-                return Err(BadRequest::new(
-                    "shallow fetches are not supported by this server yet",
-                ));
-            } else if data.starts_with(b"filter ") {
-                return Err(BadRequest::new(
-                    "partial clone (filter) is not supported by this server yet",
-                ));
+            } else if let Some(id) = data.strip_prefix(b"shallow ") {
+                request.shallows.push(parse_oid(id)?);
+            } else if data.starts_with(b"deepen") || data.starts_with(b"filter ") {
+                let arg = std::str::from_utf8(data)
+                    .map_err(|_| BadRequest::new("request line is not UTF-8"))?;
+                parse_shallow_or_filter(arg, &mut request.depth, &mut request.filter)?;
             } else {
                 return Err(BadRequest::new(format!(
                     "unexpected line in upload-pack request: {:?}",
@@ -89,6 +93,46 @@ impl Request {
             return Err(BadRequest::new("no want lines in the request"));
         }
         Ok(request)
+    }
+}
+
+/// Parses a `deepen...` or `filter ...` argument (the same in v0 and v2).
+pub fn parse_shallow_or_filter(
+    arg: &str,
+    depth: &mut Option<u32>,
+    filter: &mut Option<String>,
+) -> Result<(), BadRequest> {
+    if let Some(n) = arg.strip_prefix("deepen ") {
+        let n: u32 = n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| BadRequest::new(format!("invalid depth {n:?}")))?;
+        *depth = Some(n);
+    } else if let Some(spec) = arg.strip_prefix("filter ") {
+        *filter = Some(spec.to_owned());
+    } else if arg.starts_with("deepen-since ")
+        || arg.starts_with("deepen-not ")
+        || arg == "deepen-relative"
+    {
+        return Err(BadRequest::new(format!(
+            "{} is not supported by this server yet; use --depth",
+            arg.split(' ').next().unwrap_or(arg)
+        )));
+    } else {
+        return Err(BadRequest::new(format!("unexpected argument {arg:?}")));
+    }
+    Ok(())
+}
+
+/// The shallow section of an answer (`shallow`/`unshallow` lines, git writes them
+/// without a newline).
+pub fn shallow_lines(w: &mut PktWriter, shallow: &[ObjectId], unshallow: &[ObjectId]) {
+    for id in shallow {
+        w.data(format!("shallow {id}").as_bytes());
+    }
+    for id in unshallow {
+        w.data(format!("unshallow {id}").as_bytes());
     }
 }
 
@@ -117,6 +161,14 @@ pub fn negotiate(request: &Request, common: &[ObjectId], can_give_up: bool) -> A
         }
     }
     let last = common.last();
+    if !request.done && request.haves.is_empty() {
+        // A round with nothing to negotiate (the first request of a shallow clone,
+        // which only asks for the shallow list): git answers it with no lines.
+        return Answer {
+            lines: w.finish(),
+            send_pack: false,
+        };
+    }
     if request.done {
         match last {
             Some(id) => w.line(format!("ACK {id}")),
@@ -222,7 +274,19 @@ mod tests {
             Request::parse(&body(&["0000", "done"])).is_err(),
             "no wants"
         );
-        assert!(Request::parse(&body(&[&format!("want {A}"), "deepen 1"])).is_err());
+        assert!(Request::parse(&body(&[&format!("want {A}"), "deepen 0"])).is_err());
+        assert!(Request::parse(&body(&[&format!("want {A}"), "deepen-since 1"])).is_err());
+        let r = Request::parse(&body(&[
+            &format!("want {A}"),
+            &format!("shallow {B}"),
+            "deepen 3",
+            "filter blob:none",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (r.depth, r.filter.as_deref(), r.shallows.len()),
+            (Some(3), Some("blob:none"), 1)
+        );
         assert!(Request::parse(b"xxxx").is_err());
     }
 }

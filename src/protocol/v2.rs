@@ -134,6 +134,9 @@ pub struct Fetch {
     pub no_progress: bool,
     pub include_tag: bool,
     pub wait_for_done: bool,
+    pub shallows: Vec<ObjectId>,
+    pub depth: Option<u32>,
+    pub filter: Option<String>,
 }
 
 impl Fetch {
@@ -157,15 +160,17 @@ impl Fetch {
                     "include-tag" => fetch.include_tag = true,
                     "ofs-delta" => {}
                     "wait-for-done" => fetch.wait_for_done = true,
-                    _ if arg.starts_with("shallow ") || arg.starts_with("deepen") => {
-                        return Err(BadRequest::new(
-                            "shallow fetches are not supported by this server yet",
-                        ));
+                    _ if arg.starts_with("shallow ") => {
+                        fetch
+                            .shallows
+                            .push(parse_oid(&arg.as_bytes()["shallow ".len()..])?);
                     }
-                    _ if arg.starts_with("filter ") => {
-                        return Err(BadRequest::new(
-                            "partial clone (filter) is not supported by this server yet",
-                        ));
+                    _ if arg.starts_with("deepen") || arg.starts_with("filter ") => {
+                        super::upload_pack::parse_shallow_or_filter(
+                            arg,
+                            &mut fetch.depth,
+                            &mut fetch.filter,
+                        )?;
                     }
                     _ => {
                         return Err(BadRequest::new(format!("unknown fetch argument {arg:?}")));
@@ -180,13 +185,12 @@ impl Fetch {
     }
 }
 
-/// The part of a fetch answer before the pack: the `acknowledgments` section when the
-/// client is still negotiating; `(lines, true)` when the pack follows. `can_give_up`
-/// says whether every want reaches a common commit, which is when `ready` is sent.
+/// The `acknowledgments` section of a fetch answer (none when the client sent `done`);
+/// `(lines, true)` when the pack follows, the section then ending with `ready` and a
+/// delimiter. `can_give_up` says whether every want reaches a common commit.
 pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId], can_give_up: bool) -> (Bytes, bool) {
     let mut w = PktWriter::new();
     if fetch.done {
-        w.line("packfile");
         return (w.finish(), true);
     }
     w.line("acknowledgments");
@@ -198,11 +202,24 @@ pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId], can_give_up: bool) ->
     }
     let ready = !common.is_empty() && can_give_up && !fetch.wait_for_done;
     if ready {
-        w.line("ready").delim().line("packfile");
+        w.line("ready").delim();
     } else {
         w.flush();
     }
     (w.finish(), ready)
+}
+
+/// The sections between the acknowledgments and the pack data: `shallow-info` when the
+/// client is or becomes shallow, then the `packfile` header.
+pub fn before_pack(fetch: &Fetch, shallow: &[ObjectId], unshallow: &[ObjectId]) -> Bytes {
+    let mut w = PktWriter::new();
+    if fetch.depth.is_some() || !fetch.shallows.is_empty() {
+        w.line("shallow-info");
+        super::upload_pack::shallow_lines(&mut w, shallow, unshallow);
+        w.delim();
+    }
+    w.line("packfile");
+    w.finish()
 }
 
 #[cfg(test)]
@@ -290,14 +307,23 @@ mod tests {
         assert_eq!(&lines[..], b"0014acknowledgments\n0008NAK\n0000");
         let (lines, ready) = acknowledgments(&fetch, &[oid(T)], true);
         assert!(ready);
-        assert!(String::from_utf8_lossy(&lines).ends_with("000aready\n0001000dpackfile\n"));
+        assert!(String::from_utf8_lossy(&lines).ends_with("000aready\n0001"));
         let done = Fetch {
             done: true,
             ..fetch
         };
         assert_eq!(
             acknowledgments(&done, &[oid(T)], true),
-            (Bytes::from_static(b"000dpackfile\n"), true)
+            (Bytes::new(), true)
+        );
+        assert_eq!(&before_pack(&done, &[], &[])[..], b"000dpackfile\n");
+        let deep = Fetch {
+            depth: Some(1),
+            ..done
+        };
+        assert_eq!(
+            &before_pack(&deep, &[oid(A)], &[])[..],
+            format!("0011shallow-info\n0034shallow {A}0001000dpackfile\n").as_bytes()
         );
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::manifest::Manifest;
 use super::odb::{ObjectSource, Odb};
 use super::packgen::{self, PackChunks};
-use super::walk::objects_to_send;
+use super::walk::{ShallowUpdate, WalkLimits, objects_to_send};
 
 /// What the client asked for, after negotiation.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,25 @@ pub struct FetchRequest {
     pub common: Vec<ObjectId>,
     /// Send annotated tags that point into what is sent (`include-tag`).
     pub include_tag: bool,
+    /// Shallow boundaries and the partial-clone filter.
+    pub limits: WalkLimits,
+    /// Client shallow commits whose history is now sent (`unshallow`).
+    pub unshallow: Vec<ObjectId>,
+}
+
+/// Computes the shallow boundary of a `deepen <depth>` request (blocking work, run off
+/// the runtime).
+pub async fn deepen(
+    odb: Arc<Odb>,
+    wants: Vec<ObjectId>,
+    depth: u32,
+    client_shallow: HashSet<ObjectId>,
+) -> Result<ShallowUpdate, super::OdbError> {
+    tokio::task::spawn_blocking(move || {
+        super::walk::deepen(odb.as_ref(), &wants, depth, &client_shallow)
+    })
+    .await
+    .expect("the deepen walk does not panic")
 }
 
 /// The wants the repository does not have, which a request must refuse.
@@ -91,7 +110,10 @@ pub fn wants_reach_common(
 
 /// Starts producing the pack for `request`.
 pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
-    if request.common.is_empty() {
+    let limited = !request.limits.shallow.is_empty()
+        || !request.limits.client_shallow.is_empty()
+        || request.limits.filter != super::walk::Filter::None;
+    if request.common.is_empty() && !limited {
         return packgen::stream_stored_packs(odb);
     }
     let tags: Vec<(ObjectId, ObjectId)> = if request.include_tag {
@@ -108,8 +130,22 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
     };
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
-        let result =
-            objects_to_send(odb.as_ref(), &request.wants, &request.common).and_then(|mut ids| {
+        // An unshallowed commit is on the client, its parents are not.
+        let mut wants = request.wants.clone();
+        let mut buf = Vec::new();
+        for id in &request.unshallow {
+            match super::odb::read_required(odb.as_ref(), id, &mut buf)
+                .and_then(|_| super::walk::parse_commit(*id, &buf))
+            {
+                Ok(info) => wants.extend(info.parents),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+        let result = objects_to_send(odb.as_ref(), &wants, &request.common, &request.limits)
+            .and_then(|mut ids| {
                 let mut sent: HashSet<ObjectId> = ids.iter().copied().collect();
                 for (tag, target) in tags {
                     if sent.contains(&target) {

@@ -98,6 +98,123 @@ impl PartialOrd for Queued {
     }
 }
 
+/// How a `deepen <depth>` fetch changes the client's shallow boundary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShallowUpdate {
+    /// Commits the client is to record as shallow (`shallow <id>`).
+    pub shallow: Vec<ObjectId>,
+    /// Client shallow commits whose history it now receives (`unshallow <id>`).
+    pub unshallow: Vec<ObjectId>,
+    /// Every commit at the boundary: sent without its parents.
+    pub boundary: HashSet<ObjectId>,
+}
+
+/// The shallow boundary `depth` commits deep from `wants`, as git's
+/// `get_shallow_commits` draws it: a wanted commit is at depth 1, and commits at depth
+/// `depth` are sent without their parents.
+pub fn deepen(
+    source: &dyn ObjectSource,
+    wants: &[ObjectId],
+    depth: u32,
+    client_shallow: &HashSet<ObjectId>,
+) -> Result<ShallowUpdate, OdbError> {
+    let mut buf = Vec::new();
+    let mut queue = std::collections::VecDeque::new();
+    let mut visited: HashSet<ObjectId> = HashSet::new();
+    for want in wants {
+        if let (id, Kind::Commit) = peel(source, *want)? {
+            queue.push_back((id, 1u32));
+        }
+    }
+    let mut update = ShallowUpdate::default();
+    let mut within: HashSet<ObjectId> = HashSet::new();
+    // Breadth first, so each commit is first met at its smallest depth.
+    while let Some((id, d)) = queue.pop_front() {
+        if !visited.insert(id) {
+            continue;
+        }
+        if d >= depth {
+            update.boundary.insert(id);
+            continue;
+        }
+        within.insert(id);
+        read_required(source, &id, &mut buf)?;
+        for parent in parse_commit(id, &buf)?.parents {
+            queue.push_back((parent, d + 1));
+        }
+    }
+    let mut shallow: Vec<ObjectId> = update
+        .boundary
+        .iter()
+        .filter(|id| !client_shallow.contains(*id))
+        .copied()
+        .collect();
+    shallow.sort();
+    update.shallow = shallow;
+    let mut unshallow: Vec<ObjectId> = client_shallow
+        .iter()
+        .filter(|id| within.contains(*id))
+        .copied()
+        .collect();
+    unshallow.sort();
+    update.unshallow = unshallow;
+    Ok(update)
+}
+
+/// What limits a fetch's object walk beyond the client's haves.
+#[derive(Debug, Clone, Default)]
+pub struct WalkLimits {
+    /// Commits sent without their parents: the new shallow boundary.
+    pub shallow: HashSet<ObjectId>,
+    /// The client's shallow commits: its history stops there, so the client's side of
+    /// the walk does not go past them.
+    pub client_shallow: HashSet<ObjectId>,
+    /// Which blobs to leave out.
+    pub filter: Filter,
+}
+
+/// An object filter of a partial clone ([rev-list `--filter`]), as far as supported.
+///
+/// [rev-list `--filter`]: https://git-scm.com/docs/git-rev-list#Documentation/git-rev-list.txt---filterltfilter-specgt
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Filter {
+    #[default]
+    None,
+    /// `blob:none`: no blobs.
+    BlobNone,
+    /// `blob:limit=<n>`: no blobs of `n` bytes or more.
+    BlobLimit(u64),
+}
+
+impl Filter {
+    /// Parses a filter spec; `Err` names what is not supported.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        if spec == "blob:none" {
+            return Ok(Filter::BlobNone);
+        }
+        if let Some(limit) = spec.strip_prefix("blob:limit=") {
+            let (digits, unit) = match limit.char_indices().last() {
+                Some((i, c)) if c.is_ascii_alphabetic() => (&limit[..i], c.to_ascii_lowercase()),
+                _ => (limit, ' '),
+            };
+            let scale: u64 = match unit {
+                ' ' => 1,
+                'k' => 1 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                _ => return Err(format!("invalid filter {spec:?}")),
+            };
+            let n: u64 = digits
+                .parse()
+                .map_err(|_| format!("invalid filter {spec:?}"))?;
+            return Ok(Filter::BlobLimit(n.saturating_mul(scale)));
+        }
+        Err(format!(
+            "the filter {spec:?} is not supported by this server (blob:none and blob:limit are)"
+        ))
+    }
+}
+
 /// The objects a client that has `haves` needs to complete `wants`: every object
 /// reachable from `wants` and not from `haves`, where "not reachable from haves" is
 /// judged as git does it: commits by a full walk, trees and blobs by excluding those of
@@ -109,6 +226,7 @@ pub fn objects_to_send(
     source: &dyn ObjectSource,
     wants: &[ObjectId],
     haves: &[ObjectId],
+    limits: &WalkLimits,
 ) -> Result<Vec<ObjectId>, OdbError> {
     let mut buf = Vec::new();
     let mut out: Vec<ObjectId> = Vec::new();
@@ -149,6 +267,7 @@ pub fn objects_to_send(
                                         &mut commits,
                                         &popped,
                                         &mut interesting_queued,
+                                        &limits.client_shallow,
                                     );
                                 }
                             }
@@ -200,18 +319,39 @@ pub fn objects_to_send(
             let rest = std::iter::once(id).chain(queue.drain().map(|q| q.id));
             let rest: Vec<ObjectId> = rest.collect();
             for id in rest {
+                if limits.client_shallow.contains(&id) {
+                    continue;
+                }
                 let parents = commits[&id].0.parents.clone();
                 for parent in parents {
-                    mark_uninteresting(parent, &mut commits, &popped, &mut interesting_queued);
+                    mark_uninteresting(
+                        parent,
+                        &mut commits,
+                        &popped,
+                        &mut interesting_queued,
+                        &limits.client_shallow,
+                    );
                 }
             }
             break;
         }
-        for parent in &info.parents {
+        let stop = if uninteresting {
+            limits.client_shallow.contains(&id)
+        } else {
+            limits.shallow.contains(&id)
+        };
+        let parents: &[ObjectId] = if stop { &[] } else { &info.parents };
+        for parent in parents {
             match commits.get_mut(parent) {
                 Some(known) => {
                     if uninteresting && !known.1 {
-                        mark_uninteresting(*parent, &mut commits, &popped, &mut interesting_queued);
+                        mark_uninteresting(
+                            *parent,
+                            &mut commits,
+                            &popped,
+                            &mut interesting_queued,
+                            &limits.client_shallow,
+                        );
                     }
                 }
                 None => {
@@ -251,7 +391,7 @@ pub fn objects_to_send(
             out.push(*id);
         }
     }
-    let tags_end = out.len();
+    let root_ids: HashSet<ObjectId> = roots.iter().map(|(id, _)| *id).collect();
     let mut stack: Vec<(ObjectId, bool)> = roots;
     stack.extend(
         result_commits
@@ -260,16 +400,30 @@ pub fn objects_to_send(
             .map(|id| (commits[id].0.tree, true)),
     );
     while let Some((id, is_tree)) = stack.pop() {
-        if excluded.contains(&id) || !sent.insert(id) {
+        if excluded.contains(&id) || sent.contains(&id) {
             continue;
         }
+        // The filter leaves out blobs met in trees, never an object wanted by name.
+        let keep = is_tree
+            || root_ids.contains(&id)
+            || match limits.filter {
+                Filter::None => true,
+                Filter::BlobNone => false,
+                Filter::BlobLimit(limit) => {
+                    read_required(source, &id, &mut buf)?;
+                    (buf.len() as u64) < limit
+                }
+            };
+        if !keep {
+            continue;
+        }
+        sent.insert(id);
         out.push(id);
         if is_tree {
             read_required(source, &id, &mut buf)?;
             stack.extend(tree_children(id, &buf)?);
         }
     }
-    debug_assert!(tags_end <= out.len());
     Ok(out)
 }
 
@@ -281,6 +435,7 @@ fn mark_uninteresting(
     commits: &mut HashMap<ObjectId, (CommitInfo, bool)>,
     popped: &HashSet<ObjectId>,
     interesting_queued: &mut usize,
+    client_shallow: &HashSet<ObjectId>,
 ) {
     let mut stack = vec![id];
     while let Some(id) = stack.pop() {
@@ -294,7 +449,9 @@ fn mark_uninteresting(
         if !popped.contains(&id) {
             *interesting_queued = interesting_queued.saturating_sub(1);
         }
-        stack.extend(entry.0.parents.iter().copied());
+        if !client_shallow.contains(&id) {
+            stack.extend(entry.0.parents.iter().copied());
+        }
     }
 }
 
@@ -463,7 +620,8 @@ mod tests {
         objects.commit(3, 500, &[2]); // A
         objects.commit(4, 600, &[3]); // W
         objects.commit(5, 100, &[3]); // H
-        let sent = objects_to_send(&objects, &[id(4)], &[id(5)]).expect("walk");
+        let sent =
+            objects_to_send(&objects, &[id(4)], &[id(5)], &WalkLimits::default()).expect("walk");
         assert_eq!(
             sent,
             [id(4)],
@@ -477,7 +635,8 @@ mod tests {
         objects.0.insert(id(TREE), (Kind::Tree, Vec::new()));
         objects.commit(1, 300, &[]);
         objects.commit(2, 400, &[1]);
-        let mut sent = objects_to_send(&objects, &[id(2)], &[]).expect("walk");
+        let mut sent =
+            objects_to_send(&objects, &[id(2)], &[], &WalkLimits::default()).expect("walk");
         sent.sort();
         assert_eq!(sent, [id(1), id(2), id(TREE)]);
     }
