@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Measures, in one run on one machine, stowage (filesystem store) against
 # `git http-backend` behind nginx + fcgiwrap serving the same repository:
-#   - bare clone wall time and server CPU (median of $RUNS, alternating servers;
-#     see bench/measure_clone.py for how server CPU is counted);
+#   - bare clone wall time (median of $RUNS, alternating servers);
+#   - server CPU and bytes sent for full, --depth 1 and --filter=blob:none clones;
 #   - stowage's peak RSS while receiving a ~200 MB push, and while serving its clone;
 #   - with S3_URL set (an existing bucket, for example on LocalStack), stowage's store requests
 #     for a push of the corpus, a full clone and a no-op fetch.
@@ -30,7 +30,9 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
+  # fcgiwrap's prefork workers outlive its first process.
+  pkill -f "fcgiwrap -c 4 -s unix:$WORK/fcgi.sock" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 export HOME="$WORK/home" GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
@@ -50,6 +52,7 @@ store_requests() { curl -fs "$SURL/-/stats" | python3 -c 'import json,sys; d=jso
 echo "== corpus: $COMMITS commits over $FILES files"
 git init -q --bare "$WORK/srv/corpus.git"
 python3 "$ROOT/bench/gen_corpus.py" --commits "$COMMITS" --files "$FILES" | git -C "$WORK/srv/corpus.git" fast-import --quiet --done
+git -C "$WORK/srv/corpus.git" symbolic-ref HEAD refs/heads/main
 git -C "$WORK/srv/corpus.git" gc -q
 git -C "$WORK/srv/corpus.git" config http.receivepack true
 echo "objects: $(git -C "$WORK/srv/corpus.git" count-objects -v | awk '/in-pack/ {print $2}'), pack: $(du -sh "$WORK/srv/corpus.git/objects/pack" | cut -f1)"
@@ -122,18 +125,33 @@ printf 'bare clone, median of %d: wall time ratio stowage/http-backend %.2f\n' "
   "$(echo "$(field stowage wall) / $(field http-backend wall)" | bc -l)"
 
 # Server CPU, counted exactly: git http-backend's processes through the wrapper,
-# stowage's from its /proc entry.
+# stowage's from its /proc entry. Bytes: the size of the pack each clone received.
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
-: >"$WORK/backend-cpu.log"
-s0=$(proc_cpu "$SPID")
-for i in $(seq 1 "$RUNS"); do
-  git clone -q --bare "http://127.0.0.1:$CPORT/corpus.git" "$WORK/cpu-h$i" && rm -rf "$WORK/cpu-h$i"
-  git clone -q --bare "$SURL/corpus.git" "$WORK/cpu-s$i" && rm -rf "$WORK/cpu-s$i"
-done
-hcpu=$(awk -v n="$RUNS" '{ t += $1 } END { print t / n }' "$WORK/backend-cpu.log")
-scpu=$(echo "($(proc_cpu "$SPID") - $s0) / $RUNS" | bc -l)
-printf 'server CPU per clone: git http-backend %.3f s, stowage %.3f s, ratio %.2f\n' "$hcpu" "$scpu" "$(echo "$scpu / $hcpu" | bc -l)"
+pack_bytes() { du -cb "$1"/objects/pack/*.pack | tail -1 | cut -f1; }
+cpu_row() { # label, extra clone arguments...
+  local label="$1"; shift
+  : >"$WORK/backend-cpu.log"
+  local s0 hb=0 sb=0 i
+  s0=$(proc_cpu "$SPID")
+  for i in $(seq 1 "$RUNS"); do
+    git clone -q --bare "$@" "http://127.0.0.1:$CPORT/corpus.git" "$WORK/cpu-h$i"
+    hb=$(pack_bytes "$WORK/cpu-h$i"); rm -rf "$WORK/cpu-h$i"
+    git clone -q --bare "$@" "$SURL/corpus.git" "$WORK/cpu-s$i"
+    sb=$(pack_bytes "$WORK/cpu-s$i"); rm -rf "$WORK/cpu-s$i"
+  done
+  local hcpu scpu
+  hcpu=$(awk -v n="$RUNS" '{ t += $1 } END { print t / n }' "$WORK/backend-cpu.log")
+  scpu=$(echo "($(proc_cpu "$SPID") - $s0) / $RUNS" | bc -l)
+  printf '%-18s server CPU: http-backend %.3f s, stowage %.3f s, ratio %.2f; bytes: http-backend %d, stowage %d, ratio %.2f\n' \
+    "$label" "$hcpu" "$scpu" "$(echo "$scpu / $hcpu" | bc -l)" "$hb" "$sb" "$(echo "$sb / $hb" | bc -l)"
+}
+git -C "$WORK/srv/corpus.git" config uploadpack.allowFilter true
+[ -n "${KEEP:-}" ] && echo "work dir: $WORK"
+cpu_row "full clone"
+cpu_row "--depth 1" --depth 1
+cpu_row "--filter=blob:none" --filter=blob:none
 
+if [ "$BIG_MB" -gt 0 ]; then
 echo "== peak RSS: ${BIG_MB} MB push and its clone"
 big="$WORK/big"
 git init -q -b main "$big"
@@ -155,6 +173,7 @@ start_stowage "file://$WORK/big-data"
 git clone -q --bare "$SURL/big.git" "$WORK/big-clone"
 echo "stowage peak RSS during its clone: $(peak_rss_mb "$SPID") MB"
 kill "$SPID"
+fi
 
 if [ -n "${S3_URL:-}" ]; then
   echo "== store requests on $S3_URL"

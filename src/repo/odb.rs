@@ -108,7 +108,9 @@ pub struct Pack {
     pub entry: PackEntry,
     pub index: Arc<PackIndex>,
     pack_key: Key,
-    data: OnceLock<Arc<PackData>>,
+    data: OnceLock<Arc<LoadedPack>>,
+    /// Entries in pack order: (offset, id).
+    by_offset: OnceLock<Vec<(u64, ObjectId)>>,
 }
 
 impl std::fmt::Debug for Pack {
@@ -120,21 +122,74 @@ impl std::fmt::Debug for Pack {
     }
 }
 
+/// A pack's bytes, and the same parsed.
+pub struct LoadedPack {
+    pub data: PackData,
+    pub bytes: Bytes,
+}
+
+impl std::fmt::Debug for LoadedPack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPack")
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 impl Pack {
+    /// Entries in pack order: (offset, id).
+    pub fn entries_by_offset(&self) -> &[(u64, ObjectId)] {
+        self.by_offset.get_or_init(|| {
+            let mut entries: Vec<(u64, ObjectId)> =
+                self.index.iter().map(|e| (e.pack_offset, e.oid)).collect();
+            entries.sort_unstable();
+            entries
+        })
+    }
+
+    /// Where the entry at `offset` ends: the next entry, or the trailer.
+    pub fn entry_end(&self, offset: u64) -> u64 {
+        let entries = self.entries_by_offset();
+        let next = entries.partition_point(|(o, _)| *o <= offset);
+        entries
+            .get(next)
+            .map_or(self.entry.size.saturating_sub(20), |(o, _)| *o)
+    }
+
+    /// The object whose entry starts at `offset`.
+    pub fn id_at(&self, offset: u64) -> Option<ObjectId> {
+        let entries = self.entries_by_offset();
+        entries
+            .binary_search_by_key(&offset, |(o, _)| *o)
+            .ok()
+            .map(|i| entries[i].1)
+    }
+
     pub fn pack_key(&self) -> &Key {
         &self.pack_key
     }
 }
 
 /// The objects of one repository as of one manifest.
-#[derive(Debug)]
 pub struct Odb {
     store: Arc<dyn ObjectStore>,
     caches: Caches,
     runtime: tokio::runtime::Handle,
     /// Newest first: recent objects are the likeliest to be asked for.
     packs: Vec<Pack>,
+    /// Recently resolved delta bases, so that walking many trees whose entries form
+    /// delta chains does not decode each chain from its start again.
+    delta_cache: std::sync::Mutex<gix_pack::cache::lru::MemoryCappedHashmap>,
 }
+
+impl std::fmt::Debug for Odb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Odb").field("packs", &self.packs).finish()
+    }
+}
+
+/// Memory for resolved delta bases, per open [`Odb`].
+const DELTA_CACHE_BYTES: usize = 32 << 20;
 
 /// Store keys of a pack's files.
 pub fn pack_keys(repo: &RepoName, hash: &ObjectId) -> (Key, Key) {
@@ -178,6 +233,7 @@ impl Odb {
                     index,
                     pack_key,
                     data: OnceLock::new(),
+                    by_offset: OnceLock::new(),
                 })
             }
         });
@@ -187,6 +243,9 @@ impl Odb {
             caches: caches.clone(),
             runtime: tokio::runtime::Handle::current(),
             packs,
+            delta_cache: std::sync::Mutex::new(gix_pack::cache::lru::MemoryCappedHashmap::new(
+                DELTA_CACHE_BYTES,
+            )),
         })
     }
 
@@ -217,7 +276,7 @@ impl Odb {
     }
 
     /// The pack's data, fetched (blocking) on first use.
-    pub fn data(&self, pack: &Pack) -> Result<Arc<PackData>, OdbError> {
+    pub fn data(&self, pack: &Pack) -> Result<Arc<LoadedPack>, OdbError> {
         if let Some(data) = pack.data.get() {
             return Ok(data.clone());
         }
@@ -232,13 +291,16 @@ impl Odb {
             }
         };
         let path = PathBuf::from(pack.pack_key.as_str());
-        let data = PackData::from_data(bytes, path, gix_hash::Kind::Sha1).map_err(|e| {
+        let data = PackData::from_data(bytes.clone(), path, gix_hash::Kind::Sha1).map_err(|e| {
             OdbError::Corrupt {
                 pack: pack.pack_key.to_string(),
                 message: e.to_string(),
             }
         })?;
-        Ok(pack.data.get_or_init(|| Arc::new(data)).clone())
+        Ok(pack
+            .data
+            .get_or_init(|| Arc::new(LoadedPack { data, bytes }))
+            .clone())
     }
 }
 
@@ -247,7 +309,8 @@ impl ObjectSource for Odb {
         let Some((pack, index)) = self.locate(id) else {
             return Ok(None);
         };
-        let data = self.data(pack)?;
+        let loaded = self.data(pack)?;
+        let data = &loaded.data;
         let offset = pack.index.pack_offset_at_index(index);
         let corrupt = |e: &dyn std::fmt::Display| OdbError::Corrupt {
             pack: pack.pack_key.to_string(),
@@ -271,14 +334,16 @@ impl ObjectSource for Odb {
                 _ => Ok(None),
             }
         };
+        // A base outside this pack is read through this same method: the cache is
+        // then taken, and that read goes without it.
+        let mut guard = self.delta_cache.try_lock();
+        let mut never = gix_pack::cache::Never;
+        let cache: &mut dyn gix_pack::cache::DecodeEntry = match guard.as_mut() {
+            Ok(cache) => &mut **cache,
+            Err(_) => &mut never,
+        };
         let outcome = data
-            .decode_entry(
-                entry,
-                out,
-                &mut inflate,
-                &resolve,
-                &mut gix_pack::cache::Never,
-            )
+            .decode_entry(entry, out, &mut inflate, &resolve, cache)
             .map_err(|e| corrupt(&e))?;
         Ok(Some(outcome.kind))
     }

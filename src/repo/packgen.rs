@@ -20,7 +20,7 @@ use gix_object::Kind;
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
 
-use super::odb::{ObjectSource, Odb, OdbError, read_required};
+use super::odb::{Odb, OdbError, read_required};
 
 /// Pack bytes as they are produced; an error ends the stream.
 pub type PackChunks = mpsc::Receiver<Result<Bytes, OdbError>>;
@@ -262,37 +262,98 @@ fn entry_header(kind: Kind, size: usize, out: &mut Vec<u8>) {
     write_type_and_size(type_bits, size as u64, out);
 }
 
-/// Writes `ids` (which `source` must have) as a pack, whole objects, zlib level 1.
+/// Writes `ids` (which `odb` must have) as a pack. Stored entries are copied as they
+/// are, compressed, whenever the client can use them: whole objects always, deltas when
+/// their base is in the same pack (sent as REF_DELTA naming it, which git resolves in
+/// any order). Other deltas are resolved and written whole, zlib level 1.
 /// Blocking: run it on a `spawn_blocking` thread; chunks go to `tx` as they fill.
 pub fn write_objects(
-    source: &dyn ObjectSource,
+    odb: &Odb,
     ids: &[ObjectId],
     tx: &mpsc::Sender<Result<Bytes, OdbError>>,
 ) -> Result<(), OdbError> {
-    let mut hasher = Sha1::new();
-    let mut out = Vec::with_capacity(OUT_CHUNK * 2);
-    let emit = |out: &mut Vec<u8>, hasher: &mut Sha1| -> bool {
-        hasher.update(&out[..]);
-        let chunk = Bytes::from(std::mem::take(out));
-        tx.blocking_send(Ok(chunk)).is_ok()
+    let sending: HashSet<ObjectId> = ids.iter().copied().collect();
+    let mut out = Output {
+        tx,
+        hasher: Sha1::new(),
+        written: 0,
     };
-    out.extend_from_slice(&header(ids.len() as u32));
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(OUT_CHUNK * 2);
+    buf.extend_from_slice(&header(ids.len() as u32));
+    let mut object = Vec::new();
     for id in ids {
-        let kind = read_required(source, id, &mut buf)?;
-        entry_header(kind, buf.len(), &mut out);
-        let mut z = flate2::write::ZlibEncoder::new(&mut out, flate2::Compression::fast());
-        z.write_all(&buf).expect("writing to a Vec cannot fail");
-        z.finish().expect("writing to a Vec cannot fail");
-        if out.len() >= OUT_CHUNK && !emit(&mut out, &mut hasher) {
-            return Ok(()); // the client went away
+        if !copy_entry(odb, id, &sending, &mut buf)? {
+            let kind = read_required(odb, id, &mut object)?;
+            entry_header(kind, object.len(), &mut buf);
+            let mut z = flate2::write::ZlibEncoder::new(&mut buf, flate2::Compression::fast());
+            z.write_all(&object).expect("writing to a Vec cannot fail");
+            z.finish().expect("writing to a Vec cannot fail");
+        }
+        if buf.len() >= OUT_CHUNK {
+            out.send(Bytes::from(std::mem::take(&mut buf)))?;
         }
     }
-    hasher.update(&out[..]);
-    let digest = hasher.clone().finalize();
-    out.extend_from_slice(&digest);
-    let _ = tx.blocking_send(Ok(Bytes::from(out)));
+    if !buf.is_empty() {
+        out.send(Bytes::from(buf))?;
+    }
+    let digest = Bytes::copy_from_slice(&out.hasher.clone().finalize());
+    let _ = tx.blocking_send(Ok(digest));
     Ok(())
+}
+
+/// Appends the stored entry of `id` to `out` if the client can use it as it is;
+/// `false` if the object must be written whole instead.
+fn copy_entry(
+    odb: &Odb,
+    id: &ObjectId,
+    sending: &HashSet<ObjectId>,
+    out: &mut Vec<u8>,
+) -> Result<bool, OdbError> {
+    let Some((pack, index)) = odb.locate(id) else {
+        return Ok(false);
+    };
+    let loaded = odb.data(pack)?;
+    let offset = pack.index.pack_offset_at_index(index);
+    let end = pack.entry_end(offset);
+    let corrupt = |message: &str| OdbError::Corrupt {
+        pack: pack.pack_key().to_string(),
+        message: message.to_owned(),
+    };
+    let raw = loaded
+        .bytes
+        .get(offset as usize..end as usize)
+        .ok_or_else(|| corrupt("entry outside the pack"))?;
+    let (kind, size, header_len) =
+        parse_entry_header(raw).ok_or_else(|| corrupt("bad entry header"))?;
+    match kind {
+        1..=4 => out.extend_from_slice(raw),
+        OFS_DELTA => {
+            let (distance, used) =
+                parse_ofs(&raw[header_len..]).ok_or_else(|| corrupt("bad delta offset"))?;
+            let base = offset
+                .checked_sub(distance)
+                .and_then(|o| pack.id_at(o))
+                .ok_or_else(|| corrupt("delta base is not an entry"))?;
+            if !sending.contains(&base) {
+                return Ok(false);
+            }
+            write_type_and_size(REF_DELTA, size, out);
+            out.extend_from_slice(base.as_slice());
+            out.extend_from_slice(&raw[header_len + used..]);
+        }
+        REF_DELTA => {
+            let base = raw
+                .get(header_len..header_len + 20)
+                .map(ObjectId::from_bytes_or_panic)
+                .ok_or_else(|| corrupt("truncated delta base"))?;
+            if !sending.contains(&base) {
+                return Ok(false);
+            }
+            out.extend_from_slice(raw);
+        }
+        _ => return Err(corrupt("unknown entry type")),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
