@@ -30,7 +30,7 @@ fn upload_pack_caps(manifest: Option<&Manifest>) -> String {
 /// Capabilities of receive-pack.
 fn receive_pack_caps() -> String {
     format!(
-        "report-status delete-refs side-band-64k quiet atomic ofs-delta push-options \
+        "report-status report-status-v2 delete-refs side-band-64k quiet atomic ofs-delta push-options \
          object-format=sha1 agent={}",
         agent()
     )
