@@ -10,29 +10,62 @@ use common::{Backend, Sandbox, Server};
 
 on_every_backend!(shallow_clones_match_git, partial_clones_match_git);
 
-/// A history with a merge, so depth is counted along several paths.
+/// Commits `file` with a fixed date, `day` days into the history.
+fn commit_at(sb: &Sandbox, repo: &Path, file: &str, content: &str, message: &str, day: i64) {
+    std::fs::write(repo.join(file), content).expect("write");
+    sb.git(repo, &["add", "-A"]);
+    let date = format!("@{} +0000", 1_600_000_000 + day * 86_400);
+    let out = sb
+        .git_cmd(repo)
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", &date)
+        .args(["commit", "-q", "-m", message])
+        .output()
+        .expect("git commit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A dated history with a merge, so depth is counted along several paths.
 fn history(sb: &Sandbox) -> std::path::PathBuf {
     let src = sb.init_repo("src");
     sb.git(&src, &["config", "uploadpack.allowFilter", "true"]);
     for i in 1..=6 {
-        sb.commit(
+        commit_at(
+            sb,
             &src,
             &format!("f{}.txt", i % 3),
             &format!("v{i}\n"),
             &format!("main {i}"),
+            i,
         );
     }
     sb.git(&src, &["checkout", "-q", "-b", "side", "HEAD~3"]);
-    sb.commit(&src, "side.txt", "side\n", "side 1");
-    sb.commit(&src, "side.txt", "side 2\n", "side 2");
+    commit_at(sb, &src, "side.txt", "side\n", "side 1", 7);
+    commit_at(sb, &src, "side.txt", "side 2\n", "side 2", 8);
     sb.git(&src, &["checkout", "-q", "main"]);
-    sb.git(
-        &src,
-        &["merge", "-q", "--no-ff", "-m", "merge side", "side"],
-    );
-    for i in 7..=9 {
-        let big = format!("{}\n", "x".repeat(2000 * i));
-        sb.commit(&src, &format!("big{i}.bin"), &big, &format!("main {i}"));
+    let date = format!("@{} +0000", 1_600_000_000 + 9 * 86_400);
+    let merged = sb
+        .git_cmd(&src)
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", &date)
+        .args(["merge", "-q", "--no-ff", "-m", "merge side", "side"])
+        .output()
+        .expect("merge");
+    assert!(merged.status.success());
+    for i in 10..=12 {
+        let big = format!("{}\n", "x".repeat(2000 * i as usize));
+        commit_at(
+            sb,
+            &src,
+            &format!("big{i}.bin"),
+            &big,
+            &format!("main {i}"),
+            i,
+        );
     }
     src
 }
@@ -107,29 +140,60 @@ fn shallow_clones_match_git(backend: Backend) {
             sb.git(&ours, &["rev-list", "--count", "FETCH_HEAD"]).trim(),
             sb.git(&src, &["rev-list", "--count", "main"]).trim()
         );
-        // What is not supported yet says so: v0 clients see that `deepen-since` is not
-        // advertised, v2 clients get the server's refusal.
-        let out = sb.git_output(
-            sb.dir.path(),
-            &[
-                "-c",
-                &v,
-                "clone",
-                "--shallow-since=2000-01-01",
-                &url,
-                &format!("since-{version}"),
-            ],
+        // By date, by excluded ref, and deepening relative to the current boundary.
+        let cases: [(&str, Vec<String>); 3] = [
+            (
+                "since",
+                vec![format!("--shallow-since=@{}", 1_600_000_000 + 5 * 86_400)],
+            ),
+            (
+                "exclude",
+                vec![
+                    "--shallow-exclude=side".to_owned(),
+                    "--no-single-branch".to_owned(),
+                ],
+            ),
+            (
+                "exclude-tagless",
+                vec!["--shallow-exclude=refs/heads/side".to_owned()],
+            ),
+        ];
+        for (name, args) in cases {
+            let ours = sb.path(&format!("ours-v{version}-{name}"));
+            let theirs = sb.path(&format!("ref-v{version}-{name}"));
+            for (dest, remote) in [(&ours, &url), (&theirs, &reference)] {
+                let mut cmd = vec!["-c", &v, "clone", "-q"];
+                cmd.extend(args.iter().map(String::as_str));
+                let dest = dest.display().to_string();
+                cmd.extend([remote.as_str(), dest.as_str()]);
+                sb.git(sb.dir.path(), &cmd);
+            }
+            sb.git(&ours, &["fsck", "--full"]);
+            assert_eq!(
+                shallow_file(&ours),
+                shallow_file(&theirs),
+                "v{version} {name}: shallow commits"
+            );
+            assert_eq!(
+                set(&sb.git(&ours, &["rev-list", "--all"])),
+                set(&sb.git(&theirs, &["rev-list", "--all"])),
+                "v{version} {name}: commits"
+            );
+        }
+        let ours = sb.path(&format!("ours-v{version}-d2"));
+        let theirs = sb.path(&format!("ref-v{version}-d2"));
+        for (repo, remote) in [(&ours, &url), (&theirs, &reference)] {
+            sb.git(
+                repo,
+                &["-c", &v, "fetch", "-q", "--deepen", "2", remote, "main"],
+            );
+        }
+        assert_eq!(
+            shallow_file(&ours),
+            shallow_file(&theirs),
+            "v{version}: after fetch --deepen 2"
         );
-        assert!(!out.status.success());
-        assert!(
-            {
-                let err = String::from_utf8_lossy(&out.stderr);
-                err.contains("deepen-since is not supported")
-                    || err.contains("Server does not support --shallow-since")
-            },
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sb.git(&ours, &["fsck", "--full"]);
     }
 }
 

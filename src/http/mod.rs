@@ -31,7 +31,7 @@ use crate::protocol::{
 };
 use crate::repo::fetch::{self, FetchRequest};
 use crate::repo::odb::ObjectSource;
-use crate::repo::walk::{Filter, ShallowUpdate, WalkLimits};
+use crate::repo::walk::{Boundary, Filter, ShallowUpdate, WalkLimits};
 use crate::repo::{RepoError, RepoName, Repos, Snapshot, push};
 use std::collections::HashSet;
 
@@ -299,12 +299,13 @@ async fn read_limited(request: Request, limit: usize) -> Result<Vec<u8>, Failure
     Ok(body)
 }
 
-/// The shallow boundary (for `deepen`) and the walk limits of a fetch.
+/// The shallow update (for a `deepen...` request) and the walk limits of a fetch.
 async fn limits(
     odb: &Arc<crate::repo::Odb>,
+    manifest: &crate::repo::Manifest,
     wants: &[gix_hash::ObjectId],
     shallows: &[gix_hash::ObjectId],
-    depth: Option<u32>,
+    deepen: &upload_pack::Deepen,
     filter: Option<&str>,
 ) -> Result<(ShallowUpdate, WalkLimits), Failure> {
     let filter = match filter {
@@ -318,10 +319,35 @@ async fn limits(
         .filter(|id| odb.contains(id))
         .copied()
         .collect();
-    let update = match depth {
-        Some(depth) => fetch::deepen(odb.clone(), wants.to_vec(), depth, client_shallow.clone())
-            .await
-            .map_err(RepoError::from)?,
+    let boundary = match (deepen.depth, deepen.relative) {
+        (Some(depth), false) => Some(Boundary::Depth(depth)),
+        (Some(depth), true) => Some(Boundary::RelativeDepth(depth)),
+        (None, _) if deepen.requested() => {
+            let not = deepen
+                .not
+                .iter()
+                .map(|name| {
+                    fetch::resolve_ref(manifest, name).ok_or_else(|| {
+                        Failure::Git(format!("upload-pack: deepen-not: no such ref {name:?}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Boundary::RevList {
+                since: deepen.since,
+                not,
+            })
+        }
+        (None, _) => None,
+    };
+    let update = match boundary {
+        Some(boundary) => fetch::deepen(
+            odb.clone(),
+            wants.to_vec(),
+            boundary,
+            client_shallow.clone(),
+        )
+        .await
+        .map_err(RepoError::from)?,
         None => ShallowUpdate::default(),
     };
     let limits = WalkLimits {
@@ -363,9 +389,10 @@ async fn upload_pack_v0(
     }
     let (update, limits) = limits(
         &odb,
+        &snapshot.manifest,
         &request.wants,
         &request.shallows,
-        request.depth,
+        &request.deepen,
         request.filter.as_deref(),
     )
     .await?;
@@ -373,7 +400,7 @@ async fn upload_pack_v0(
     let can_give_up = !request.done && can_give_up(&odb, &request.wants, &common).await?;
     let answer = upload_pack::negotiate(&request, &common, can_give_up);
     // A client that is or becomes shallow hears about its boundary first, every round.
-    let lines = if request.depth.is_some() || !request.shallows.is_empty() {
+    let lines = if request.deepen.requested() || !request.shallows.is_empty() {
         let mut w = PktWriter::new();
         upload_pack::shallow_lines(&mut w, &update.shallow, &update.unshallow);
         w.flush();
@@ -425,9 +452,10 @@ async fn upload_pack_v2(
             }
             let (update, limits) = limits(
                 &odb,
+                &snapshot.manifest,
                 &fetch.wants,
                 &fetch.shallows,
-                fetch.depth,
+                &fetch.deepen,
                 fetch.filter.as_deref(),
             )
             .await?;

@@ -16,7 +16,7 @@ const NULL_ID: &str = "0000000000000000000000000000000000000000";
 fn upload_pack_caps(manifest: Option<&Manifest>) -> String {
     let mut caps = String::from(
         "multi_ack_detailed thin-pack side-band side-band-64k ofs-delta no-progress \
-         include-tag shallow allow-tip-sha1-in-want allow-reachable-sha1-in-want no-done filter",
+         include-tag shallow deepen-since deepen-not deepen-relative allow-tip-sha1-in-want allow-reachable-sha1-in-want no-done filter",
     );
     if let Some(m) = manifest
         && m.head_id().is_some()

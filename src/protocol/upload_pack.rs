@@ -28,8 +28,8 @@ pub struct Request {
     pub caps: HashSet<String>,
     /// The client's shallow commits.
     pub shallows: Vec<ObjectId>,
-    /// `deepen <depth>`.
-    pub depth: Option<u32>,
+    /// `deepen`, `deepen-since`, `deepen-not`, `deepen-relative`.
+    pub deepen: Deepen,
     /// `filter <spec>`, unparsed.
     pub filter: Option<String>,
 }
@@ -81,7 +81,7 @@ impl Request {
             } else if data.starts_with(b"deepen") || data.starts_with(b"filter ") {
                 let arg = std::str::from_utf8(data)
                     .map_err(|_| BadRequest::new("request line is not UTF-8"))?;
-                parse_shallow_or_filter(arg, &mut request.depth, &mut request.filter)?;
+                parse_shallow_or_filter(arg, &mut request.deepen, &mut request.filter)?;
             } else {
                 return Err(BadRequest::new(format!(
                     "unexpected line in upload-pack request: {:?}",
@@ -92,14 +92,37 @@ impl Request {
         if request.wants.is_empty() {
             return Err(BadRequest::new("no want lines in the request"));
         }
+        // In v0/v1, `deepen-relative` is a capability of the first want line.
+        request.deepen.relative |= request.has("deepen-relative");
         Ok(request)
+    }
+}
+
+/// How a client asks to change its shallow boundary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deepen {
+    /// `deepen <depth>`: this many commits from each want (or, with `relative`, from
+    /// the client's current shallow commits).
+    pub depth: Option<u32>,
+    /// `deepen-relative`.
+    pub relative: bool,
+    /// `deepen-since <time>`: commits from this time on.
+    pub since: Option<i64>,
+    /// `deepen-not <ref>`: commits not reachable from these refs.
+    pub not: Vec<String>,
+}
+
+impl Deepen {
+    /// Whether the request asks for a new shallow boundary at all.
+    pub fn requested(&self) -> bool {
+        self.depth.is_some() || self.since.is_some() || !self.not.is_empty()
     }
 }
 
 /// Parses a `deepen...` or `filter ...` argument (the same in v0 and v2).
 pub fn parse_shallow_or_filter(
     arg: &str,
-    depth: &mut Option<u32>,
+    deepen: &mut Deepen,
     filter: &mut Option<String>,
 ) -> Result<(), BadRequest> {
     if let Some(n) = arg.strip_prefix("deepen ") {
@@ -108,19 +131,25 @@ pub fn parse_shallow_or_filter(
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| BadRequest::new(format!("invalid depth {n:?}")))?;
-        *depth = Some(n);
+        deepen.depth = Some(n);
+    } else if let Some(time) = arg.strip_prefix("deepen-since ") {
+        let time: i64 = time
+            .parse()
+            .map_err(|_| BadRequest::new(format!("invalid deepen-since {time:?}")))?;
+        deepen.since = Some(time);
+    } else if let Some(name) = arg.strip_prefix("deepen-not ") {
+        deepen.not.push(name.to_owned());
+    } else if arg == "deepen-relative" {
+        deepen.relative = true;
     } else if let Some(spec) = arg.strip_prefix("filter ") {
         *filter = Some(spec.to_owned());
-    } else if arg.starts_with("deepen-since ")
-        || arg.starts_with("deepen-not ")
-        || arg == "deepen-relative"
-    {
-        return Err(BadRequest::new(format!(
-            "{} is not supported by this server yet; use --depth",
-            arg.split(' ').next().unwrap_or(arg)
-        )));
     } else {
         return Err(BadRequest::new(format!("unexpected argument {arg:?}")));
+    }
+    if deepen.depth.is_some() && (deepen.since.is_some() || !deepen.not.is_empty()) {
+        return Err(BadRequest::new(
+            "deepen and deepen-since (or deepen-not) cannot be used together",
+        ));
     }
     Ok(())
 }
@@ -275,7 +304,9 @@ mod tests {
             "no wants"
         );
         assert!(Request::parse(&body(&[&format!("want {A}"), "deepen 0"])).is_err());
-        assert!(Request::parse(&body(&[&format!("want {A}"), "deepen-since 1"])).is_err());
+        assert!(
+            Request::parse(&body(&[&format!("want {A}"), "deepen 2", "deepen-since 1"])).is_err()
+        );
         let r = Request::parse(&body(&[
             &format!("want {A}"),
             &format!("shallow {B}"),
@@ -284,7 +315,7 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(
-            (r.depth, r.filter.as_deref(), r.shallows.len()),
+            (r.deepen.depth, r.filter.as_deref(), r.shallows.len()),
             (Some(3), Some("blob:none"), 1)
         );
         assert!(Request::parse(b"xxxx").is_err());

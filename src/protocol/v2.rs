@@ -135,7 +135,7 @@ pub struct Fetch {
     pub include_tag: bool,
     pub wait_for_done: bool,
     pub shallows: Vec<ObjectId>,
-    pub depth: Option<u32>,
+    pub deepen: super::upload_pack::Deepen,
     pub filter: Option<String>,
 }
 
@@ -168,7 +168,7 @@ impl Fetch {
                     _ if arg.starts_with("deepen") || arg.starts_with("filter ") => {
                         super::upload_pack::parse_shallow_or_filter(
                             arg,
-                            &mut fetch.depth,
+                            &mut fetch.deepen,
                             &mut fetch.filter,
                         )?;
                     }
@@ -213,7 +213,7 @@ pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId], can_give_up: bool) ->
 /// client is or becomes shallow, then the `packfile` header.
 pub fn before_pack(fetch: &Fetch, shallow: &[ObjectId], unshallow: &[ObjectId]) -> Bytes {
     let mut w = PktWriter::new();
-    if fetch.depth.is_some() || !fetch.shallows.is_empty() {
+    if fetch.deepen.requested() || !fetch.shallows.is_empty() {
         w.line("shallow-info");
         super::upload_pack::shallow_lines(&mut w, shallow, unshallow);
         w.delim();
@@ -318,7 +318,10 @@ mod tests {
         );
         assert_eq!(&before_pack(&done, &[], &[])[..], b"000dpackfile\n");
         let deep = Fetch {
-            depth: Some(1),
+            deepen: super::super::upload_pack::Deepen {
+                depth: Some(1),
+                ..Default::default()
+            },
             ..done
         };
         assert_eq!(

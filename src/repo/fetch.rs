@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::manifest::Manifest;
 use super::odb::{ObjectSource, Odb};
 use super::packgen::{self, PackChunks};
-use super::walk::{ShallowUpdate, WalkLimits, objects_to_send};
+use super::walk::{Boundary, ShallowUpdate, WalkLimits, objects_to_send};
 
 /// What the client asked for, after negotiation.
 #[derive(Debug, Clone, Default)]
@@ -29,19 +29,33 @@ pub struct FetchRequest {
     pub unshallow: Vec<ObjectId>,
 }
 
-/// Computes the shallow boundary of a `deepen <depth>` request (blocking work, run off
-/// the runtime).
+/// Computes the shallow update of a shallow fetch (blocking work, run off the runtime).
 pub async fn deepen(
     odb: Arc<Odb>,
     wants: Vec<ObjectId>,
-    depth: u32,
+    boundary: Boundary,
     client_shallow: HashSet<ObjectId>,
 ) -> Result<ShallowUpdate, super::OdbError> {
     tokio::task::spawn_blocking(move || {
-        super::walk::deepen(odb.as_ref(), &wants, depth, &client_shallow)
+        super::walk::shallow_update(odb.as_ref(), &wants, &boundary, &client_shallow)
     })
     .await
     .expect("the deepen walk does not panic")
+}
+
+/// The commit a `deepen-not` argument names, resolved as git does (`expand_ref`):
+/// the full name, then under `refs/`, `refs/tags/`, `refs/heads/`, `refs/remotes/`.
+pub fn resolve_ref(manifest: &Manifest, name: &str) -> Option<ObjectId> {
+    [
+        name.to_owned(),
+        format!("refs/{name}"),
+        format!("refs/tags/{name}"),
+        format!("refs/heads/{name}"),
+        format!("refs/remotes/{name}"),
+        format!("refs/remotes/{name}/HEAD"),
+    ]
+    .iter()
+    .find_map(|full| manifest.refs.get(full).map(|r| r.id))
 }
 
 /// The wants the repository does not have, which a request must refuse.

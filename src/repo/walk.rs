@@ -161,6 +161,114 @@ pub fn deepen(
     Ok(update)
 }
 
+/// The shallow boundary of a `deepen-since`/`deepen-not` fetch, as git's
+/// `get_shallow_commits_by_rev_list` draws it: the commits `rev-list <wants>
+/// --max-age=<since> --not <not>` lists are sent, and those of them with a parent
+/// outside the list are the new boundary.
+pub fn deepen_by_rev_list(
+    source: &dyn ObjectSource,
+    wants: &[ObjectId],
+    since: Option<i64>,
+    not: &[ObjectId],
+    client_shallow: &HashSet<ObjectId>,
+) -> Result<ShallowUpdate, OdbError> {
+    let mut buf = Vec::new();
+    let commit_of = |id: ObjectId| -> Result<Option<ObjectId>, OdbError> {
+        Ok(match peel(source, id)? {
+            (id, Kind::Commit) => Some(id),
+            _ => None,
+        })
+    };
+    // Everything reachable from the excluded refs.
+    let mut excluded: HashSet<ObjectId> = HashSet::new();
+    let mut stack: Vec<ObjectId> = Vec::new();
+    for id in not {
+        stack.extend(commit_of(*id)?);
+    }
+    while let Some(id) = stack.pop() {
+        if excluded.insert(id) {
+            read_required(source, &id, &mut buf)?;
+            stack.extend(parse_commit(id, &buf)?.parents);
+        }
+    }
+    // The listed commits: reachable from the wants, not excluded, and (with `since`)
+    // not older than it; a walk does not go past a commit it leaves out for its age.
+    let mut included: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
+    let mut stack: Vec<ObjectId> = Vec::new();
+    for id in wants {
+        stack.extend(commit_of(*id)?);
+    }
+    let mut seen = HashSet::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) || excluded.contains(&id) {
+            continue;
+        }
+        read_required(source, &id, &mut buf)?;
+        let info = parse_commit(id, &buf)?;
+        if since.is_some_and(|since| info.time < since) {
+            continue;
+        }
+        stack.extend(info.parents.iter().copied());
+        included.insert(id, info.parents);
+    }
+    let mut update = ShallowUpdate::default();
+    for (id, parents) in &included {
+        if parents.iter().any(|p| !included.contains_key(p)) {
+            update.boundary.insert(*id);
+        }
+    }
+    let mut shallow: Vec<ObjectId> = update
+        .boundary
+        .iter()
+        .filter(|id| !client_shallow.contains(*id))
+        .copied()
+        .collect();
+    shallow.sort();
+    update.shallow = shallow;
+    let mut unshallow: Vec<ObjectId> = client_shallow
+        .iter()
+        .filter(|id| included.contains_key(*id) && !update.boundary.contains(*id))
+        .copied()
+        .collect();
+    unshallow.sort();
+    update.unshallow = unshallow;
+    Ok(update)
+}
+
+/// Where a shallow fetch draws its new boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boundary {
+    /// `depth` commits from the wants.
+    Depth(u32),
+    /// `depth` commits below the client's current shallow commits.
+    RelativeDepth(u32),
+    /// By date and excluded refs.
+    RevList {
+        since: Option<i64>,
+        not: Vec<ObjectId>,
+    },
+}
+
+/// The shallow update `boundary` asks for.
+pub fn shallow_update(
+    source: &dyn ObjectSource,
+    wants: &[ObjectId],
+    boundary: &Boundary,
+    client_shallow: &HashSet<ObjectId>,
+) -> Result<ShallowUpdate, OdbError> {
+    match boundary {
+        Boundary::Depth(depth) => deepen(source, wants, *depth, client_shallow),
+        Boundary::RelativeDepth(depth) => {
+            let mut heads: Vec<ObjectId> = client_shallow.iter().copied().collect();
+            heads.sort();
+            deepen(source, &heads, depth.saturating_add(1), client_shallow)
+        }
+        Boundary::RevList { since, not } => {
+            deepen_by_rev_list(source, wants, *since, not, client_shallow)
+        }
+    }
+}
+
 /// What limits a fetch's object walk beyond the client's haves.
 #[derive(Debug, Clone, Default)]
 pub struct WalkLimits {
