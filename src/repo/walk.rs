@@ -109,6 +109,32 @@ pub struct ShallowUpdate {
     pub boundary: HashSet<ObjectId>,
 }
 
+impl ShallowUpdate {
+    /// Fills in what to tell the client, as git's `send_shallow` and `send_unshallow`
+    /// do: boundary commits it does not already have as shallow, and its shallow
+    /// commits that are now `within` the history it gets.
+    fn report(
+        mut self,
+        client_shallow: &HashSet<ObjectId>,
+        within: impl Fn(&ObjectId) -> bool,
+    ) -> Self {
+        self.shallow = self
+            .boundary
+            .iter()
+            .filter(|id| !client_shallow.contains(*id))
+            .copied()
+            .collect();
+        self.shallow.sort();
+        self.unshallow = client_shallow
+            .iter()
+            .filter(|id| within(id))
+            .copied()
+            .collect();
+        self.unshallow.sort();
+        self
+    }
+}
+
 /// The shallow boundary `depth` commits deep from `wants`, as git's
 /// `get_shallow_commits` draws it: a wanted commit is at depth 1, and commits at depth
 /// `depth` are sent without their parents.
@@ -143,22 +169,7 @@ pub fn deepen(
             queue.push_back((parent, d + 1));
         }
     }
-    let mut shallow: Vec<ObjectId> = update
-        .boundary
-        .iter()
-        .filter(|id| !client_shallow.contains(*id))
-        .copied()
-        .collect();
-    shallow.sort();
-    update.shallow = shallow;
-    let mut unshallow: Vec<ObjectId> = client_shallow
-        .iter()
-        .filter(|id| within.contains(*id))
-        .copied()
-        .collect();
-    unshallow.sort();
-    update.unshallow = unshallow;
-    Ok(update)
+    Ok(update.report(client_shallow, |id| within.contains(id)))
 }
 
 /// The shallow boundary of a `deepen-since`/`deepen-not` fetch, as git's
@@ -217,22 +228,10 @@ pub fn deepen_by_rev_list(
             update.boundary.insert(*id);
         }
     }
-    let mut shallow: Vec<ObjectId> = update
-        .boundary
-        .iter()
-        .filter(|id| !client_shallow.contains(*id))
-        .copied()
-        .collect();
-    shallow.sort();
-    update.shallow = shallow;
-    let mut unshallow: Vec<ObjectId> = client_shallow
-        .iter()
-        .filter(|id| included.contains_key(*id) && !update.boundary.contains(*id))
-        .copied()
-        .collect();
-    unshallow.sort();
-    update.unshallow = unshallow;
-    Ok(update)
+    let boundary = update.boundary.clone();
+    Ok(update.report(client_shallow, |id| {
+        included.contains_key(id) && !boundary.contains(id)
+    }))
 }
 
 /// Where a shallow fetch draws its new boundary.
