@@ -281,9 +281,10 @@ pub struct WalkLimits {
 }
 
 /// An object filter of a partial clone ([rev-list `--filter`]), as far as supported.
+/// Objects the client wants by name are sent whatever the filter says.
 ///
 /// [rev-list `--filter`]: https://git-scm.com/docs/git-rev-list#Documentation/git-rev-list.txt---filterltfilter-specgt
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Filter {
     #[default]
     None,
@@ -291,11 +292,25 @@ pub enum Filter {
     BlobNone,
     /// `blob:limit=<n>`: no blobs of `n` bytes or more.
     BlobLimit(u64),
+    /// `tree:<depth>`: no trees or blobs `depth` or more levels below a root tree.
+    TreeDepth(u64),
+    /// `object:type=<type>`: only objects of this type.
+    ObjectType(Kind),
+    /// `combine:<a>+<b>...`: only what every filter keeps.
+    Combine(Vec<Filter>),
 }
 
 impl Filter {
     /// Parses a filter spec; `Err` names what is not supported.
     pub fn parse(spec: &str) -> Result<Self, String> {
+        let invalid = || format!("invalid filter {spec:?}");
+        if let Some(parts) = spec.strip_prefix("combine:") {
+            let filters = parts
+                .split('+')
+                .map(|part| Filter::parse(&percent_decode(part).ok_or_else(invalid)?))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Filter::Combine(filters));
+        }
         if spec == "blob:none" {
             return Ok(Filter::BlobNone);
         }
@@ -309,17 +324,94 @@ impl Filter {
                 'k' => 1 << 10,
                 'm' => 1 << 20,
                 'g' => 1 << 30,
-                _ => return Err(format!("invalid filter {spec:?}")),
+                _ => return Err(invalid()),
             };
-            let n: u64 = digits
-                .parse()
-                .map_err(|_| format!("invalid filter {spec:?}"))?;
+            let n: u64 = digits.parse().map_err(|_| invalid())?;
             return Ok(Filter::BlobLimit(n.saturating_mul(scale)));
         }
+        if let Some(depth) = spec.strip_prefix("tree:") {
+            return depth.parse().map(Filter::TreeDepth).map_err(|_| invalid());
+        }
+        if let Some(kind) = spec.strip_prefix("object:type=") {
+            return Kind::from_bytes(kind.as_bytes())
+                .map(Filter::ObjectType)
+                .map_err(|_| invalid());
+        }
         Err(format!(
-            "the filter {spec:?} is not supported by this server (blob:none and blob:limit are)"
+            "the filter {spec:?} is not supported by this server (blob:none, blob:limit, \
+             tree, object:type and combine are)"
         ))
     }
+
+    /// Whether a commit or tag is sent.
+    fn keeps(&self, kind: Kind) -> bool {
+        match self {
+            Filter::ObjectType(t) => *t == kind,
+            Filter::Combine(all) => all.iter().all(|f| f.keeps(kind)),
+            _ => true,
+        }
+    }
+
+    /// Whether a tree `depth` levels below a root tree is sent (a root tree is at 0).
+    fn keeps_tree(&self, depth: u64) -> bool {
+        match self {
+            Filter::TreeDepth(n) => depth < *n,
+            Filter::Combine(all) => all.iter().all(|f| f.keeps_tree(depth)),
+            other => other.keeps(Kind::Tree),
+        }
+    }
+
+    /// Whether anything `depth` levels below a root tree can be sent, so that trees
+    /// above it must be read.
+    fn reaches(&self, depth: u64) -> bool {
+        match self {
+            Filter::TreeDepth(n) => depth < *n,
+            Filter::ObjectType(t) => matches!(t, Kind::Tree | Kind::Blob),
+            Filter::Combine(all) => all.iter().all(|f| f.reaches(depth)),
+            _ => true,
+        }
+    }
+
+    /// Whether a blob `depth` levels below a root tree is sent; `size` reads it.
+    fn keeps_blob(
+        &self,
+        depth: u64,
+        size: &mut dyn FnMut() -> Result<u64, OdbError>,
+    ) -> Result<bool, OdbError> {
+        Ok(match self {
+            Filter::None => true,
+            Filter::BlobNone => false,
+            Filter::BlobLimit(limit) => size()? < *limit,
+            Filter::TreeDepth(n) => depth < *n,
+            Filter::ObjectType(t) => *t == Kind::Blob,
+            Filter::Combine(all) => {
+                for f in all {
+                    if !f.keeps_blob(depth, size)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+        })
+    }
+}
+
+/// `%XX` decoding, as `combine:` filter parts are encoded.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The objects a client that has `haves` needs to complete `wants`: every object
@@ -493,42 +585,49 @@ pub fn objects_to_send(
         mark_tree(source, tree, &mut excluded, &mut buf)?;
     }
 
+    // Objects wanted by name are sent whatever the filter says.
+    let filter = &limits.filter;
+    let provided: HashSet<ObjectId> = wants.iter().copied().collect();
     for id in &result_commits {
-        if sent.insert(*id) {
+        if (provided.contains(id) || filter.keeps(Kind::Commit)) && sent.insert(*id) {
             out.push(*id);
         }
     }
-    let root_ids: HashSet<ObjectId> = roots.iter().map(|(id, _)| *id).collect();
-    let mut stack: Vec<(ObjectId, bool)> = roots;
-    stack.extend(
+    // Trees and blobs breadth first, so each is first met at its smallest depth below
+    // a root tree (which `tree:<depth>` filters by).
+    let mut queue: std::collections::VecDeque<(ObjectId, bool, u64)> = roots
+        .into_iter()
+        .map(|(id, is_tree)| (id, is_tree, 0))
+        .collect();
+    queue.extend(
         result_commits
             .iter()
-            .rev()
-            .map(|id| (commits[id].0.tree, true)),
+            .map(|id| (commits[id].0.tree, true, 0)),
     );
-    while let Some((id, is_tree)) = stack.pop() {
-        if excluded.contains(&id) || sent.contains(&id) {
+    let mut visited: HashSet<ObjectId> = HashSet::new();
+    while let Some((id, is_tree, depth)) = queue.pop_front() {
+        if excluded.contains(&id) || sent.contains(&id) || !visited.insert(id) {
             continue;
         }
-        // The filter leaves out blobs met in trees, never an object wanted by name.
-        let keep = is_tree
-            || root_ids.contains(&id)
-            || match limits.filter {
-                Filter::None => true,
-                Filter::BlobNone => false,
-                Filter::BlobLimit(limit) => {
-                    read_required(source, &id, &mut buf)?;
-                    (buf.len() as u64) < limit
-                }
+        let keep = provided.contains(&id)
+            || if is_tree {
+                filter.keeps_tree(depth)
+            } else {
+                filter.keeps_blob(depth, &mut || {
+                    read_required(source, &id, &mut buf).map(|_| buf.len() as u64)
+                })?
             };
-        if !keep {
-            continue;
+        if keep {
+            sent.insert(id);
+            out.push(id);
         }
-        sent.insert(id);
-        out.push(id);
-        if is_tree {
+        if is_tree && filter.reaches(depth + 1) {
             read_required(source, &id, &mut buf)?;
-            stack.extend(tree_children(id, &buf)?);
+            queue.extend(
+                tree_children(id, &buf)?
+                    .into_iter()
+                    .map(|(child, is_tree)| (child, is_tree, depth + 1)),
+            );
         }
     }
     Ok(out)
@@ -734,6 +833,34 @@ mod tests {
             [id(4)],
             "only W: its tree is A's, which the client has"
         );
+    }
+
+    #[test]
+    fn parses_filter_specs() {
+        assert_eq!(Filter::parse("blob:none"), Ok(Filter::BlobNone));
+        assert_eq!(Filter::parse("blob:limit=2k"), Ok(Filter::BlobLimit(2048)));
+        assert_eq!(Filter::parse("blob:limit=3"), Ok(Filter::BlobLimit(3)));
+        assert_eq!(Filter::parse("tree:0"), Ok(Filter::TreeDepth(0)));
+        assert_eq!(
+            Filter::parse("object:type=tree"),
+            Ok(Filter::ObjectType(Kind::Tree))
+        );
+        assert_eq!(
+            Filter::parse("combine:blob%3Alimit%3D1m+tree:3"),
+            Ok(Filter::Combine(vec![
+                Filter::BlobLimit(1 << 20),
+                Filter::TreeDepth(3)
+            ]))
+        );
+        for bad in [
+            "blob:limit=x",
+            "tree:-1",
+            "object:type=file",
+            "sparse:oid=abc",
+            "combine:%zz",
+        ] {
+            assert!(Filter::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
