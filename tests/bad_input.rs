@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Backend, Sandbox, Server, get, pkt, post};
+use common::{Backend, Sandbox, Server, get, pkt, post, post_with};
 
 on_every_backend!(
     corrupt_and_truncated_packs_are_refused,
@@ -18,6 +18,8 @@ on_every_backend!(
     gzip_negotiation_and_chunked_push,
     a_pack_must_be_closed_over_the_repository,
     refs_cannot_be_file_and_directory,
+    v2_object_info,
+    sha256_push_is_refused,
 );
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -386,4 +388,53 @@ fn refs_cannot_be_file_and_directory(backend: Backend) {
     sb.git(&shallow, &["push", "-q", &url, "HEAD:refs/heads/main"]);
     sb.git(sb.dir.path(), &["clone", "-q", &url, "after-shallow"]);
     assert!(sb.path("after-shallow/from-shallow.txt").exists());
+}
+
+fn v2_object_info(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = seeded(&sb, &server);
+    let blob = sb.git(&src, &["rev-parse", "HEAD:a.txt"]);
+    let blob = blob.trim();
+    let size = sb.git(&src, &["cat-file", "-s", blob]);
+    let unknown = "1".repeat(40);
+    let mut body = pkt(b"command=object-info\n");
+    body.extend_from_slice(b"0001");
+    body.extend(pkt(b"size\n"));
+    body.extend(pkt(format!("oid {blob}\n").as_bytes()));
+    body.extend(pkt(format!("oid {unknown}\n").as_bytes()));
+    body.extend_from_slice(b"0000");
+    let (status, answer) = post_with(
+        &server.url("demo.git/git-upload-pack"),
+        "application/x-git-upload-pack-request",
+        &body,
+        &["Git-Protocol: version=2"],
+    );
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("0009size\n"), "{text}");
+    assert!(
+        text.contains(&format!("{blob} {}\n", size.trim())),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{unknown}\n")), "{text}");
+}
+
+fn sha256_push_is_refused(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = sb.path("sha256");
+    std::fs::create_dir_all(&src).expect("dir");
+    sb.git(&src, &["init", "-q", "--object-format=sha256"]);
+    sb.commit(&src, "a.txt", "a\n", "first");
+    let out = sb.git_output(&src, &["push", &server.url("wide.git"), "main"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("does not support this repository's hash algorithm"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _) = get(&server.url("wide.git/info/refs?service=git-upload-pack"));
+    assert_eq!(status, 404, "no repository was created");
 }

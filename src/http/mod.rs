@@ -487,6 +487,23 @@ async fn upload_pack_v2(
             );
             Ok(git_response(UPLOAD_RESULT, Body::from_stream(body)))
         }
+        "object-info" => {
+            let ids = v2::object_info_request(&request.args)?;
+            let odb = Arc::new(state.repos.odb(repo, &snapshot.manifest).await?);
+            let sizes = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::new();
+                ids.into_iter()
+                    .map(|id| Ok((id, odb.read(&id, &mut buf)?.map(|_| buf.len() as u64))))
+                    .collect::<Result<Vec<_>, crate::repo::OdbError>>()
+            })
+            .await
+            .map_err(|e| Failure::Status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(RepoError::from)?;
+            Ok(git_response(
+                UPLOAD_RESULT,
+                Body::from(v2::object_info(&sizes)),
+            ))
+        }
         other => Err(Failure::Git(format!(
             "the v2 command {other:?} is not supported by this server"
         ))),

@@ -83,7 +83,7 @@ pub fn v2_capabilities() -> Bytes {
     w.line("version 2")
         .line(format!("agent={}", agent()))
         .line("ls-refs=unborn")
-        .line("fetch=shallow filter")
+        .line("fetch=shallow wait-for-done filter")
         .line("server-option")
         .line("object-format=sha1")
         .flush();

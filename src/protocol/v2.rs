@@ -124,6 +124,44 @@ pub fn ls_refs(manifest: &Manifest, args: &[String]) -> Result<Bytes, BadRequest
     Ok(w.finish())
 }
 
+/// The object ids of an `object-info` request, which must ask for `size`.
+pub fn object_info_request(args: &[String]) -> Result<Vec<ObjectId>, BadRequest> {
+    let mut size = false;
+    let mut ids = Vec::new();
+    for arg in args {
+        if arg == "size" {
+            size = true;
+        } else if let Some(id) = arg.strip_prefix("oid ") {
+            ids.push(parse_oid(id.as_bytes())?);
+        } else {
+            return Err(BadRequest::new(format!(
+                "unknown object-info argument {arg:?}"
+            )));
+        }
+    }
+    if !size {
+        return Err(BadRequest::new(
+            "object-info: only the size attribute is supported",
+        ));
+    }
+    Ok(ids)
+}
+
+/// The `object-info` answer: sizes by id; an object the repository does not have gets
+/// its id alone, as git answers.
+pub fn object_info(sizes: &[(ObjectId, Option<u64>)]) -> Bytes {
+    let mut w = PktWriter::new();
+    w.line("size");
+    for (id, size) in sizes {
+        match size {
+            Some(size) => w.line(format!("{id} {size}")),
+            None => w.line(format!("{id}")),
+        };
+    }
+    w.flush();
+    w.finish()
+}
+
 /// A parsed v2 `fetch`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fetch {

@@ -246,12 +246,18 @@ macro_rules! on_every_backend {
 
 /// POSTs `body` to `url` with curl; returns (HTTP status, response body).
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    post_with(url, content_type, body, &[])
+}
+
+/// [`post`] with extra request headers.
+pub fn post_with(url: &str, content_type: &str, body: &[u8], headers: &[&str]) -> (u16, Vec<u8>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = dir.path().join("body");
     std::fs::write(&input, body).expect("write body");
     let out = Command::new("curl")
         .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
         .args(["-H", &format!("Content-Type: {content_type}")])
+        .args(headers.iter().flat_map(|h| ["-H", h]))
         .arg("--data-binary")
         .arg(format!("@{}", input.display()))
         .arg(url)
