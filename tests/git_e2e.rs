@@ -142,6 +142,42 @@ fn clone_with_every_protocol_version(backend: Backend) {
             "objects after a v{version} clone"
         );
     }
+    // Progress reaches the user on side-band 2, only when asked for.
+    for version in ["0", "2"] {
+        let v = format!("protocol.version={version}");
+        let loud = sb.git_output(
+            sb.dir.path(),
+            &[
+                "-c",
+                &v,
+                "clone",
+                "--progress",
+                "--bare",
+                &url,
+                &format!("loud-{version}"),
+            ],
+        );
+        assert!(
+            String::from_utf8_lossy(&loud.stderr).contains("remote: Enumerating objects: "),
+            "v{version}"
+        );
+        let quiet = sb.git_output(
+            sb.dir.path(),
+            &[
+                "-c",
+                &v,
+                "clone",
+                "-q",
+                "--bare",
+                &url,
+                &format!("quiet-{version}"),
+            ],
+        );
+        assert!(
+            !String::from_utf8_lossy(&quiet.stderr).contains("remote:"),
+            "v{version}"
+        );
+    }
     // An ordinary clone checks out HEAD's branch.
     sb.git(sb.dir.path(), &["clone", "-q", &url, "work"]);
     let branch = sb.git(&sb.path("work"), &["symbolic-ref", "HEAD"]);

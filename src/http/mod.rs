@@ -428,7 +428,8 @@ async fn upload_pack_v0(
         Framing::Raw => Bytes::new(),
         Framing::Sideband(_) => Bytes::from_static(b"0000"),
     };
-    let body = protocol::pack_response(lines, chunks, framing, suffix);
+    let progress = !request.has("no-progress");
+    let body = protocol::pack_response(lines, chunks, framing, progress, suffix);
     Ok(git_response(UPLOAD_RESULT, Body::from_stream(body)))
 }
 
@@ -483,6 +484,7 @@ async fn upload_pack_v2(
                 Bytes::from(lines),
                 chunks,
                 framing,
+                !fetch.no_progress,
                 Bytes::from_static(b"0000"),
             );
             Ok(git_response(UPLOAD_RESULT, Body::from_stream(body)))

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use gix_hash::ObjectId;
 
-use crate::repo::packgen::PackChunks;
+use crate::repo::packgen::{PackChunks, PackEvent};
 use pktline::{MAX_SIDEBAND_DATA, PktWriter};
 
 /// A response body, produced as the client reads it.
@@ -115,24 +115,40 @@ impl Framing {
 }
 
 /// `prefix` (already framed), then the pack from `chunks` framed as `framing` says,
-/// then `suffix`. A failure while producing the pack goes to the client on band 3
-/// when there is a side-band, and cuts the response short otherwise.
-pub fn pack_response(prefix: Bytes, chunks: PackChunks, framing: Framing, suffix: Bytes) -> Body {
+/// then `suffix`. Progress lines go on band 2 when `progress` is on and there is a
+/// side-band. A failure while producing the pack goes to the client on band 3 when
+/// there is a side-band, and cuts the response short otherwise.
+pub fn pack_response(
+    prefix: Bytes,
+    chunks: PackChunks,
+    framing: Framing,
+    progress: bool,
+    suffix: Bytes,
+) -> Body {
     let head = futures::stream::once(async move { Ok(prefix) });
-    let pack = tokio_stream_from(chunks).map(move |chunk| match (chunk, framing) {
-        (Ok(bytes), Framing::Raw) => Ok(bytes),
-        (Ok(bytes), Framing::Sideband(max)) => {
-            let mut w = PktWriter::new();
-            w.band(1, &bytes, max);
-            Ok(w.finish())
-        }
-        (Err(e), Framing::Sideband(max)) => {
-            tracing::error!(error = %e, "pack generation failed");
-            let mut w = PktWriter::new();
-            w.band(3, format!("error: {e}\n").as_bytes(), max);
-            Ok(w.finish())
-        }
-        (Err(e), Framing::Raw) => Err(io::Error::other(e.to_string())),
+    let pack = tokio_stream_from(chunks).filter_map(move |event| {
+        let framed = match (event, framing) {
+            (Ok(PackEvent::Data(bytes)), Framing::Raw) => Some(Ok(bytes)),
+            (Ok(PackEvent::Data(bytes)), Framing::Sideband(max)) => {
+                let mut w = PktWriter::new();
+                w.band(1, &bytes, max);
+                Some(Ok(w.finish()))
+            }
+            (Ok(PackEvent::Progress(line)), Framing::Sideband(max)) if progress => {
+                let mut w = PktWriter::new();
+                w.band(2, line.as_bytes(), max);
+                Some(Ok(w.finish()))
+            }
+            (Ok(PackEvent::Progress(_)), _) => None,
+            (Err(e), Framing::Sideband(max)) => {
+                tracing::error!(error = %e, "pack generation failed");
+                let mut w = PktWriter::new();
+                w.band(3, format!("error: {e}\n").as_bytes(), max);
+                Some(Ok(w.finish()))
+            }
+            (Err(e), Framing::Raw) => Some(Err(io::Error::other(e.to_string()))),
+        };
+        futures::future::ready(framed)
     });
     let tail = futures::stream::once(async move { Ok(suffix) });
     head.chain(pack).chain(tail).boxed()
@@ -142,16 +158,4 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> BoxStream<'static, T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
-}
-
-/// A progress message on band 2 (when the client accepts progress).
-pub fn progress(message: &str, framing: Framing) -> Bytes {
-    match framing {
-        Framing::Sideband(max) => {
-            let mut w = PktWriter::new();
-            w.band(2, message.as_bytes(), max);
-            w.finish()
-        }
-        Framing::Raw => Bytes::new(),
-    }
 }

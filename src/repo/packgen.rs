@@ -22,8 +22,19 @@ use tokio::sync::mpsc;
 
 use super::odb::{Odb, OdbError, read_required};
 
-/// Pack bytes as they are produced; an error ends the stream.
-pub type PackChunks = mpsc::Receiver<Result<Bytes, OdbError>>;
+/// What producing a pack yields, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackEvent {
+    /// Pack bytes.
+    Data(Bytes),
+    /// A line for the user (sent on side-band 2 when the client wants progress).
+    Progress(String),
+}
+
+/// Pack bytes and progress as they are produced; an error ends the stream.
+pub type PackChunks = mpsc::Receiver<Result<PackEvent, OdbError>>;
+/// The sending side of [`PackChunks`].
+pub type PackSender = mpsc::Sender<Result<PackEvent, OdbError>>;
 
 /// Bytes read from the store per request when copying a stored pack.
 const COPY_CHUNK: u64 = 4 * 1024 * 1024;
@@ -86,13 +97,14 @@ fn plan_copy(odb: &Odb) -> CopyPlan {
     CopyPlan { count, dropped }
 }
 
-fn copy_packs(odb: &Odb, tx: &mpsc::Sender<Result<Bytes, OdbError>>) -> Result<(), OdbError> {
+fn copy_packs(odb: &Odb, tx: &PackSender) -> Result<(), OdbError> {
     let plan = plan_copy(odb);
     let mut out = Output {
         tx,
         hasher: Sha1::new(),
         written: 0,
     };
+    out.progress(format!("Enumerating objects: {}, done.\n", plan.count))?;
     out.send(header(plan.count))?;
     // Oldest first, so copies (in newer packs) are the entries left out.
     for (i, pack) in odb.packs().iter().enumerate().rev() {
@@ -110,13 +122,14 @@ fn copy_packs(odb: &Odb, tx: &mpsc::Sender<Result<Bytes, OdbError>>) -> Result<(
         }
     }
     let digest = Bytes::copy_from_slice(&out.hasher.clone().finalize());
-    let _ = tx.blocking_send(Ok(digest));
+    out.send(digest)?;
+    out.progress(format!("Total {} (all as stored)\n", plan.count))?;
     Ok(())
 }
 
 /// The pack being written: hashes and counts what it sends.
 struct Output<'a> {
-    tx: &'a mpsc::Sender<Result<Bytes, OdbError>>,
+    tx: &'a PackSender,
     hasher: Sha1,
     written: u64,
 }
@@ -126,7 +139,13 @@ impl Output<'_> {
         self.hasher.update(&chunk);
         self.written += chunk.len() as u64;
         self.tx
-            .blocking_send(Ok(chunk))
+            .blocking_send(Ok(PackEvent::Data(chunk)))
+            .map_err(|_| OdbError::Cancelled)
+    }
+
+    fn progress(&self, line: String) -> Result<(), OdbError> {
+        self.tx
+            .blocking_send(Ok(PackEvent::Progress(line)))
             .map_err(|_| OdbError::Cancelled)
     }
 }
@@ -267,22 +286,22 @@ fn entry_header(kind: Kind, size: usize, out: &mut Vec<u8>) {
 /// their base is in the same pack (sent as REF_DELTA naming it, which git resolves in
 /// any order). Other deltas are resolved and written whole, zlib level 1.
 /// Blocking: run it on a `spawn_blocking` thread; chunks go to `tx` as they fill.
-pub fn write_objects(
-    odb: &Odb,
-    ids: &[ObjectId],
-    tx: &mpsc::Sender<Result<Bytes, OdbError>>,
-) -> Result<(), OdbError> {
+pub fn write_objects(odb: &Odb, ids: &[ObjectId], tx: &PackSender) -> Result<(), OdbError> {
     let sending: HashSet<ObjectId> = ids.iter().copied().collect();
     let mut out = Output {
         tx,
         hasher: Sha1::new(),
         written: 0,
     };
+    out.progress(format!("Enumerating objects: {}, done.\n", ids.len()))?;
     let mut buf = Vec::with_capacity(OUT_CHUNK * 2);
     buf.extend_from_slice(&header(ids.len() as u32));
     let mut object = Vec::new();
+    let mut reused = 0usize;
     for id in ids {
-        if !copy_entry(odb, id, &sending, &mut buf)? {
+        if copy_entry(odb, id, &sending, &mut buf)? {
+            reused += 1;
+        } else {
             let kind = read_required(odb, id, &mut object)?;
             entry_header(kind, object.len(), &mut buf);
             let mut z = flate2::write::ZlibEncoder::new(&mut buf, flate2::Compression::fast());
@@ -297,7 +316,8 @@ pub fn write_objects(
         out.send(Bytes::from(buf))?;
     }
     let digest = Bytes::copy_from_slice(&out.hasher.clone().finalize());
-    let _ = tx.blocking_send(Ok(digest));
+    out.send(digest)?;
+    out.progress(format!("Total {} (reused {reused} as stored)\n", ids.len()))?;
     Ok(())
 }
 
