@@ -417,7 +417,7 @@ fn v2_object_info(backend: Backend) {
         text.contains(&format!("{blob} {}\n", size.trim())),
         "{text}"
     );
-    assert!(text.contains(&format!("{unknown}\n")), "{text}");
+    assert!(text.contains(&format!("{unknown} \n")), "{text}");
 }
 
 fn sha256_push_is_refused(backend: Backend) {

@@ -180,6 +180,35 @@ fn shallow_clones_match_git(backend: Backend) {
                 "v{version} {name}: commits"
             );
         }
+        // A shallow clone that does not deepen still fetches new work.
+        let shallow = sb.path(&format!("ours-v{version}-d4"));
+        commit_at(
+            &sb,
+            &src,
+            &format!("later-{version}.txt"),
+            "later\n",
+            "later work",
+            20,
+        );
+        sb.git(&src, &["push", "-q", &url, "main"]);
+        sb.git(&shallow, &["-c", &v, "fetch", "-q", "origin"]);
+        sb.git(&shallow, &["-c", &v, "fetch", "-q", "--tags", "origin"]);
+        sb.git(&shallow, &["fsck", "--full"]);
+        assert_eq!(
+            sb.git(&shallow, &["rev-parse", "origin/main"]),
+            sb.git(&src, &["rev-parse", "main"])
+        );
+        // A shallow request that selects nothing is refused, as git does.
+        let future = format!("--shallow-since=@{}", 4_000_000_000u64);
+        let dest = format!("none-{version}");
+        let out = sb.git_output(sb.dir.path(), &["-c", &v, "clone", &future, &url, &dest]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no commits selected"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
         let ours = sb.path(&format!("ours-v{version}-d2"));
         let theirs = sb.path(&format!("ref-v{version}-d2"));
         for (repo, remote) in [(&ours, &url), (&theirs, &reference)] {

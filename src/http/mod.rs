@@ -340,18 +340,35 @@ async fn limits(
         (None, _) => None,
     };
     let update = match boundary {
-        Some(boundary) => fetch::deepen(
-            odb.clone(),
-            wants.to_vec(),
-            boundary,
-            client_shallow.clone(),
-        )
-        .await
-        .map_err(RepoError::from)?,
+        Some(boundary) => {
+            match fetch::deepen(
+                odb.clone(),
+                wants.to_vec(),
+                boundary,
+                client_shallow.clone(),
+            )
+            .await
+            {
+                Ok(update) => update,
+                Err(e @ crate::repo::OdbError::NothingSelected) => {
+                    return Err(Failure::Git(format!("upload-pack: {e}")));
+                }
+                Err(e) => return Err(RepoError::from(e).into()),
+            }
+        }
         None => ShallowUpdate::default(),
     };
+    // Sent commits stop at the new boundary and at the client's shallow commits that
+    // stay shallow: the history below those is not the client's to get.
+    let mut shallow = update.boundary.clone();
+    shallow.extend(
+        client_shallow
+            .iter()
+            .filter(|id| !update.unshallow.contains(id))
+            .copied(),
+    );
     let limits = WalkLimits {
-        shallow: update.boundary.clone(),
+        shallow,
         client_shallow,
         filter,
     };
@@ -399,8 +416,10 @@ async fn upload_pack_v0(
     let common = fetch::common_haves(&odb, &request.haves);
     let can_give_up = !request.done && can_give_up(&odb, &request.wants, &common).await?;
     let answer = upload_pack::negotiate(&request, &common, can_give_up);
-    // A client that is or becomes shallow hears about its boundary first, every round.
-    let lines = if request.deepen.requested() || !request.shallows.is_empty() {
+    // A client that asked to deepen hears about its new boundary first, every round
+    // (git sends the section only then; a shallow client that does not deepen reads
+    // none).
+    let lines = if request.deepen.requested() {
         let mut w = PktWriter::new();
         upload_pack::shallow_lines(&mut w, &update.shallow, &update.unshallow);
         w.flush();

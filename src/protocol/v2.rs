@@ -148,14 +148,14 @@ pub fn object_info_request(args: &[String]) -> Result<Vec<ObjectId>, BadRequest>
 }
 
 /// The `object-info` answer: sizes by id; an object the repository does not have gets
-/// its id alone, as git answers.
+/// its id and a space, as git answers.
 pub fn object_info(sizes: &[(ObjectId, Option<u64>)]) -> Bytes {
     let mut w = PktWriter::new();
     w.line("size");
     for (id, size) in sizes {
         match size {
             Some(size) => w.line(format!("{id} {size}")),
-            None => w.line(format!("{id}")),
+            None => w.line(format!("{id} ")),
         };
     }
     w.flush();
@@ -228,7 +228,8 @@ impl Fetch {
 /// delimiter. `can_give_up` says whether every want reaches a common commit.
 pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId], can_give_up: bool) -> (Bytes, bool) {
     let mut w = PktWriter::new();
-    if fetch.done {
+    // With `done`, or with nothing to negotiate, the pack follows at once.
+    if fetch.done || fetch.haves.is_empty() {
         return (w.finish(), true);
     }
     w.line("acknowledgments");

@@ -158,8 +158,11 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
                 }
             }
         }
-        let result = objects_to_send(odb.as_ref(), &wants, &request.common, &request.limits)
-            .and_then(|mut ids| {
+        // The client has its unshallowed commits (not their parents).
+        let mut haves = request.common.clone();
+        haves.extend(request.unshallow.iter().copied());
+        let result =
+            objects_to_send(odb.as_ref(), &wants, &haves, &request.limits).and_then(|mut ids| {
                 let mut sent: HashSet<ObjectId> = ids.iter().copied().collect();
                 for (tag, target) in tags {
                     if sent.contains(&target) {

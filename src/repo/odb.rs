@@ -35,6 +35,9 @@ pub enum OdbError {
     Corrupt { pack: String, message: String },
     #[error("object {0} is not in the repository")]
     Missing(ObjectId),
+    /// A `deepen-since`/`deepen-not` request that selects no commit at all.
+    #[error("no commits selected for shallow requests")]
+    NothingSelected,
     /// The client stopped reading; the work was abandoned.
     #[error("the client went away")]
     Cancelled,

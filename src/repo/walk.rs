@@ -222,6 +222,9 @@ pub fn deepen_by_rev_list(
         stack.extend(info.parents.iter().copied());
         included.insert(id, info.parents);
     }
+    if included.is_empty() {
+        return Err(OdbError::NothingSelected);
+    }
     let mut update = ShallowUpdate::default();
     for (id, parents) in &included {
         if parents.iter().any(|p| !included.contains_key(p)) {
@@ -305,9 +308,21 @@ impl Filter {
     pub fn parse(spec: &str) -> Result<Self, String> {
         let invalid = || format!("invalid filter {spec:?}");
         if let Some(parts) = spec.strip_prefix("combine:") {
+            // One level, a bounded number of parts: a filter spec must not be able to
+            // make the server recurse or work without bound.
+            let parts: Vec<&str> = parts.split('+').collect();
+            if parts.len() > MAX_COMBINED {
+                return Err(format!("more than {MAX_COMBINED} filters in combine:"));
+            }
             let filters = parts
-                .split('+')
-                .map(|part| Filter::parse(&percent_decode(part).ok_or_else(invalid)?))
+                .into_iter()
+                .map(|part| {
+                    let part = percent_decode(part).ok_or_else(invalid)?;
+                    if part.starts_with("combine:") {
+                        return Err("combine: inside combine: is not supported".to_owned());
+                    }
+                    Filter::parse(&part)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(Filter::Combine(filters));
         }
@@ -396,6 +411,9 @@ impl Filter {
     }
 }
 
+/// Most filters one `combine:` may hold.
+const MAX_COMBINED: usize = 16;
+
 /// `%XX` decoding, as `combine:` filter parts are encoded.
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
@@ -443,11 +461,16 @@ pub fn objects_to_send(
     };
 
     let popped: HashSet<ObjectId> = HashSet::new();
+    // Objects wanted by name, and what wanted tags point to: sent whatever the filter.
+    let mut provided: HashSet<ObjectId> = HashSet::new();
     // Seed: peel wants (sending the tags on the way) and haves.
     for (ids, uninteresting) in [(wants, false), (haves, true)] {
         for &start in ids {
             let mut id = start;
             loop {
+                if !uninteresting {
+                    provided.insert(id);
+                }
                 let kind = read_required(source, &id, &mut buf)?;
                 match kind {
                     Kind::Tag => {
@@ -587,7 +610,6 @@ pub fn objects_to_send(
 
     // Objects wanted by name are sent whatever the filter says.
     let filter = &limits.filter;
-    let provided: HashSet<ObjectId> = wants.iter().copied().collect();
     for id in &result_commits {
         if (provided.contains(id) || filter.keeps(Kind::Commit)) && sent.insert(*id) {
             out.push(*id);
@@ -760,7 +782,7 @@ pub fn is_ancestor(
         if id == ancestor {
             return Ok(true);
         }
-        if time + SLACK < target_time || !seen.insert(id) {
+        if time.saturating_add(SLACK) < target_time || !seen.insert(id) {
             continue;
         }
         read_required(source, &id, &mut buf)?;
