@@ -393,6 +393,59 @@ async fn can_give_up(
 
 const UPLOAD_RESULT: &str = "application/x-git-upload-pack-result";
 
+/// What a fetch request asks for, whichever protocol version carried it.
+struct Wanted<'a> {
+    wants: &'a [gix_hash::ObjectId],
+    haves: &'a [gix_hash::ObjectId],
+    shallows: &'a [gix_hash::ObjectId],
+    deepen: &'a upload_pack::Deepen,
+    filter: Option<&'a str>,
+    done: bool,
+}
+
+/// The server's side of one negotiation round.
+struct Negotiation {
+    odb: Arc<crate::repo::Odb>,
+    update: ShallowUpdate,
+    limits: WalkLimits,
+    /// The client's haves this repository has.
+    common: Vec<gix_hash::ObjectId>,
+    /// Whether every want reaches a common commit, so `ready` may be said.
+    can_give_up: bool,
+}
+
+/// Checks the wants and works out the shallow update, the walk limits and what is in
+/// common: the same for protocol v0/v1 and v2.
+async fn negotiation(
+    state: &AppState,
+    repo: &RepoName,
+    snapshot: &Snapshot,
+    wanted: Wanted<'_>,
+) -> Result<Negotiation, Failure> {
+    let odb = Arc::new(state.repos.odb(repo, &snapshot.manifest).await?);
+    if let Some(id) = fetch::unknown_wants(&odb, wanted.wants).first() {
+        return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
+    }
+    let (update, limits) = limits(
+        &odb,
+        &snapshot.manifest,
+        wanted.wants,
+        wanted.shallows,
+        wanted.deepen,
+        wanted.filter,
+    )
+    .await?;
+    let common = fetch::common_haves(&odb, wanted.haves);
+    let can_give_up = !wanted.done && can_give_up(&odb, wanted.wants, &common).await?;
+    Ok(Negotiation {
+        odb,
+        update,
+        limits,
+        common,
+        can_give_up,
+    })
+}
+
 async fn upload_pack_v0(
     state: &AppState,
     repo: &RepoName,
@@ -400,21 +453,26 @@ async fn upload_pack_v0(
 ) -> Result<Response, Failure> {
     let request = upload_pack::Request::parse(body)?;
     let snapshot = existing(state, repo).await?;
-    let odb = Arc::new(state.repos.odb(repo, &snapshot.manifest).await?);
-    if let Some(id) = fetch::unknown_wants(&odb, &request.wants).first() {
-        return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
-    }
-    let (update, limits) = limits(
-        &odb,
-        &snapshot.manifest,
-        &request.wants,
-        &request.shallows,
-        &request.deepen,
-        request.filter.as_deref(),
+    let Negotiation {
+        odb,
+        update,
+        limits,
+        common,
+        can_give_up,
+    } = negotiation(
+        state,
+        repo,
+        &snapshot,
+        Wanted {
+            wants: &request.wants,
+            haves: &request.haves,
+            shallows: &request.shallows,
+            deepen: &request.deepen,
+            filter: request.filter.as_deref(),
+            done: request.done,
+        },
     )
     .await?;
-    let common = fetch::common_haves(&odb, &request.haves);
-    let can_give_up = !request.done && can_give_up(&odb, &request.wants, &common).await?;
     let answer = upload_pack::negotiate(&request, &common, can_give_up);
     // A client that asked to deepen hears about its new boundary first, every round
     // (git sends the section only then; a shallow client that does not deepen reads
@@ -466,21 +524,26 @@ async fn upload_pack_v2(
         }
         "fetch" => {
             let fetch = v2::Fetch::parse(&request.args)?;
-            let odb = Arc::new(state.repos.odb(repo, &snapshot.manifest).await?);
-            if let Some(id) = fetch::unknown_wants(&odb, &fetch.wants).first() {
-                return Err(Failure::Git(format!("upload-pack: not our ref {id}")));
-            }
-            let (update, limits) = limits(
-                &odb,
-                &snapshot.manifest,
-                &fetch.wants,
-                &fetch.shallows,
-                &fetch.deepen,
-                fetch.filter.as_deref(),
+            let Negotiation {
+                odb,
+                update,
+                limits,
+                common,
+                can_give_up,
+            } = negotiation(
+                state,
+                repo,
+                &snapshot,
+                Wanted {
+                    wants: &fetch.wants,
+                    haves: &fetch.haves,
+                    shallows: &fetch.shallows,
+                    deepen: &fetch.deepen,
+                    filter: fetch.filter.as_deref(),
+                    done: fetch.done,
+                },
             )
             .await?;
-            let common = fetch::common_haves(&odb, &fetch.haves);
-            let can_give_up = !fetch.done && can_give_up(&odb, &fetch.wants, &common).await?;
             let (acks, send_pack) = v2::acknowledgments(&fetch, &common, can_give_up);
             if !send_pack {
                 return Ok(git_response(UPLOAD_RESULT, Body::from(acks)));
