@@ -11,7 +11,10 @@ pidfile="$LOCALSTACK_STATE/localstack.pid"
 log="$LOCALSTACK_STATE/localstack.log"
 health="http://$LOCALSTACK_LISTEN/_localstack/health"
 
-if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+healthy() { curl -fsS "$health" 2>/dev/null | grep -Eq '"s3": *"(running|available)"'; }
+# Reuse only a LocalStack that answers: a PID file can outlive its process, and the
+# PID can be taken by another one.
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && healthy; then
   echo "LocalStack already running (pid $(cat "$pidfile"))" >&2
   echo "$pidfile"
   exit 0
@@ -26,7 +29,7 @@ GATEWAY_SERVER=hypercorn SERVICES=s3 EAGER_SERVICE_LOADING=1 \
 echo $! >"$pidfile"
 
 for _ in $(seq 1 240); do
-  if curl -fsS "$health" 2>/dev/null | grep -Eq '"s3": *"(running|available)"'; then
+  if healthy; then
     echo "LocalStack S3 ready on $LOCALSTACK_LISTEN (pid $(cat "$pidfile"))" >&2
     echo "$pidfile"
     exit 0
