@@ -60,6 +60,9 @@ struct Serve {
     /// Memory for pack data, in MiB.
     #[arg(long, default_value_t = 512)]
     pack_cache_mb: u64,
+    /// Largest pack one push may send, in MiB.
+    #[arg(long, default_value_t = 64 << 10)]
+    max_push_mb: u64,
     /// Where received packs are indexed before they are stored.
     #[arg(long, env = "STOWAGE_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
@@ -110,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
                 auto_create: !args.no_auto_create,
                 deny_non_fast_forwards: args.deny_non_fast_forwards,
                 tmp_dir: args.tmp_dir.unwrap_or_else(std::env::temp_dir),
+                max_pack_bytes: args.max_push_mb << 20,
                 ..RepoConfig::default()
             };
             let caches = Caches::new(args.index_cache_mb << 20, args.pack_cache_mb << 20);

@@ -294,6 +294,26 @@ fn gzip_negotiation_and_chunked_push(backend: Backend) {
         String::from_utf8_lossy(&answer[..answer.len().min(100)])
     );
     assert!(answer.windows(4).any(|w| w == b"PACK"), "a pack follows");
+
+    // A push over the server's size limit is refused and changes nothing.
+    let strict = Server::start_with(&backend, &["--max-push-mb", "1"]);
+    let before = ls_remote(&sb, &strict.url("demo.git"));
+    sb.commit(&src, "more.bin", &"z".repeat(10), "small");
+    std::fs::write(
+        src.join("random2.bin"),
+        random.iter().rev().copied().collect::<Vec<u8>>(),
+    )
+    .expect("write");
+    sb.git(&src, &["add", "random2.bin"]);
+    sb.git(&src, &["commit", "-q", "-m", "another big binary"]);
+    let out = sb.git_output(&src, &["push", &strict.url("demo.git"), "main"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("larger than this server accepts"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ls_remote(&sb, &strict.url("demo.git")), before);
 }
 
 fn a_pack_must_be_closed_over_the_repository(backend: Backend) {

@@ -44,6 +44,8 @@ pub struct RepoConfig {
     /// Largest single object a push may carry, in bytes (guards the indexer's
     /// allocations against hostile packs).
     pub max_object_bytes: usize,
+    /// Largest pack a push may send, in bytes.
+    pub max_pack_bytes: u64,
 }
 
 impl Default for RepoConfig {
@@ -53,6 +55,7 @@ impl Default for RepoConfig {
             deny_non_fast_forwards: false,
             tmp_dir: std::env::temp_dir(),
             max_object_bytes: 4 << 30,
+            max_pack_bytes: 64 << 30,
         }
     }
 }

@@ -198,9 +198,11 @@ async fn index_pack(
     pack: Box<dyn AsyncRead + Send + Unpin>,
     dir: &Path,
 ) -> Result<Option<(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>, String> {
+    let limit = repos.config.max_pack_bytes;
     let bridge = tokio_util::io::SyncIoBridge::new(pack);
     let dir = dir.to_owned();
     let max_object = repos.config.max_object_bytes;
+    let too_large = format!("the pack is larger than this server accepts ({limit} bytes)");
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut bridge = bridge;
@@ -219,8 +221,12 @@ async fn index_pack(
         if &header[..4] == b"PACK" && header[8..12] == [0, 0, 0, 0] {
             return Ok(None);
         }
-        let mut reader =
-            std::io::BufReader::with_capacity(1 << 16, std::io::Cursor::new(header).chain(bridge));
+        let mut limited = Limited {
+            inner: std::io::Cursor::new(header).chain(bridge),
+            left: limit,
+            exceeded: false,
+        };
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, &mut limited);
         let interrupt = AtomicBool::new(false);
         let options = gix_pack::bundle::write::Options {
             thread_limit: None,
@@ -238,7 +244,13 @@ async fn index_pack(
             gix_hash::Kind::Sha1,
             options,
         )
-        .map_err(|e| format!("{e}"))?;
+        .map_err(|e| {
+            if limited.exceeded {
+                too_large.clone()
+            } else {
+                format!("{e}")
+            }
+        })?;
         let (Some(index_path), Some(data_path)) = (outcome.index_path, outcome.data_path) else {
             return Err("the indexer wrote no files".to_owned());
         };
@@ -252,6 +264,29 @@ async fn index_pack(
     })
     .await
     .map_err(|e| format!("indexing failed: {e}"))?
+}
+
+/// A reader that fails once more than `left` bytes were asked of it.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded = true;
+                Err(std::io::Error::other("pack too large"))
+            }
+        }
+    }
 }
 
 /// An empty object source, for pushes that carry no pack.
