@@ -278,6 +278,45 @@ impl Odb {
             .block_on(self.store.get_range(&pack.pack_key, range.into()))?)
     }
 
+    /// Hands bytes `range` of the pack's file to `each`, in chunks of about `chunk`
+    /// bytes: from memory if the pack is cached, else streamed from the store with one
+    /// request (blocking), never holding the range whole.
+    pub fn for_each_pack_chunk(
+        &self,
+        pack: &Pack,
+        range: std::ops::Range<u64>,
+        chunk: usize,
+        mut each: impl FnMut(Bytes) -> Result<(), OdbError>,
+    ) -> Result<(), OdbError> {
+        if let Some(bytes) = self.caches.packs.get(&pack.pack_key) {
+            let all = bytes.slice(range.start as usize..range.end as usize);
+            for start in (0..all.len()).step_by(chunk.max(1)) {
+                each(all.slice(start..(start + chunk).min(all.len())))?;
+            }
+            return Ok(());
+        }
+        if range.start >= range.end {
+            return Ok(());
+        }
+        use futures::StreamExt;
+        let mut stream = self
+            .runtime
+            .block_on(self.store.get_range_stream(&pack.pack_key, range.into()))?;
+        let mut buf = bytes::BytesMut::with_capacity(chunk);
+        while let Some(part) = self.runtime.block_on(stream.next()) {
+            let part =
+                part.map_err(|e| stowage_store::Error::from_io(pack.pack_key.as_str(), e))?;
+            buf.extend_from_slice(&part);
+            if buf.len() >= chunk {
+                each(buf.split().freeze())?;
+            }
+        }
+        if !buf.is_empty() {
+            each(buf.freeze())?;
+        }
+        Ok(())
+    }
+
     /// The pack's data, fetched (blocking) on first use.
     pub fn data(&self, pack: &Pack) -> Result<Arc<LoadedPack>, OdbError> {
         if let Some(data) = pack.data.get() {

@@ -36,8 +36,6 @@ pub type PackChunks = mpsc::Receiver<Result<PackEvent, OdbError>>;
 /// The sending side of [`PackChunks`].
 pub type PackSender = mpsc::Sender<Result<PackEvent, OdbError>>;
 
-/// Bytes read from the store per request when copying a stored pack.
-const COPY_CHUNK: u64 = 4 * 1024 * 1024;
 /// Size of the chunks [`write_objects`] sends.
 const OUT_CHUNK: usize = 256 * 1024;
 
@@ -111,12 +109,7 @@ fn copy_packs(odb: &Odb, tx: &PackSender) -> Result<(), OdbError> {
         let end = pack.entry.size.saturating_sub(20);
         if plan.dropped[i].is_empty() {
             // Entries sit between the 12-byte header and the 20-byte trailer.
-            let mut at = 12u64;
-            while at < end {
-                let upto = (at + COPY_CHUNK).min(end);
-                out.send(odb.read_pack_range(pack, at..upto)?)?;
-                at = upto;
-            }
+            odb.for_each_pack_chunk(pack, 12..end, OUT_CHUNK, |chunk| out.send(chunk))?;
         } else {
             copy_filtered(odb, pack, &plan.dropped[i], &mut out)?;
         }

@@ -306,6 +306,21 @@ impl ObjectStore for FsStore {
         .await
     }
 
+    async fn get_range_stream(&self, key: &Key, range: ByteRange) -> Result<ByteStream> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let at = self.inner.locate(key)?;
+        let mut file = tokio::fs::File::open(&at.path)
+            .await
+            .map_err(|e| at.io(e))?;
+        let size = file.metadata().await.map_err(|e| at.io(e))?.len();
+        let range = range.resolve(&at.key, size)?;
+        file.seek(std::io::SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| at.io(e))?;
+        let reader = file.take(range.end - range.start);
+        Ok(tokio_util::io::ReaderStream::with_capacity(reader, 1 << 20).boxed())
+    }
+
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let at = self.inner.locate(key)?;
         self.blocking(key, move |_| {

@@ -394,6 +394,34 @@ impl ObjectStore for S3Store {
         Ok(bytes)
     }
 
+    async fn get_range_stream(&self, key: &Key, range: ByteRange) -> Result<ByteStream> {
+        if let ByteRange::Bounded { start, end } = range
+            && start >= end
+        {
+            return Err(Error::InvalidRange {
+                key: key.to_string(),
+                range,
+                size: None,
+            });
+        }
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(self.object_key(key))
+            .range(range_header(range))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(key, Intent::Range(range), e))?;
+        let body = stream::unfold(output.body, |mut body| async move {
+            match body.next().await? {
+                Ok(chunk) => Some((Ok(chunk), body)),
+                Err(e) => Some((Err(std::io::Error::other(e)), body)),
+            }
+        });
+        Ok(body.boxed())
+    }
+
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let output = self
             .client

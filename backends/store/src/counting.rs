@@ -109,6 +109,10 @@ impl<S: ObjectStore> ObjectStore for CountingStore<S> {
         bump(&self.counters.get_range);
         self.inner.get_range(key, range).await
     }
+    async fn get_range_stream(&self, key: &Key, range: ByteRange) -> Result<ByteStream> {
+        bump(&self.counters.get_range);
+        self.inner.get_range_stream(key, range).await
+    }
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         bump(&self.counters.head);
         self.inner.head(key).await

@@ -32,6 +32,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 
@@ -185,6 +186,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
     /// the end.
     async fn get_range(&self, key: &Key, range: ByteRange) -> Result<Bytes>;
 
+    /// Part of an object as a stream of chunks, read with one request where the backend
+    /// can, so that large objects need not be held whole. Range errors as
+    /// [`ObjectStore::get_range`]. The default reads the range whole.
+    async fn get_range_stream(&self, key: &Key, range: ByteRange) -> Result<ByteStream> {
+        let bytes = self.get_range(key, range).await?;
+        Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
+    }
+
     /// Size and tag without the content.
     async fn head(&self, key: &Key) -> Result<ObjectMeta>;
 
@@ -234,6 +243,9 @@ impl<T: ObjectStore + ?Sized> ObjectStore for std::sync::Arc<T> {
     }
     async fn get_range(&self, key: &Key, range: ByteRange) -> Result<Bytes> {
         (**self).get_range(key, range).await
+    }
+    async fn get_range_stream(&self, key: &Key, range: ByteRange) -> Result<ByteStream> {
+        (**self).get_range_stream(key, range).await
     }
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         (**self).head(key).await
