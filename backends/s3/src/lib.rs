@@ -362,39 +362,20 @@ impl ObjectStore for S3Store {
     }
 
     async fn get_range(&self, key: &Key, range: ByteRange) -> Result<Bytes> {
-        // S3 ignores a Range header it cannot parse and sends the whole object: refuse
-        // empty ranges here rather than send one.
-        if let ByteRange::Bounded { start, end } = range
-            && start >= end
-        {
-            return Err(Error::InvalidRange {
-                key: key.to_string(),
-                range,
-                size: None,
-            });
-        }
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.location.bucket)
-            .key(self.object_key(key))
-            .range(range_header(range))
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(key, Intent::Range(range), e))?;
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::Transient {
+        let mut stream = self.get_range_stream(key, range).await?;
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| Error::Transient {
                 key: key.to_string(),
                 source: Box::new(e),
-            })?
-            .into_bytes();
-        Ok(bytes)
+            })?);
+        }
+        Ok(bytes.freeze())
     }
 
     async fn get_range_stream(&self, key: &Key, range: ByteRange) -> Result<ByteStream> {
+        // S3 ignores a Range header it cannot parse and sends the whole object: refuse
+        // empty ranges here rather than send one.
         if let ByteRange::Bounded { start, end } = range
             && start >= end
         {
