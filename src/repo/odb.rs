@@ -263,21 +263,6 @@ impl Odb {
             .find_map(|pack| pack.index.lookup(id).map(|i| (pack, i)))
     }
 
-    /// Bytes `range` of the pack's file, from memory if its data is loaded, else from
-    /// the store (blocking).
-    pub fn read_pack_range(
-        &self,
-        pack: &Pack,
-        range: std::ops::Range<u64>,
-    ) -> Result<Bytes, OdbError> {
-        if let Some(bytes) = self.caches.packs.get(&pack.pack_key) {
-            return Ok(bytes.slice(range.start as usize..range.end as usize));
-        }
-        Ok(self
-            .runtime
-            .block_on(self.store.get_range(&pack.pack_key, range.into()))?)
-    }
-
     /// Hands bytes `range` of the pack's file to `each`, in chunks of about `chunk`
     /// bytes: from memory if the pack is cached, else streamed from the store with one
     /// request (blocking), never holding the range whole.

@@ -154,7 +154,7 @@ fn copy_filtered(
         message: message.to_owned(),
     };
     let end = pack.entry.size.saturating_sub(20);
-    let bytes = odb.read_pack_range(pack, 0..pack.entry.size)?;
+    let bytes = odb.data(pack)?.bytes.clone();
     let mut offsets: Vec<u64> = pack.index.iter().map(|e| e.pack_offset).collect();
     offsets.sort_unstable();
     // Where each kept entry of this pack starts in the output.
