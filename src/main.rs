@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use stowage::http::{self, Limits};
+use stowage::http::{self, Options};
+use stowage::protocol::Features;
 use stowage::repo::{Caches, RepoConfig, RepoName, Repos};
 
 #[derive(Debug, Parser)]
@@ -66,6 +67,13 @@ struct Serve {
     /// Where received packs are indexed before they are stored.
     #[arg(long, env = "STOWAGE_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
+    /// Accept refs by name in protocol v2 fetches (`want-ref`, git's
+    /// `uploadpack.allowRefInWant`).
+    #[arg(long)]
+    allow_ref_in_want: bool,
+    /// Advertise a session id per answer (git's `transfer.advertiseSID`).
+    #[arg(long)]
+    advertise_session_id: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +136,14 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            http::serve(listener, repos, Limits::default(), shutdown).await?;
+            let options = Options {
+                features: Features {
+                    ref_in_want: args.allow_ref_in_want,
+                    advertise_session_id: args.advertise_session_id,
+                },
+                ..Options::default()
+            };
+            http::serve(listener, repos, options, shutdown).await?;
         }
         Command::Repo(Repo::Create { name, store }) => {
             let name = RepoName::new(&name)?;

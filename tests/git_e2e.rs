@@ -19,6 +19,7 @@ on_every_backend!(
     racing_pushes_through_two_servers,
     sixteen_concurrent_clones,
     atomic_pushes_options_tags_and_head,
+    refs_by_name_and_session_ids,
 );
 
 /// A source repository: main with 4 commits, feature branches `dev` and `topic/x`, a
@@ -629,4 +630,118 @@ fn atomic_pushes_options_tags_and_head(backend: Backend) {
         String::from_utf8_lossy(&deleted.stderr)
     );
     assert!(!sb.git_output(&src, &["ls-remote", &url]).status.success());
+}
+
+/// A v2 fetch request for refs by name (`want-ref`), as raw pkt-lines.
+fn want_ref_request(names: &[&str]) -> Vec<u8> {
+    let mut body = common::pkt(b"command=fetch\n");
+    body.extend_from_slice(b"0001");
+    for name in names {
+        body.extend(common::pkt(format!("want-ref {name}\n").as_bytes()));
+    }
+    body.extend(common::pkt(b"done\n"));
+    body.extend_from_slice(b"0000");
+    body
+}
+
+/// With `--allow-ref-in-want` git fetches branches by name (`want-ref`, answered in a
+/// `wanted-refs` section); with `--advertise-session-id` every answer carries a
+/// session id. Without the option a `want-ref` is refused as git refuses it.
+fn refs_by_name_and_session_ids(backend: Backend) {
+    let sb = Sandbox::new();
+    let src = source_repo(&sb);
+    let server = Server::start_with(&backend, &["--allow-ref-in-want", "--advertise-session-id"]);
+    let url = server.url("named.git");
+    push_all(&sb, &src, &url);
+
+    let trace = sb.path("clone.trace");
+    let out = sb
+        .git_cmd(sb.dir.path())
+        .env("GIT_TRACE_PACKET", &trace)
+        .args(["clone", "-q", &url, "named"])
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&trace).expect("trace");
+    for expected in [
+        "fetch=shallow wait-for-done filter ref-in-want",
+        "> want-ref refs/heads/main",
+        "< wanted-refs",
+        "< session-id=stowage-",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} not in the trace:\n{text}"
+        );
+    }
+    let clone = sb.path("named");
+    let head = sb.git(&src, &["rev-parse", "main"]);
+    assert_eq!(sb.git(&clone, &["rev-parse", "origin/main"]), head);
+    assert_eq!(all_objects(&sb, &clone), all_objects(&sb, &src));
+
+    // An incremental fetch by name.
+    let next = sb.commit(&src, "later.txt", "later\n", "later");
+    sb.git(&src, &["push", "-q", &url, "main"]);
+    let trace = sb.path("fetch.trace");
+    let out = sb
+        .git_cmd(&clone)
+        .env("GIT_TRACE_PACKET", &trace)
+        .args(["fetch", "-q", "origin"])
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&trace)
+            .expect("trace")
+            .contains("> want-ref refs/heads/main")
+    );
+    assert_eq!(sb.git(&clone, &["rev-parse", "origin/main"]).trim(), next);
+
+    // A name the repository does not have refuses the request, with git's words.
+    let (status, body) = common::post_with(
+        &format!("{url}/git-upload-pack"),
+        "application/x-git-upload-pack-request",
+        &want_ref_request(&["refs/heads/main", "refs/heads/nope"]),
+        &["Git-Protocol: version=2"],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("ERR unknown ref refs/heads/nope"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    drop(server);
+
+    // Off by default, as in git.
+    let server = Server::start(&backend);
+    let url = server.url("named.git");
+    let (_, body) = common::post_with(
+        &format!("{url}/git-upload-pack"),
+        "application/x-git-upload-pack-request",
+        &want_ref_request(&["refs/heads/main"]),
+        &["Git-Protocol: version=2"],
+    );
+    assert!(
+        String::from_utf8_lossy(&body)
+            .contains("ERR upload-pack: unexpected line: 'want-ref refs/heads/main'"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, adv) = common::get(&format!("{url}/info/refs?service=git-upload-pack"));
+    assert!(!String::from_utf8_lossy(&adv).contains("session-id"));
+    // The clone still works without the options.
+    sb.git(sb.dir.path(), &["clone", "-q", &url, "plain"]);
+    assert_eq!(
+        sb.git(&sb.path("plain"), &["rev-parse", "origin/main"])
+            .trim(),
+        next
+    );
 }

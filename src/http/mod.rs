@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::protocol::pktline::{PktWriter, err_line};
 use crate::protocol::{
-    self, BadRequest, Framing, Service, advertise, receive_pack, upload_pack, v2,
+    self, BadRequest, Features, Framing, Service, advertise, receive_pack, upload_pack, v2,
 };
 use crate::repo::fetch::{self, FetchRequest};
 use crate::repo::odb::ObjectSource;
@@ -35,17 +35,20 @@ use crate::repo::walk::{Boundary, Filter, ShallowUpdate, WalkLimits};
 use crate::repo::{RepoError, RepoName, Repos, Snapshot, push};
 use std::collections::HashSet;
 
-/// Limits on what a request may send.
+/// What the HTTP layer accepts and offers.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct Options {
     /// Largest upload-pack (negotiation) request body, after decompression.
     pub max_negotiation_bytes: usize,
+    /// Optional protocol features.
+    pub features: Features,
 }
 
-impl Default for Limits {
+impl Default for Options {
     fn default() -> Self {
-        Limits {
+        Options {
             max_negotiation_bytes: 64 << 20,
+            features: Features::default(),
         }
     }
 }
@@ -53,14 +56,14 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 struct AppState {
     repos: Arc<Repos>,
-    limits: Limits,
+    options: Arc<Options>,
 }
 
 /// The application: every route of the server.
-pub fn router(repos: Repos, limits: Limits) -> Router {
+pub fn router(repos: Repos, options: Options) -> Router {
     Router::new().fallback(handle).with_state(AppState {
         repos: Arc::new(repos),
-        limits,
+        options: Arc::new(options),
     })
 }
 
@@ -68,10 +71,10 @@ pub fn router(repos: Repos, limits: Limits) -> Router {
 pub async fn serve(
     listener: TcpListener,
     repos: Repos,
-    limits: Limits,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(repos, limits))
+    axum::serve(listener, router(repos, options))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -166,7 +169,7 @@ async fn route(state: AppState, request: Request) -> Result<Response, Failure> {
             info_refs(&state, &repo, service, v2).await
         }
         (Method::POST, "git-upload-pack") => {
-            let body = read_limited(request, state.limits.max_negotiation_bytes).await?;
+            let body = read_limited(request, state.options.max_negotiation_bytes).await?;
             if v2 {
                 upload_pack_v2(&state, &repo, &body).await
             } else {
@@ -201,6 +204,14 @@ fn stats(state: &AppState) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// Logs the session id a client sent (`session-id=...`), so that its trace and the
+/// server's log can be matched.
+fn log_client_session<'a>(repo: &RepoName, caps: impl IntoIterator<Item = &'a String>) {
+    if let Some(sid) = caps.into_iter().find_map(|c| c.strip_prefix("session-id=")) {
+        tracing::info!(repo = %repo, client_session_id = sid, "client session");
+    }
 }
 
 fn wants_v2(headers: &HeaderMap) -> bool {
@@ -247,11 +258,12 @@ async fn info_refs(
         return Err(RepoError::NotFound(repo.clone()).into());
     }
     let manifest = snapshot.as_ref().map(|s| &s.manifest);
+    let features = &state.options.features;
     let body = match (service, v2) {
-        (Service::UploadPack, true) => advertise::v2_capabilities(),
+        (Service::UploadPack, true) => advertise::v2_capabilities(features),
         // git http-backend leaves out the preamble when a v2 client asks receive-pack.
-        (Service::ReceivePack, true) => advertise::v0(service, manifest, false),
-        (_, false) => advertise::v0(service, manifest, true),
+        (Service::ReceivePack, true) => advertise::v0(service, manifest, false, features),
+        (_, false) => advertise::v0(service, manifest, true, features),
     };
     let content_type = match service {
         Service::UploadPack => "application/x-git-upload-pack-advertisement",
@@ -452,6 +464,7 @@ async fn upload_pack_v0(
     body: &[u8],
 ) -> Result<Response, Failure> {
     let request = upload_pack::Request::parse(body)?;
+    log_client_session(repo, &request.caps);
     let snapshot = existing(state, repo).await?;
     let Negotiation {
         odb,
@@ -516,6 +529,7 @@ async fn upload_pack_v2(
     body: &[u8],
 ) -> Result<Response, Failure> {
     let request = v2::CommandRequest::parse(body)?;
+    log_client_session(repo, &request.caps);
     let snapshot = existing(state, repo).await?;
     match request.command.as_str() {
         "ls-refs" => {
@@ -523,7 +537,16 @@ async fn upload_pack_v2(
             Ok(git_response(UPLOAD_RESULT, Body::from(lines)))
         }
         "fetch" => {
-            let fetch = v2::Fetch::parse(&request.args)?;
+            let mut fetch = v2::Fetch::parse(&request.args)?;
+            if let Some(name) = fetch.want_refs.first()
+                && !state.options.features.ref_in_want
+            {
+                return Err(Failure::Git(format!(
+                    "upload-pack: unexpected line: 'want-ref {name}'"
+                )));
+            }
+            let wanted_refs = v2::resolve_want_refs(&snapshot.manifest, &fetch.want_refs)?;
+            fetch.wants.extend(wanted_refs.iter().map(|(id, _)| *id));
             let Negotiation {
                 odb,
                 update,
@@ -549,7 +572,12 @@ async fn upload_pack_v2(
                 return Ok(git_response(UPLOAD_RESULT, Body::from(acks)));
             }
             let mut lines = acks.to_vec();
-            lines.extend_from_slice(&v2::before_pack(&fetch, &update.shallow, &update.unshallow));
+            lines.extend_from_slice(&v2::before_pack(
+                &fetch,
+                &update.shallow,
+                &update.unshallow,
+                &wanted_refs,
+            ));
             let chunks = fetch::pack(
                 odb,
                 &snapshot.manifest,
@@ -605,6 +633,7 @@ async fn receive(state: &AppState, repo: &RepoName, request: Request) -> Result<
             return Ok(git_response(RECEIVE_RESULT, Body::from(body)));
         }
     };
+    log_client_session(repo, &parsed.caps);
     if parsed.commands.is_empty() {
         return Ok(git_response(RECEIVE_RESULT, Body::empty()));
     }

@@ -7,45 +7,59 @@
 use bytes::Bytes;
 
 use super::pktline::PktWriter;
-use super::{Service, agent};
+use super::{Features, Service, agent};
 use crate::repo::Manifest;
 
 const NULL_ID: &str = "0000000000000000000000000000000000000000";
 
-/// Capabilities of upload-pack in protocol v0/v1.
-fn upload_pack_caps(manifest: Option<&Manifest>) -> String {
+/// Capabilities of upload-pack in protocol v0/v1, in the order git lists them.
+fn upload_pack_caps(manifest: Option<&Manifest>, features: &Features) -> String {
     let mut caps = String::from(
-        "multi_ack_detailed thin-pack side-band side-band-64k ofs-delta no-progress \
-         include-tag shallow deepen-since deepen-not deepen-relative allow-tip-sha1-in-want allow-reachable-sha1-in-want no-done filter",
+        "multi_ack thin-pack side-band side-band-64k ofs-delta shallow deepen-since \
+         deepen-not deepen-relative no-progress include-tag multi_ack_detailed \
+         allow-tip-sha1-in-want allow-reachable-sha1-in-want no-done",
     );
     if let Some(m) = manifest
         && m.head_id().is_some()
     {
         caps.push_str(&format!(" symref=HEAD:{}", m.head));
     }
-    caps.push_str(&format!(" object-format=sha1 agent={}", agent()));
+    caps.push_str(&format!(" filter object-format=sha1 agent={}", agent()));
+    if let Some(sid) = features.session_id() {
+        caps.push_str(&format!(" session-id={sid}"));
+    }
     caps
 }
 
-/// Capabilities of receive-pack.
-fn receive_pack_caps() -> String {
-    format!(
-        "report-status report-status-v2 delete-refs side-band-64k quiet atomic ofs-delta push-options \
-         object-format=sha1 agent={}",
+/// Capabilities of receive-pack. `push-options` is always on (git's
+/// `receive.advertisePushOptions`).
+fn receive_pack_caps(features: &Features) -> String {
+    let mut caps = format!(
+        "report-status report-status-v2 delete-refs side-band-64k quiet atomic ofs-delta \
+         push-options object-format=sha1 agent={}",
         agent()
-    )
+    );
+    if let Some(sid) = features.session_id() {
+        caps.push_str(&format!(" session-id={sid}"));
+    }
+    caps
 }
 
 /// The v0 advertisement of `service` for a repository in `manifest` (`None`: a
 /// repository a push will create), with the smart-HTTP preamble when `preamble`.
-pub fn v0(service: Service, manifest: Option<&Manifest>, preamble: bool) -> Bytes {
+pub fn v0(
+    service: Service,
+    manifest: Option<&Manifest>,
+    preamble: bool,
+    features: &Features,
+) -> Bytes {
     let mut w = PktWriter::new();
     if preamble {
         w.line(format!("# service={}", service.name())).flush();
     }
     let caps = match service {
-        Service::UploadPack => upload_pack_caps(manifest),
-        Service::ReceivePack => receive_pack_caps(),
+        Service::UploadPack => upload_pack_caps(manifest, features),
+        Service::ReceivePack => receive_pack_caps(features),
     };
     let mut lines: Vec<String> = Vec::new();
     if let Some(m) = manifest {
@@ -78,15 +92,23 @@ pub fn v0(service: Service, manifest: Option<&Manifest>, preamble: bool) -> Byte
 }
 
 /// The protocol v2 capability advertisement of upload-pack.
-pub fn v2_capabilities() -> Bytes {
+pub fn v2_capabilities(features: &Features) -> Bytes {
     let mut w = PktWriter::new();
+    let fetch = if features.ref_in_want {
+        "fetch=shallow wait-for-done filter ref-in-want"
+    } else {
+        "fetch=shallow wait-for-done filter"
+    };
     w.line("version 2")
         .line(format!("agent={}", agent()))
         .line("ls-refs=unborn")
-        .line("fetch=shallow wait-for-done filter")
+        .line(fetch)
         .line("server-option")
-        .line("object-format=sha1")
-        .flush();
+        .line("object-format=sha1");
+    if let Some(sid) = features.session_id() {
+        w.line(format!("session-id={sid}"));
+    }
+    w.flush();
     w.finish()
 }
 
@@ -118,13 +140,14 @@ mod tests {
                 peeled: Some(oid(c)),
             },
         );
-        let adv = v0(Service::UploadPack, Some(&m), true);
+        let adv = v0(Service::UploadPack, Some(&m), true, &Features::default());
         let text = String::from_utf8_lossy(&adv);
         assert!(
             text.starts_with("001e# service=git-upload-pack\n0000"),
             "{text}"
         );
-        assert!(text.contains(&format!("{c} HEAD\0multi_ack_detailed")));
+        assert!(text.contains(&format!("{c} HEAD\0multi_ack thin-pack")));
+        assert!(!text.contains("session-id"));
         assert!(text.contains("symref=HEAD:refs/heads/main"));
         assert!(text.contains(&format!("{c} refs/heads/main\n")));
         assert!(text.contains(&format!("{t} refs/tags/v1\n")));
@@ -134,11 +157,16 @@ mod tests {
 
     #[test]
     fn empty_repositories_advertise_capabilities_only() {
-        let adv = v0(Service::ReceivePack, None, true);
+        let features = Features {
+            advertise_session_id: true,
+            ..Features::default()
+        };
+        let adv = v0(Service::ReceivePack, None, true, &features);
         let text = String::from_utf8_lossy(&adv);
         assert!(
             text.contains(&format!("{NULL_ID} capabilities^{{}}\0report-status")),
             "{text}"
         );
+        assert!(text.contains(" session-id=stowage-"), "{text}");
     }
 }

@@ -60,6 +60,45 @@ pub fn agent() -> String {
     format!("stowage/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Optional protocol features, named after the git settings that turn them on in
+/// `git upload-pack` and `git receive-pack`; off by default there and here.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    /// Accept `want-ref` in v2 fetches and advertise `ref-in-want`
+    /// (`uploadpack.allowRefInWant`).
+    pub ref_in_want: bool,
+    /// Advertise a `session-id` (`transfer.advertiseSID`).
+    pub advertise_session_id: bool,
+}
+
+impl Features {
+    /// The `session-id=...` capability of one answer, when advertised.
+    pub fn session_id(&self) -> Option<String> {
+        self.advertise_session_id.then(session_id)
+    }
+}
+
+/// A session id for one answer: unique per server process and request, so that a
+/// client's trace and the server's log can be matched.
+fn session_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let start = START.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{:x}.{:06}-P{:x}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id()
+        )
+    });
+    format!("stowage-{start}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// A request the protocol layer refuses, with the text git shows to its user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -114,10 +153,16 @@ impl Framing {
     }
 }
 
+/// How long a side-band response may stay silent before an empty band-1 packet
+/// (`0005\x01`) tells the client and any proxy that the server is still at work, as
+/// git's `uploadpack.keepAlive` (5 seconds by default) does.
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `prefix` (already framed), then the pack from `chunks` framed as `framing` says,
 /// then `suffix`. Progress lines go on band 2 when `progress` is on and there is a
 /// side-band. A failure while producing the pack goes to the client on band 3 when
-/// there is a side-band, and cuts the response short otherwise.
+/// there is a side-band, and cuts the response short otherwise. While the pack is
+/// silent for [`KEEPALIVE`] (a long walk), a side-band response sends keep-alives.
 pub fn pack_response(
     prefix: Bytes,
     chunks: PackChunks,
@@ -125,28 +170,44 @@ pub fn pack_response(
     progress: bool,
     suffix: Bytes,
 ) -> Body {
+    pack_response_with(prefix, chunks, framing, progress, suffix, KEEPALIVE)
+}
+
+fn pack_response_with(
+    prefix: Bytes,
+    chunks: PackChunks,
+    framing: Framing,
+    progress: bool,
+    suffix: Bytes,
+    keepalive: std::time::Duration,
+) -> Body {
     let head = futures::stream::once(async move { Ok(prefix) });
-    let pack = tokio_stream_from(chunks).filter_map(move |event| {
+    let events = match framing {
+        Framing::Raw => tokio_stream_from(chunks).map(Some).boxed(),
+        Framing::Sideband(_) => with_keepalive(chunks, keepalive),
+    };
+    let pack = events.filter_map(move |event| {
         let framed = match (event, framing) {
-            (Ok(PackEvent::Data(bytes)), Framing::Raw) => Some(Ok(bytes)),
-            (Ok(PackEvent::Data(bytes)), Framing::Sideband(max)) => {
+            (None, _) => Some(Ok(Bytes::from_static(b"0005\x01"))),
+            (Some(Ok(PackEvent::Data(bytes))), Framing::Raw) => Some(Ok(bytes)),
+            (Some(Ok(PackEvent::Data(bytes))), Framing::Sideband(max)) => {
                 let mut w = PktWriter::new();
                 w.band(1, &bytes, max);
                 Some(Ok(w.finish()))
             }
-            (Ok(PackEvent::Progress(line)), Framing::Sideband(max)) if progress => {
+            (Some(Ok(PackEvent::Progress(line))), Framing::Sideband(max)) if progress => {
                 let mut w = PktWriter::new();
                 w.band(2, line.as_bytes(), max);
                 Some(Ok(w.finish()))
             }
-            (Ok(PackEvent::Progress(_)), _) => None,
-            (Err(e), Framing::Sideband(max)) => {
+            (Some(Ok(PackEvent::Progress(_))), _) => None,
+            (Some(Err(e)), Framing::Sideband(max)) => {
                 tracing::error!(error = %e, "pack generation failed");
                 let mut w = PktWriter::new();
                 w.band(3, format!("error: {e}\n").as_bytes(), max);
                 Some(Ok(w.finish()))
             }
-            (Err(e), Framing::Raw) => Some(Err(io::Error::other(e.to_string()))),
+            (Some(Err(e)), Framing::Raw) => Some(Err(io::Error::other(e.to_string()))),
         };
         futures::future::ready(framed)
     });
@@ -154,8 +215,80 @@ pub fn pack_response(
     head.chain(pack).chain(tail).boxed()
 }
 
+/// The events of `rx`, with a `None` for each `interval` in which none came.
+fn with_keepalive<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+    interval: std::time::Duration,
+) -> BoxStream<'static, Option<T>> {
+    futures::stream::unfold(rx, move |mut rx| async move {
+        match tokio::time::timeout(interval, rx.recv()).await {
+            Ok(Some(event)) => Some((Some(event), rx)),
+            Ok(None) => None,
+            Err(_) => Some((None, rx)),
+        }
+    })
+    .boxed()
+}
+
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> BoxStream<'static, T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_silent_pack_gets_keepalives_on_the_side_band() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let _ = tx
+                .send(Ok(PackEvent::Data(Bytes::from_static(b"PACK"))))
+                .await;
+        });
+        let body = pack_response_with(
+            Bytes::from_static(b"000dpackfile\n"),
+            rx,
+            Framing::Sideband(MAX_SIDEBAND_DATA),
+            true,
+            Bytes::from_static(b"0000"),
+            Duration::from_millis(50),
+        );
+        let parts: Vec<Bytes> = body.map(|r| r.expect("no error")).collect().await;
+        let all: Vec<u8> = parts.concat();
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.starts_with("000dpackfile\n0005\x01"), "{text:?}");
+        assert!(text.ends_with("0009\x01PACK0000"), "{text:?}");
+        let keepalives = parts.iter().filter(|p| &p[..] == b"0005\x01").count();
+        assert!(keepalives >= 2, "{keepalives} keep-alives in {text:?}");
+    }
+
+    #[tokio::test]
+    async fn raw_packs_get_no_keepalives() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = tx
+                .send(Ok(PackEvent::Data(Bytes::from_static(b"PACK"))))
+                .await;
+        });
+        let body = pack_response_with(
+            Bytes::new(),
+            rx,
+            Framing::Raw,
+            true,
+            Bytes::new(),
+            Duration::from_millis(20),
+        );
+        let all: Vec<u8> = body
+            .map(|r| r.expect("no error"))
+            .collect::<Vec<_>>()
+            .await
+            .concat();
+        assert_eq!(all, b"PACK");
+    }
 }

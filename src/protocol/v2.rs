@@ -147,6 +147,26 @@ pub fn object_info_request(args: &[String]) -> Result<Vec<ObjectId>, BadRequest>
     Ok(ids)
 }
 
+/// Resolves `want-ref` names against the repository's refs (and `HEAD`), as git's
+/// upload-pack does: an unknown name refuses the whole request.
+pub fn resolve_want_refs(
+    manifest: &Manifest,
+    names: &[String],
+) -> Result<Vec<(ObjectId, String)>, BadRequest> {
+    names
+        .iter()
+        .map(|name| {
+            let id = if name == "HEAD" {
+                manifest.head_id()
+            } else {
+                manifest.refs.get(name).map(|r| r.id)
+            };
+            id.map(|id| (id, name.clone()))
+                .ok_or_else(|| BadRequest::new(format!("unknown ref {name}")))
+        })
+        .collect()
+}
+
 /// The `object-info` answer: sizes by id; an object the repository does not have gets
 /// its id and a space, as git answers.
 pub fn object_info(sizes: &[(ObjectId, Option<u64>)]) -> Bytes {
@@ -166,6 +186,9 @@ pub fn object_info(sizes: &[(ObjectId, Option<u64>)]) -> Bytes {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fetch {
     pub wants: Vec<ObjectId>,
+    /// `want-ref <name>`: refs wanted by name, resolved by the server
+    /// (`ref-in-want`).
+    pub want_refs: Vec<String>,
     pub haves: Vec<ObjectId>,
     pub done: bool,
     pub thin_pack: bool,
@@ -186,10 +209,8 @@ impl Fetch {
                 fetch.wants.push(parse_oid(id.as_bytes())?);
             } else if let Some(id) = arg.strip_prefix("have ") {
                 fetch.haves.push(parse_oid(id.as_bytes())?);
-            } else if arg.starts_with("want-ref ") {
-                return Err(BadRequest::new(
-                    "want-ref is not supported by this server yet",
-                ));
+            } else if let Some(name) = arg.strip_prefix("want-ref ") {
+                fetch.want_refs.push(name.to_owned());
             } else {
                 match arg {
                     "done" => fetch.done = true,
@@ -216,7 +237,7 @@ impl Fetch {
                 }
             }
         }
-        if fetch.wants.is_empty() {
+        if fetch.wants.is_empty() && fetch.want_refs.is_empty() {
             return Err(BadRequest::new("fetch without any want"));
         }
         Ok(fetch)
@@ -249,12 +270,25 @@ pub fn acknowledgments(fetch: &Fetch, common: &[ObjectId], can_give_up: bool) ->
 }
 
 /// The sections between the acknowledgments and the pack data: `shallow-info` when the
-/// client is or becomes shallow, then the `packfile` header.
-pub fn before_pack(fetch: &Fetch, shallow: &[ObjectId], unshallow: &[ObjectId]) -> Bytes {
+/// client is or becomes shallow, `wanted-refs` when it named refs (`want-ref`), then
+/// the `packfile` header.
+pub fn before_pack(
+    fetch: &Fetch,
+    shallow: &[ObjectId],
+    unshallow: &[ObjectId],
+    wanted_refs: &[(ObjectId, String)],
+) -> Bytes {
     let mut w = PktWriter::new();
     if fetch.deepen.requested() || !fetch.shallows.is_empty() {
         w.line("shallow-info");
         super::upload_pack::shallow_lines(&mut w, shallow, unshallow);
+        w.delim();
+    }
+    if !wanted_refs.is_empty() {
+        w.line("wanted-refs");
+        for (id, name) in wanted_refs {
+            w.line(format!("{id} {name}"));
+        }
         w.delim();
     }
     w.line("packfile");
@@ -355,7 +389,7 @@ mod tests {
             acknowledgments(&done, &[oid(T)], true),
             (Bytes::new(), true)
         );
-        assert_eq!(&before_pack(&done, &[], &[])[..], b"000dpackfile\n");
+        assert_eq!(&before_pack(&done, &[], &[], &[])[..], b"000dpackfile\n");
         let deep = Fetch {
             deepen: super::super::upload_pack::Deepen {
                 depth: Some(1),
@@ -364,8 +398,34 @@ mod tests {
             ..done
         };
         assert_eq!(
-            &before_pack(&deep, &[oid(A)], &[])[..],
+            &before_pack(&deep, &[oid(A)], &[], &[])[..],
             format!("0011shallow-info\n0034shallow {A}0001000dpackfile\n").as_bytes()
         );
+        let named = before_pack(&deep, &[oid(A)], &[], &[(oid(A), "refs/heads/main".into())]);
+        assert_eq!(
+            &named[..],
+            format!(
+                "0011shallow-info\n0034shallow {A}0001\
+                 0010wanted-refs\n003d{A} refs/heads/main\n0001000dpackfile\n"
+            )
+            .as_bytes()
+        );
+    }
+
+    #[test]
+    fn want_refs_resolve_by_full_name() {
+        let fetch = Fetch::parse(&["want-ref refs/heads/main".into(), "done".into()]).expect("ok");
+        assert!(fetch.wants.is_empty());
+        let m = manifest();
+        assert_eq!(
+            resolve_want_refs(&m, &fetch.want_refs).expect("known"),
+            [(oid(A), "refs/heads/main".to_owned())]
+        );
+        assert_eq!(
+            resolve_want_refs(&m, &["HEAD".into()]).expect("HEAD"),
+            [(oid(A), "HEAD".to_owned())]
+        );
+        let err = resolve_want_refs(&m, &["main".into()]).expect_err("short names are not refs");
+        assert_eq!(err.0, "unknown ref main");
     }
 }
