@@ -263,11 +263,12 @@ fn etag_of(file: &mut File) -> io::Result<ETag> {
 }
 
 fn meta_of(key: &Key, file: &mut File) -> io::Result<ObjectMeta> {
-    let size = file.metadata()?.len();
+    let metadata = file.metadata()?;
     Ok(ObjectMeta {
         key: key.clone(),
-        size,
+        size: metadata.len(),
         etag: etag_of(file)?,
+        modified: metadata.modified().ok(),
     })
 }
 

@@ -342,6 +342,7 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| map_sdk_error(key, Intent::Read, e))?;
         let etag = etag_from(key, output.e_tag())?;
+        let modified = system_time(output.last_modified());
         let bytes = output
             .body
             .collect()
@@ -356,6 +357,7 @@ impl ObjectStore for S3Store {
                 key: key.clone(),
                 size: bytes.len() as u64,
                 etag,
+                modified,
             },
             bytes,
         })
@@ -416,6 +418,7 @@ impl ObjectStore for S3Store {
             key: key.clone(),
             size: output.content_length().unwrap_or(0).max(0) as u64,
             etag: etag_from(key, output.e_tag())?,
+            modified: system_time(output.last_modified()),
         })
     }
 
@@ -489,6 +492,7 @@ impl ObjectStore for S3Store {
                             key,
                             size: object.size().unwrap_or(0).max(0) as u64,
                             etag: ETag::new(object.e_tag().unwrap_or_default()),
+                            modified: system_time(object.last_modified()),
                         }))
                     })
                     .collect(),
@@ -543,4 +547,9 @@ mod tests {
         assert_eq!(range_header((0..10).into()), "bytes=0-9");
         assert_eq!(range_header(ByteRange::From(7)), "bytes=7-");
     }
+}
+
+/// An S3 timestamp as a `SystemTime`.
+fn system_time(time: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<std::time::SystemTime> {
+    time.and_then(|t| std::time::SystemTime::try_from(*t).ok())
 }

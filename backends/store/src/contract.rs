@@ -60,6 +60,11 @@ pub async fn round_trip<S: ObjectStore>(store: &S) {
     assert_eq!(got.meta.key, k);
     let head = store.head(&k).await.expect("head");
     assert_eq!((head.size, &head.etag), (5, &etag));
+    assert_recent(&head);
+    assert_recent(&got.meta);
+    let listed = store.list_all("rt/dir/").await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_recent(&listed[0]);
 
     let etag2 = store
         .put(&k, Bytes::from_static(b"hello, again"), PutMode::Overwrite)
@@ -99,6 +104,23 @@ pub async fn round_trip<S: ObjectStore>(store: &S) {
         Err(Error::NotFound { .. })
     ));
     assert!(store.get_opt(&missing).await.expect("get_opt").is_none());
+}
+
+/// The store says when the object was written, and it was just now (garbage collection
+/// relies on it).
+fn assert_recent(meta: &crate::ObjectMeta) {
+    let modified = meta
+        .modified
+        .unwrap_or_else(|| panic!("{} has no modification time", meta.key));
+    let now = std::time::SystemTime::now();
+    let apart = now
+        .duration_since(modified)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        apart < std::time::Duration::from_secs(300),
+        "{} was modified {apart:?} away from now",
+        meta.key
+    );
 }
 
 /// Closed, clamped and open-ended ranges return exactly the selected bytes; ranges that

@@ -120,6 +120,9 @@ pub struct ObjectMeta {
     /// Size in bytes.
     pub size: u64,
     pub etag: ETag,
+    /// When the object was last written, as the store records it (`None` if the store
+    /// does not say). Garbage collection keeps anything written within its grace period.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// An object's content together with its metadata, read in one request.

@@ -24,6 +24,7 @@ pub struct MemoryStore {
 struct Stored {
     bytes: Bytes,
     etag: ETag,
+    modified: std::time::SystemTime,
 }
 
 impl Stored {
@@ -32,6 +33,7 @@ impl Stored {
             key: key.clone(),
             size: self.bytes.len() as u64,
             etag: self.etag.clone(),
+            modified: Some(self.modified),
         }
     }
 }
@@ -103,6 +105,7 @@ impl ObjectStore for MemoryStore {
             Stored {
                 bytes: body,
                 etag: etag.clone(),
+                modified: std::time::SystemTime::now(),
             },
         );
         Ok(etag)
