@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use stowage::http::{self, Options};
 use stowage::protocol::Features;
+use stowage::repo::maintenance::{self, Plan};
 use stowage::repo::{Caches, RepoConfig, RepoName, Repos};
 
 #[derive(Debug, Parser)]
@@ -27,6 +28,31 @@ enum Command {
     /// Manage repositories.
     #[command(subcommand)]
     Repo(Repo),
+    /// Merge a repository's packs (all into one, or geometrically) and delete pack
+    /// files no manifest lists that are older than the grace period.
+    Gc(Gc),
+    /// Check a repository: manifest, packs, indexes, objects, closure and refs. Exits
+    /// non-zero on any fault.
+    Fsck {
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Gc {
+    name: String,
+    #[command(flatten)]
+    store: StoreArg,
+    /// Merge only the packs that break a geometric progression (what runs after
+    /// pushes), instead of all packs into one.
+    #[arg(long)]
+    geometric: bool,
+    /// Keep unlisted pack files younger than this many seconds (requests that began
+    /// before a compaction may still read them).
+    #[arg(long, default_value_t = 3600)]
+    grace_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +100,13 @@ struct Serve {
     /// Advertise a session id per answer (git's `transfer.advertiseSID`).
     #[arg(long)]
     advertise_session_id: bool,
+    /// Do not compact repositories in the background after pushes.
+    #[arg(long)]
+    no_background_compaction: bool,
+    /// Keep pack files that no manifest lists for this many seconds before deleting
+    /// them.
+    #[arg(long, default_value_t = 3600)]
+    gc_grace_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +155,8 @@ async fn main() -> anyhow::Result<()> {
                 deny_non_fast_forwards: args.deny_non_fast_forwards,
                 tmp_dir: args.tmp_dir.unwrap_or_else(std::env::temp_dir),
                 max_pack_bytes: args.max_push_mb << 20,
+                compact_after_push: !args.no_background_compaction,
+                gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
                 ..RepoConfig::default()
             };
             let caches = Caches::new(args.index_cache_mb << 20, args.pack_cache_mb << 20);
@@ -169,6 +204,50 @@ async fn main() -> anyhow::Result<()> {
                 .delete(&name)
                 .await?;
             println!("deleted {name}");
+        }
+        Command::Gc(args) => {
+            let name = RepoName::new(&args.name)?;
+            let repos = repos(&args.store.store, RepoConfig::default(), small_caches()).await?;
+            let plan = if args.geometric {
+                Plan::Geometric
+            } else {
+                Plan::All
+            };
+            match maintenance::compact(&repos, &name, plan).await? {
+                Some(done) => println!(
+                    "{name}: merged {} packs into pack-{} ({} objects)",
+                    done.merged.len(),
+                    done.pack.hash,
+                    done.pack.objects
+                ),
+                None => println!("{name}: nothing to merge"),
+            }
+            let grace = std::time::Duration::from_secs(args.grace_secs);
+            let collected = maintenance::collect_garbage(&repos, &name, grace).await?;
+            println!(
+                "{name}: deleted {} unlisted pack files, kept {} younger than {}s",
+                collected.deleted.len(),
+                collected.young,
+                args.grace_secs
+            );
+        }
+        Command::Fsck { name, store } => {
+            let name = RepoName::new(&name)?;
+            let repos = repos(&store.store, RepoConfig::default(), small_caches()).await?;
+            let report = maintenance::fsck(&repos, &name).await?;
+            for problem in &report.problems {
+                println!("error: {problem}");
+            }
+            println!(
+                "{name}: {} packs, {} objects, {} refs, {} problems",
+                report.packs,
+                report.objects,
+                report.refs,
+                report.problems.len()
+            );
+            if !report.problems.is_empty() {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

@@ -35,6 +35,19 @@ pub struct Manifest {
     /// even after others wrote on top of it.
     #[serde(default)]
     pub txns: Vec<String>,
+    /// Packs that left `packs` (replaced by compaction) and when: garbage collection
+    /// counts their grace period from then, not from when their files were written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
+}
+
+/// A pack that a compaction took out of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    #[serde(with = "hex_oid")]
+    pub hash: ObjectId,
+    /// When it left the manifest, in seconds since the Unix epoch.
+    pub at: u64,
 }
 
 /// A ref's value.
@@ -78,6 +91,7 @@ impl Manifest {
             refs: BTreeMap::new(),
             packs: Vec::new(),
             txns: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -103,6 +117,15 @@ impl Manifest {
     /// Whether transaction `txn` is among the recent writers of this manifest.
     pub fn has_txn(&self, txn: &str) -> bool {
         self.txns.iter().any(|t| t == txn)
+    }
+
+    /// Lists `pack` (once), taking it off the retired list if it was there: the same
+    /// pack pushed again after a compaction replaced it.
+    pub fn add_pack(&mut self, pack: PackEntry, at: usize) {
+        self.retired.retain(|r| r.hash != pack.hash);
+        if !self.packs.iter().any(|p| p.hash == pack.hash) {
+            self.packs.insert(at.min(self.packs.len()), pack);
+        }
     }
 
     /// The commit HEAD resolves to, if its branch exists.
@@ -165,6 +188,7 @@ mod tests {
             size: 10,
             objects: 3,
         });
+        m.retired.push(Retired { hash: id, at: 5 });
         let parsed = Manifest::parse(&m.to_bytes()).expect("parses");
         assert_eq!(parsed, m);
         assert_eq!(parsed.head_id(), Some(id));

@@ -12,6 +12,7 @@
 //! reachability; the manifest is read afresh for every request, never served stale.
 
 pub mod fetch;
+pub mod maintenance;
 pub mod manifest;
 pub mod name;
 pub mod odb;
@@ -46,6 +47,11 @@ pub struct RepoConfig {
     pub max_object_bytes: usize,
     /// Largest pack a push may send, in bytes.
     pub max_pack_bytes: u64,
+    /// Whether pushes start a geometric compaction in the background when the live
+    /// packs need one (and garbage collection after it).
+    pub compact_after_push: bool,
+    /// How long a pack no manifest lists is kept before garbage collection deletes it.
+    pub gc_grace: std::time::Duration,
 }
 
 impl Default for RepoConfig {
@@ -56,6 +62,8 @@ impl Default for RepoConfig {
             tmp_dir: std::env::temp_dir(),
             max_object_bytes: 4 << 30,
             max_pack_bytes: 64 << 30,
+            compact_after_push: true,
+            gc_grace: maintenance::DEFAULT_GRACE,
         }
     }
 }
@@ -86,6 +94,23 @@ pub struct Repos {
     counting: CountingStore<Arc<dyn ObjectStore>>,
     pub caches: Caches,
     pub config: RepoConfig,
+    /// Repositories this process is compacting; `true` when another push asked for a
+    /// compaction meanwhile (one more round follows).
+    maintaining: Arc<Maintaining>,
+}
+
+type Maintaining = std::sync::Mutex<std::collections::HashMap<RepoName, bool>>;
+
+/// Marks a repository as being compacted for as long as it lives.
+struct Running<'a>(&'a Maintaining, &'a RepoName);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.1);
+    }
 }
 
 /// A manifest as read, with the tag a compare-and-swap must name.
@@ -103,7 +128,65 @@ impl Repos {
             counting,
             caches,
             config,
+            maintaining: Arc::default(),
         }
+    }
+
+    /// After a push that left `packs` live: compacts the repository in the background
+    /// if they need it (one compaction per repository at a time in this process), then
+    /// collects garbage older than the grace period.
+    pub fn maintain_in_background(&self, repo: &RepoName, packs: &[manifest::PackEntry]) {
+        if !self.config.compact_after_push || maintenance::geometric_selection(packs, 2).is_empty()
+        {
+            return;
+        }
+        {
+            let mut running = self.maintaining.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(again) = running.get_mut(repo) {
+                *again = true;
+                return;
+            }
+            running.insert(repo.clone(), false);
+        }
+        let repos = self.clone();
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            // Clears the entry however the task ends (a panic included), so that the
+            // next push can start a compaction again.
+            let _running = Running(&repos.maintaining, &repo);
+            loop {
+                match maintenance::compact(&repos, &repo, maintenance::Plan::Geometric).await {
+                    Ok(Some(done)) => {
+                        tracing::info!(
+                            repo = %repo,
+                            merged = done.merged.len(),
+                            objects = done.pack.objects,
+                            "compacted"
+                        );
+                        if let Err(e) =
+                            maintenance::collect_garbage(&repos, &repo, repos.config.gc_grace).await
+                        {
+                            tracing::warn!(repo = %repo, error = %e, "garbage collection failed");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(repo = %repo, error = %e, "compaction failed"),
+                }
+                let mut running = repos.maintaining.lock().unwrap_or_else(|e| e.into_inner());
+                match running.get_mut(&repo) {
+                    Some(again) if *again => *again = false,
+                    _ => break,
+                }
+            }
+        });
+    }
+
+    /// Whether this process is compacting `repo` right now.
+    pub fn is_maintaining(&self, repo: &RepoName) -> bool {
+        self.maintaining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(repo)
     }
 
     /// Store requests made so far, by kind.

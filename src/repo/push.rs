@@ -175,7 +175,8 @@ pub async fn receive(
         let size = std::fs::metadata(data_path)
             .map_err(|e| RepoError::Store(StoreError::from_io("received pack", e)))?
             .len();
-        store_pack(repos, repo, hash, index_path, data_path).await?;
+        let listed = base.packs.iter().any(|p| p.hash == *hash);
+        store_pack(repos, repo, hash, index_path, data_path, listed).await?;
         new_pack = Some(PackEntry {
             hash: *hash,
             size,
@@ -183,7 +184,11 @@ pub async fn receive(
         });
     }
 
-    let refs = swap_manifest(repos, repo, snapshot, &commands, results, new_pack, atomic).await?;
+    let (refs, written) =
+        swap_manifest(repos, repo, snapshot, &commands, results, new_pack, atomic).await?;
+    if let Some(written) = written {
+        repos.maintain_in_background(repo, &written.packs);
+    }
     Ok(Report {
         unpack: Ok(()),
         refs,
@@ -349,40 +354,55 @@ impl ObjectSource for DynSource<'_> {
     }
 }
 
-async fn store_pack(
+/// Stores a pack's two files with `Create`. A file that is already there is the same
+/// pack (names are checksums): fine when a manifest lists it (`listed`); otherwise it
+/// may be garbage about to be collected, so it is written again, which makes it young
+/// for garbage collection.
+pub(super) async fn store_pack(
     repos: &Repos,
     repo: &RepoName,
     hash: &ObjectId,
     index_path: &Path,
     data_path: &Path,
+    listed: bool,
 ) -> Result<(), RepoError> {
     let (pack_key, index_key) = pack_keys(repo, hash);
     let io = |e| RepoError::Store(StoreError::from_io(pack_key.as_str(), e));
-    let file = tokio::fs::File::open(data_path).await.map_err(io)?;
-    let body = Box::pin(futures::StreamExt::map(
-        tokio_util::io::ReaderStream::with_capacity(file, 1 << 20),
-        |r| r,
-    ));
-    match repos
-        .store
-        .put_stream(&pack_key, body, PutMode::Create)
-        .await
-    {
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-        Err(e) => return Err(e.into()),
+    let mut mode = PutMode::Create;
+    loop {
+        let file = tokio::fs::File::open(data_path).await.map_err(io)?;
+        let body = Box::pin(futures::StreamExt::map(
+            tokio_util::io::ReaderStream::with_capacity(file, 1 << 20),
+            |r| r,
+        ));
+        match repos.store.put_stream(&pack_key, body, mode.clone()).await {
+            Ok(_) => break,
+            Err(StoreError::AlreadyExists { .. }) if listed => break,
+            Err(StoreError::AlreadyExists { .. }) => mode = PutMode::Overwrite,
+            Err(e) => return Err(e.into()),
+        }
     }
-    let index = tokio::fs::read(index_path).await.map_err(io)?;
-    match repos
-        .store
-        .put(&index_key, Bytes::from(index), PutMode::Create)
-        .await
-    {
-        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+    let index = Bytes::from(tokio::fs::read(index_path).await.map_err(io)?);
+    let mode = if mode == PutMode::Overwrite {
+        PutMode::Overwrite
+    } else {
+        PutMode::Create
+    };
+    match repos.store.put(&index_key, index.clone(), mode).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::AlreadyExists { .. }) if listed => Ok(()),
+        Err(StoreError::AlreadyExists { .. }) => {
+            repos
+                .store
+                .put(&index_key, index, PutMode::Overwrite)
+                .await?;
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-fn transaction_id() -> String {
+pub(super) fn transaction_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -434,7 +454,8 @@ fn initial_head(commands: &[Command]) -> String {
 }
 
 /// Applies the checked commands to the manifest by compare-and-swap, re-reading and
-/// re-checking after every lost race.
+/// re-checking after every lost race. Returns the outcome per command and, when it
+/// wrote one, the manifest as written.
 async fn swap_manifest(
     repos: &Repos,
     repo: &RepoName,
@@ -443,7 +464,7 @@ async fn swap_manifest(
     checked: Vec<Result<Checked, String>>,
     new_pack: Option<PackEntry>,
     atomic: bool,
-) -> Result<Vec<(String, Result<(), String>)>, RepoError> {
+) -> Result<(Vec<(String, Result<(), String>)>, Option<Manifest>), RepoError> {
     let key = repo.key("manifest");
     let txn = transaction_id();
     let mut last_results = Vec::new();
@@ -499,12 +520,10 @@ async fn swap_manifest(
             .zip(results.iter().cloned())
             .collect();
         if results.iter().all(Result::is_err) {
-            return Ok(report);
+            return Ok((report, None));
         }
-        if let Some(pack) = &new_pack
-            && !next.packs.iter().any(|p| p.hash == pack.hash)
-        {
-            next.packs.push(pack.clone());
+        if let Some(pack) = &new_pack {
+            next.add_pack(pack.clone(), usize::MAX);
         }
         next.record_txn(&txn);
         last_results = report.clone();
@@ -517,7 +536,7 @@ async fn swap_manifest(
             .put(&key, Bytes::from(next.to_bytes()), mode)
             .await
         {
-            Ok(_) => return Ok(report),
+            Ok(_) => return Ok((report, Some(next))),
             Err(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => {}
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
@@ -527,7 +546,8 @@ async fn swap_manifest(
         snapshot = repos.snapshot(repo).await?;
         match &snapshot {
             Some(s) if s.manifest.has_txn(&txn) => {
-                return Ok(report); // our write landed; only its answer was lost
+                // Our write landed; only its answer was lost.
+                return Ok((report, Some(s.manifest.clone())));
             }
             None if existed => {
                 // Deleted meanwhile: recreating it would list a pack whose history
@@ -539,7 +559,7 @@ async fn swap_manifest(
         let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
         tokio::time::sleep(Duration::from_millis(backoff)).await;
     }
-    Ok(last_results
+    let refused = last_results
         .into_iter()
         .map(|(name, _)| {
             (
@@ -547,7 +567,8 @@ async fn swap_manifest(
                 Err("too much contention on the repository, try again".to_owned()),
             )
         })
-        .collect())
+        .collect();
+    Ok((refused, None))
 }
 
 #[cfg(test)]

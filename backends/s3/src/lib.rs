@@ -503,6 +503,11 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// An S3 timestamp as a `SystemTime`.
+fn system_time(time: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<std::time::SystemTime> {
+    time.and_then(|t| std::time::SystemTime::try_from(*t).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,9 +552,4 @@ mod tests {
         assert_eq!(range_header((0..10).into()), "bytes=0-9");
         assert_eq!(range_header(ByteRange::From(7)), "bytes=7-");
     }
-}
-
-/// An S3 timestamp as a `SystemTime`.
-fn system_time(time: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<std::time::SystemTime> {
-    time.and_then(|t| std::time::SystemTime::try_from(*t).ok())
 }

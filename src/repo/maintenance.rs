@@ -1,0 +1,741 @@
+//! Keeping repositories fast and small: geometric compaction of packs, garbage
+//! collection of packs no manifest lists, and a consistency check.
+//!
+//! Every push adds a pack. Compaction merges the small ones the way
+//! `git repack --geometric=2` does, so that the number of live packs stays logarithmic
+//! in the number of pushes. The merged pack holds every object of the packs it
+//! replaces (never fewer: pushes rely on the live packs being closed under
+//! reachability), it is written and indexed like a received pack, stored with
+//! `Create`, and enters the manifest by compare-and-swap exactly as a push does: a
+//! push that lands meanwhile is kept, and a compaction that finds its packs already
+//! replaced gives up.
+//!
+//! A pack that leaves the manifest is not deleted at once: requests that read the
+//! previous manifest may still be streaming it. Garbage collection deletes pack files
+//! that no manifest lists only once they are older than a grace period (an hour by
+//! default). A push that writes a pack whose file already exists unlisted (the same
+//! bytes pushed again) rewrites it, which makes it young again, as git freshens
+//! objects it writes twice.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use gix_hash::ObjectId;
+use gix_object::Kind;
+use stowage_store::{Error as StoreError, Key, PutMode};
+
+use super::manifest::{Manifest, PackEntry, Retired};
+use super::odb::{ObjectSource, Odb, OdbError, pack_keys};
+use super::packgen::{PackChunks, PackEvent, stream_stored_packs};
+use super::push::{check_ref_name, store_pack, transaction_id};
+use super::walk::{parse_commit, peel, tag_target, tree_children};
+use super::{RepoError, RepoName, Repos};
+
+/// Default grace period before an unlisted pack may be deleted.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// How many times a compaction re-reads the manifest after losing a compare-and-swap.
+const MAX_ATTEMPTS: u32 = 32;
+
+/// Which packs a compaction merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// The small packs that break a geometric progression of factor 2 by object
+    /// count (as `git repack --geometric=2`).
+    Geometric,
+    /// Every live pack, into one.
+    All,
+}
+
+/// The packs to merge under a geometric progression of `factor`: sorted by object
+/// count, the largest packs that already form the progression (each at least `factor`
+/// times the one before) stay; the rest are merged, along with any larger pack the
+/// merged one would come within `factor` of. Empty when fewer than two would merge.
+pub fn geometric_selection(packs: &[PackEntry], factor: u64) -> Vec<ObjectId> {
+    let mut sorted: Vec<&PackEntry> = packs.iter().collect();
+    sorted.sort_by_key(|p| (p.objects, p.hash));
+    let weight = |p: &PackEntry| u64::from(p.objects.max(1));
+    // The highest break in the progression, scanning down from the largest pack.
+    let mut split = 0;
+    for i in (1..sorted.len()).rev() {
+        if weight(sorted[i]) < weight(sorted[i - 1]).saturating_mul(factor) {
+            split = i + 1;
+            break;
+        }
+    }
+    let mut total: u64 = sorted[..split].iter().map(|p| weight(p)).sum();
+    while split < sorted.len() && weight(sorted[split]) < total.saturating_mul(factor) {
+        total += weight(sorted[split]);
+        split += 1;
+    }
+    if split < 2 {
+        return Vec::new();
+    }
+    sorted[..split].iter().map(|p| p.hash).collect()
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    /// The packs it replaced.
+    pub merged: Vec<ObjectId>,
+    /// The pack that replaced them.
+    pub pack: PackEntry,
+}
+
+/// Merges packs of `repo` as `plan` says. `Ok(None)` when there is nothing to merge, or
+/// when a concurrent compaction replaced the same packs first.
+pub async fn compact(
+    repos: &Repos,
+    repo: &RepoName,
+    plan: Plan,
+) -> Result<Option<Compaction>, RepoError> {
+    let snapshot = repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
+    let selected: Vec<ObjectId> = match plan {
+        Plan::Geometric => geometric_selection(&snapshot.manifest.packs, 2),
+        Plan::All if snapshot.manifest.packs.len() >= 2 => {
+            snapshot.manifest.packs.iter().map(|p| p.hash).collect()
+        }
+        Plan::All => Vec::new(),
+    };
+    if selected.is_empty() {
+        return Ok(None);
+    }
+    let chosen: HashSet<ObjectId> = selected.iter().copied().collect();
+    let mut subset = snapshot.manifest.clone();
+    subset.packs.retain(|p| chosen.contains(&p.hash));
+    let odb = Arc::new(repos.odb(repo, &subset).await?);
+    let expected: HashSet<ObjectId> = odb
+        .packs()
+        .iter()
+        .flat_map(|p| p.index.iter().map(|e| e.oid))
+        .collect();
+
+    let tmp = tempfile::Builder::new()
+        .prefix("stowage-compact-")
+        .tempdir_in(&repos.config.tmp_dir)
+        .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
+    let chunks = stream_stored_packs(odb.clone());
+    let dir = tmp.path().to_owned();
+    let written = tokio::task::spawn_blocking(move || index_merged(chunks, &dir, &expected))
+        .await
+        .expect("indexing does not panic")?;
+    let (pack, index_path, data_path) = written;
+    // Already stored unlisted (an earlier compaction that lost its race): rewrite it,
+    // so that garbage collection sees it young.
+    store_pack(repos, repo, &pack.hash, &index_path, &data_path, false).await?;
+
+    let key = repo.key("manifest");
+    let txn = transaction_id();
+    let mut snapshot = snapshot;
+    for attempt in 0..MAX_ATTEMPTS {
+        let current = &snapshot.manifest;
+        if !selected
+            .iter()
+            .all(|hash| current.packs.iter().any(|p| p.hash == *hash))
+        {
+            tracing::info!(repo = %repo, "compaction superseded: its packs were replaced meanwhile");
+            return Ok(None);
+        }
+        let mut next = current.clone();
+        let first = next
+            .packs
+            .iter()
+            .position(|p| chosen.contains(&p.hash))
+            .expect("every selected pack is listed");
+        next.packs.retain(|p| !chosen.contains(&p.hash));
+        let now = unix_now();
+        next.retired.retain(|r| !chosen.contains(&r.hash));
+        next.retired
+            .extend(selected.iter().map(|&hash| Retired { hash, at: now }));
+        next.add_pack(pack.clone(), first);
+        next.record_txn(&txn);
+        match repos
+            .store
+            .put(
+                &key,
+                Bytes::from(next.to_bytes()),
+                PutMode::Update(snapshot.etag.clone()),
+            )
+            .await
+        {
+            Ok(_) => {
+                return Ok(Some(Compaction {
+                    merged: selected,
+                    pack,
+                }));
+            }
+            Err(StoreError::Precondition { .. }) => {}
+            Err(e) if e.is_retryable() => {}
+            Err(e) => return Err(e.into()),
+        }
+        snapshot = repos
+            .snapshot(repo)
+            .await?
+            .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
+        if snapshot.manifest.has_txn(&txn) {
+            return Ok(Some(Compaction {
+                merged: selected,
+                pack,
+            }));
+        }
+        let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
+        tokio::time::sleep(Duration::from_millis(backoff)).await;
+    }
+    tracing::warn!(repo = %repo, "compaction gave up: too much contention on the manifest");
+    Ok(None)
+}
+
+/// Indexes the merged pack arriving on `chunks` in `dir` (resolving every delta and
+/// hashing every object, so a fault in the copy cannot go unnoticed), and checks that
+/// it holds exactly the `expected` objects.
+fn index_merged(
+    chunks: PackChunks,
+    dir: &std::path::Path,
+    expected: &HashSet<ObjectId>,
+) -> Result<(PackEntry, std::path::PathBuf, std::path::PathBuf), RepoError> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, ChunkReader::new(chunks));
+    let options = gix_pack::bundle::write::Options {
+        thread_limit: Some(1),
+        iteration_mode: gix_pack::data::input::Mode::Verify,
+        index_version: gix_pack::index::Version::V2,
+        alloc_limit_bytes: None,
+        compression: gix_zlib::Compression::BEST_SPEED,
+    };
+    let corrupt = |message: String| {
+        RepoError::Odb(OdbError::Corrupt {
+            pack: "merged pack".into(),
+            message,
+        })
+    };
+    let outcome = gix_pack::Bundle::write_to_directory(
+        &mut reader,
+        Some(dir),
+        &mut gix_utils::progress::Discard,
+        &AtomicBool::new(false),
+        None::<gix_object::find::Never>,
+        gix_hash::Kind::Sha1,
+        options,
+    )
+    .map_err(|e| match reader.into_inner().failure {
+        Some(e) => RepoError::Odb(e),
+        None => corrupt(e.to_string()),
+    })?;
+    let (Some(index_path), Some(data_path)) = (outcome.index_path, outcome.data_path) else {
+        return Err(corrupt("the indexer wrote no files".into()));
+    };
+    let index = gix_pack::index::File::at(&index_path, gix_hash::Kind::Sha1)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let count = index.num_objects();
+    if count as usize != expected.len() || index.iter().any(|e| !expected.contains(&e.oid)) {
+        return Err(corrupt(format!(
+            "the merged pack holds {count} objects, the packs it replaces {}",
+            expected.len()
+        )));
+    }
+    let size = std::fs::metadata(&data_path)
+        .map_err(|e| RepoError::Store(StoreError::from_io("merged pack", e)))?
+        .len();
+    Ok((
+        PackEntry {
+            hash: outcome.index.data_hash,
+            size,
+            objects: count,
+        },
+        index_path,
+        data_path,
+    ))
+}
+
+/// The pack data of [`PackChunks`] as a blocking reader; progress is dropped and the
+/// first error is kept for the caller.
+struct ChunkReader {
+    chunks: PackChunks,
+    current: Bytes,
+    failure: Option<OdbError>,
+}
+
+impl ChunkReader {
+    fn new(chunks: PackChunks) -> Self {
+        ChunkReader {
+            chunks,
+            current: Bytes::new(),
+            failure: None,
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(PackEvent::Data(bytes))) => self.current = bytes,
+                Some(Ok(PackEvent::Progress(_))) => {}
+                Some(Err(e)) => {
+                    let message = e.to_string();
+                    self.failure = Some(e);
+                    return Err(std::io::Error::other(message));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// What garbage collection did.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// Keys deleted.
+    pub deleted: Vec<Key>,
+    /// Unlisted pack files kept because they are younger than the grace period.
+    pub young: usize,
+}
+
+fn packs_prefix(repo: &RepoName) -> String {
+    format!("{}packs/", repo.prefix())
+}
+
+/// The pack hash in a key `<repo>.git/packs/pack-<hex>.<ext>`.
+fn pack_hash_of(repo: &RepoName, key: &Key) -> Option<ObjectId> {
+    let name = key.as_str().strip_prefix(&packs_prefix(repo))?;
+    let hex = name.strip_prefix("pack-")?;
+    let (hex, ext) = hex.split_once('.')?;
+    if !matches!(ext, "pack" | "idx") {
+        return None;
+    }
+    ObjectId::from_hex(hex.as_bytes()).ok()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Deletes the pack files of `repo` that its manifest does not list and that have
+/// been out of it for longer than `grace`: counted from when a compaction retired the
+/// pack, and from when the file was last written (a pack pushed again, or never
+/// listed). Files the store gives no time for, and files that are not pack files, are
+/// left alone.
+pub async fn collect_garbage(
+    repos: &Repos,
+    repo: &RepoName,
+    grace: Duration,
+) -> Result<Collected, RepoError> {
+    let listed = |m: &Manifest| -> HashSet<ObjectId> { m.packs.iter().map(|p| p.hash).collect() };
+    let snapshot = repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
+    let live = listed(&snapshot.manifest);
+    let metas: Vec<_> = repos.store.list(&packs_prefix(repo)).try_collect().await?;
+    let now = SystemTime::now();
+    let older = |time: SystemTime| now.duration_since(time).is_ok_and(|age| age > grace);
+    let mut collected = Collected::default();
+    let mut doomed = Vec::new();
+    for meta in metas {
+        let Some(hash) = pack_hash_of(repo, &meta.key) else {
+            continue;
+        };
+        if live.contains(&hash) {
+            continue;
+        }
+        let retired = snapshot
+            .manifest
+            .retired
+            .iter()
+            .find(|r| r.hash == hash)
+            .map(|r| SystemTime::UNIX_EPOCH + Duration::from_secs(r.at));
+        let old = meta.modified.is_some_and(older) && retired.is_none_or(older);
+        if old {
+            doomed.push((hash, meta.key));
+        } else {
+            collected.young += 1;
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(collected);
+    }
+    // A manifest written since the listing may list one of them again (a pack pushed
+    // twice): read it once more, right before deleting.
+    let latest = repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
+    let live = listed(&latest.manifest);
+    let mut gone = HashSet::new();
+    for (hash, key) in doomed {
+        if live.contains(&hash) {
+            continue;
+        }
+        repos.store.delete(&key).await?;
+        collected.deleted.push(key);
+        gone.insert(hash);
+    }
+    forget_retired(repos, repo, latest, &gone).await?;
+    Ok(collected)
+}
+
+/// Takes deleted packs off the manifest's retired list (best effort: a lost race
+/// leaves them for the next collection).
+async fn forget_retired(
+    repos: &Repos,
+    repo: &RepoName,
+    mut snapshot: super::Snapshot,
+    gone: &HashSet<ObjectId>,
+) -> Result<(), RepoError> {
+    for _ in 0..4 {
+        if !snapshot
+            .manifest
+            .retired
+            .iter()
+            .any(|r| gone.contains(&r.hash))
+        {
+            return Ok(());
+        }
+        let mut next = snapshot.manifest.clone();
+        next.retired.retain(|r| !gone.contains(&r.hash));
+        match repos
+            .store
+            .put(
+                &repo.key("manifest"),
+                Bytes::from(next.to_bytes()),
+                PutMode::Update(snapshot.etag.clone()),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Precondition { .. }) => {}
+            Err(e) if e.is_retryable() => {}
+            Err(e) => return Err(e.into()),
+        }
+        match repos.snapshot(repo).await? {
+            Some(s) => snapshot = s,
+            None => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// What `fsck` found.
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    pub packs: usize,
+    pub objects: u64,
+    pub refs: usize,
+    /// Every fault found, one sentence each; empty when the repository is sound.
+    pub problems: Vec<String>,
+}
+
+/// Checks `repo`: the manifest, every listed pack (files present, sizes, counts and
+/// checksums as the manifest says, every object hashing to its id), closure (every
+/// object an object refers to is in the live packs) and the refs (present, branches
+/// pointing to commits, peeled values right).
+pub async fn fsck(repos: &Repos, repo: &RepoName) -> Result<FsckReport, RepoError> {
+    let snapshot = repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
+    let manifest = snapshot.manifest;
+    let mut report = FsckReport {
+        packs: manifest.packs.len(),
+        refs: manifest.refs.len(),
+        ..FsckReport::default()
+    };
+    if manifest.object_format != "sha1" {
+        report.problems.push(format!(
+            "manifest: object format {:?} is not sha1",
+            manifest.object_format
+        ));
+    }
+    if let Err(why) = check_ref_name(&manifest.head) {
+        report
+            .problems
+            .push(format!("manifest: HEAD {:?}: {why}", manifest.head));
+    }
+    for name in manifest.refs.keys() {
+        if let Err(why) = check_ref_name(name) {
+            report.problems.push(format!("ref {name:?}: {why}"));
+        }
+    }
+    let mut seen = HashSet::new();
+    for entry in &manifest.packs {
+        if !seen.insert(entry.hash) {
+            report
+                .problems
+                .push(format!("manifest lists pack {} twice", entry.hash));
+        }
+    }
+    let mut sound = Vec::new();
+    for entry in &manifest.packs {
+        match check_pack_files(repos, repo, entry).await? {
+            Ok(()) => sound.push(entry.clone()),
+            Err(problem) => report.problems.push(problem),
+        }
+    }
+    if sound.len() != manifest.packs.len() {
+        // Objects cannot be checked over packs that are missing or damaged.
+        return Ok(report);
+    }
+    let odb = Arc::new(repos.odb(repo, &manifest).await?);
+    let manifest = Arc::new(manifest);
+    let (objects, problems) = {
+        let odb = odb.clone();
+        let manifest = manifest.clone();
+        tokio::task::spawn_blocking(move || check_objects(&odb, &manifest))
+            .await
+            .expect("the object check does not panic")?
+    };
+    report.objects = objects;
+    report.problems.extend(problems);
+    Ok(report)
+}
+
+/// Checks that a pack's two files exist and agree with each other and the manifest.
+async fn check_pack_files(
+    repos: &Repos,
+    repo: &RepoName,
+    entry: &PackEntry,
+) -> Result<Result<(), String>, RepoError> {
+    let (pack_key, index_key) = pack_keys(repo, &entry.hash);
+    let fetch = |key: Key| async move {
+        match repos.store.get(&key).await {
+            Ok(found) => Ok(Ok(found.bytes)),
+            Err(StoreError::NotFound { .. }) => Ok(Err(format!("{key} is missing"))),
+            Err(e) => Err(RepoError::from(e)),
+        }
+    };
+    let pack = match fetch(pack_key.clone()).await? {
+        Ok(bytes) => bytes,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let index = match fetch(index_key.clone()).await? {
+        Ok(bytes) => bytes,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let entry = entry.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        use sha1::Digest;
+        let hash = entry.hash;
+        if pack.len() < 32 || &pack[..4] != b"PACK" {
+            return Err(format!("{pack_key} is not a pack file"));
+        }
+        if pack.len() as u64 != entry.size {
+            return Err(format!(
+                "{pack_key} has {} bytes, the manifest says {}",
+                pack.len(),
+                entry.size
+            ));
+        }
+        let (body, trailer) = pack.split_at(pack.len() - 20);
+        if trailer != hash.as_bytes() {
+            return Err(format!("{pack_key}: its trailer is not its name"));
+        }
+        if sha1::Sha1::digest(body).as_slice() != trailer {
+            return Err(format!(
+                "{pack_key}: checksum mismatch (the file is damaged)"
+            ));
+        }
+        let index = gix_pack::index::File::from_data(
+            index,
+            std::path::PathBuf::from(index_key.as_str()),
+            gix_hash::Kind::Sha1,
+        )
+        .map_err(|e| format!("{index_key} is not a pack index: {e}"))?;
+        if index.pack_checksum() != hash {
+            return Err(format!("{index_key} indexes another pack"));
+        }
+        let objects = u32::from_be_bytes(pack[8..12].try_into().expect("4 bytes"));
+        if index.num_objects() != objects || objects != entry.objects {
+            return Err(format!(
+                "{pack_key}: the pack holds {objects} objects, its index lists {}, the \
+                 manifest says {}",
+                index.num_objects(),
+                entry.objects
+            ));
+        }
+        Ok(())
+    })
+    .await
+    .expect("the pack check does not panic"))
+}
+
+/// Reads every object of every pack: it must hash to its id, and every object it
+/// refers to must be in the repository. Then checks the refs.
+fn check_objects(odb: &Odb, manifest: &Manifest) -> Result<(u64, Vec<String>), RepoError> {
+    let mut problems = Vec::new();
+    let mut buf = Vec::new();
+    let mut objects = 0u64;
+    for entry in &manifest.packs {
+        let pack = odb
+            .packs()
+            .iter()
+            .find(|p| p.entry.hash == entry.hash)
+            .expect("the odb opened every listed pack");
+        for id in pack.index.iter().map(|e| e.oid) {
+            objects += 1;
+            let kind = match odb.read(&id, &mut buf) {
+                Ok(Some(kind)) => kind,
+                Ok(None) => unreachable!("the object is in an open pack"),
+                Err(e) => {
+                    problems.push(format!("object {id}: {e}"));
+                    continue;
+                }
+            };
+            let actual =
+                gix_object::compute_hash(gix_hash::Kind::Sha1, kind, &buf).map_err(|e| {
+                    RepoError::Odb(OdbError::Corrupt {
+                        pack: entry.hash.to_string(),
+                        message: e.to_string(),
+                    })
+                })?;
+            if actual != id {
+                problems.push(format!("{kind} {id} hashes to {actual} (damaged)"));
+                continue;
+            }
+            let refers: Result<Vec<ObjectId>, OdbError> = match kind {
+                Kind::Commit => parse_commit(id, &buf)
+                    .map(|info| std::iter::once(info.tree).chain(info.parents).collect()),
+                Kind::Tree => tree_children(id, &buf)
+                    .map(|children| children.into_iter().map(|(c, _)| c).collect()),
+                Kind::Tag => tag_target(id, &buf).map(|(target, _)| vec![target]),
+                Kind::Blob => Ok(Vec::new()),
+            };
+            match refers {
+                Ok(refers) => {
+                    for missing in refers.iter().filter(|r| !odb.contains(r)) {
+                        problems.push(format!(
+                            "{kind} {id} refers to {missing}, which is in no live pack"
+                        ));
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+    }
+    for (name, value) in &manifest.refs {
+        if !odb.contains(&value.id) {
+            problems.push(format!(
+                "ref {name} points to {}, which is missing",
+                value.id
+            ));
+            continue;
+        }
+        match peel(odb, value.id) {
+            Ok((target, kind)) => {
+                if name.starts_with("refs/heads/") && kind != Kind::Commit {
+                    problems.push(format!("branch {name} points to a {kind}, not a commit"));
+                }
+                let expected = (target != value.id).then_some(target);
+                if value.peeled != expected {
+                    problems.push(format!(
+                        "ref {name}: the manifest's peeled value {:?} should be {:?}",
+                        value.peeled.map(|p| p.to_string()),
+                        expected.map(|p| p.to_string())
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("ref {name}: {e}")),
+        }
+    }
+    Ok((objects, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(n: u8, objects: u32) -> PackEntry {
+        PackEntry {
+            hash: ObjectId::from_bytes_or_panic(&[n; 20]),
+            size: u64::from(objects) * 100,
+            objects,
+        }
+    }
+
+    fn selected(packs: &[PackEntry]) -> Vec<u32> {
+        let chosen = geometric_selection(packs, 2);
+        let mut sizes: Vec<u32> = packs
+            .iter()
+            .filter(|p| chosen.contains(&p.hash))
+            .map(|p| p.objects)
+            .collect();
+        sizes.sort();
+        sizes
+    }
+
+    #[test]
+    fn geometric_progressions_stay_and_small_packs_merge() {
+        // Already a progression: nothing to do.
+        assert!(selected(&[pack(1, 100), pack(2, 10), pack(3, 1)]).is_empty());
+        assert!(selected(&[pack(1, 5)]).is_empty());
+        assert!(selected(&[]).is_empty());
+        // Two equal small packs merge; the big one stays.
+        assert_eq!(selected(&[pack(1, 1000), pack(2, 3), pack(3, 3)]), [3, 3]);
+        // The merged total (3+3+5=11) comes within a factor 2 of 20: it joins too.
+        assert_eq!(
+            selected(&[
+                pack(1, 1000),
+                pack(2, 20),
+                pack(3, 5),
+                pack(4, 3),
+                pack(5, 3)
+            ]),
+            [3, 3, 5, 20]
+        );
+    }
+
+    #[test]
+    fn a_thousand_pushes_leave_a_logarithmic_number_of_packs() {
+        let mut packs: Vec<PackEntry> = Vec::new();
+        let mut next = 0u32;
+        let mut fresh = |objects: u32| {
+            next += 1;
+            let mut bytes = [0u8; 20];
+            bytes[..4].copy_from_slice(&next.to_be_bytes());
+            PackEntry {
+                hash: ObjectId::from_bytes_or_panic(&bytes),
+                size: 0,
+                objects,
+            }
+        };
+        let mut most = 0;
+        for _ in 0..1000 {
+            packs.push(fresh(3));
+            let chosen = geometric_selection(&packs, 2);
+            if !chosen.is_empty() {
+                let total = packs
+                    .iter()
+                    .filter(|p| chosen.contains(&p.hash))
+                    .map(|p| p.objects)
+                    .sum();
+                packs.retain(|p| !chosen.contains(&p.hash));
+                packs.push(fresh(total));
+            }
+            most = most.max(packs.len());
+        }
+        assert_eq!(packs.iter().map(|p| p.objects).sum::<u32>(), 3000);
+        assert!(most <= 12, "{most} live packs at some point");
+    }
+
+    #[test]
+    fn pack_keys_name_their_pack() {
+        let repo = RepoName::new("org/r").expect("name");
+        let hash = ObjectId::from_bytes_or_panic(&[7; 20]);
+        let (pack_key, index_key) = pack_keys(&repo, &hash);
+        assert_eq!(pack_hash_of(&repo, &pack_key), Some(hash));
+        assert_eq!(pack_hash_of(&repo, &index_key), Some(hash));
+        assert_eq!(pack_hash_of(&repo, &repo.key("manifest")), None);
+        assert_eq!(pack_hash_of(&repo, &repo.key("packs/notes.txt")), None);
+    }
+}
