@@ -107,6 +107,10 @@ struct Serve {
     /// them.
     #[arg(long, default_value_t = 3600)]
     gc_grace_secs: u64,
+    /// Delay every store request by this many milliseconds (benchmarks: a local disk
+    /// made to answer like a remote store).
+    #[arg(long, default_value_t = 0)]
+    inject_latency_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +139,20 @@ async fn repos(store: &str, config: RepoConfig, caches: Caches) -> anyhow::Resul
     Ok(Repos::new(store, caches, config))
 }
 
+/// [`repos`], with every store request delayed by `latency` when it is not zero.
+async fn repos_with_latency(
+    store: &str,
+    config: RepoConfig,
+    caches: Caches,
+    latency: std::time::Duration,
+) -> anyhow::Result<Repos> {
+    let mut store = stowage::store_url::open(store).await?;
+    if !latency.is_zero() {
+        store = std::sync::Arc::new(stowage_store::LatencyStore::new(store, latency));
+    }
+    Ok(Repos::new(store, caches, config))
+}
+
 fn small_caches() -> Caches {
     Caches::new(64 << 20, 64 << 20)
 }
@@ -160,7 +178,8 @@ async fn main() -> anyhow::Result<()> {
                 ..RepoConfig::default()
             };
             let caches = Caches::new(args.index_cache_mb << 20, args.pack_cache_mb << 20);
-            let repos = repos(&args.store.store, config, caches).await?;
+            let latency = std::time::Duration::from_millis(args.inject_latency_ms);
+            let repos = repos_with_latency(&args.store.store, config, caches, latency).await?;
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;

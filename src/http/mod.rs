@@ -6,7 +6,7 @@
 //! - `POST /<repo>/git-upload-pack`
 //! - `POST /<repo>/git-receive-pack`
 //!
-//! - `GET  /-/stats`: store requests by kind and cache sizes (JSON)
+//! - `GET  /-/stats`: store requests by kind, cache sizes, hits and misses (JSON)
 //!
 //! Request bodies may be gzip-encoded and chunked. Paths are not percent-decoded: a
 //! `%` is not allowed in a repository name, so encoded traversal cannot slip through.
@@ -193,11 +193,16 @@ fn stats(state: &AppState) -> Response {
         .map(|(name, n)| ((*name).to_owned(), (*n).into()))
         .collect();
     let (index_bytes, pack_bytes) = state.repos.caches.weighted_sizes();
+    let cache = state.repos.caches.stats();
     let body = serde_json::json!({
         "store_requests": requests,
         "store_requests_total": counts.total(),
         "index_cache_bytes": index_bytes,
         "pack_cache_bytes": pack_bytes,
+        "index_cache_hits": cache.index_hits,
+        "index_cache_misses": cache.index_misses,
+        "pack_cache_hits": cache.pack_hits,
+        "pack_cache_misses": cache.pack_misses,
     });
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -253,12 +258,20 @@ async fn info_refs(
     service: Service,
     v2: bool,
 ) -> Result<Response, Failure> {
+    let features = &state.options.features;
+    if service == Service::UploadPack && v2 {
+        // The v2 capabilities name no ref, so the manifest is not read: the client's
+        // next request (ls-refs or fetch) reads it, and answers a missing repository.
+        return Ok(git_response(
+            "application/x-git-upload-pack-advertisement",
+            Body::from(advertise::v2_capabilities(features)),
+        ));
+    }
     let snapshot = state.repos.snapshot(repo).await?;
     if snapshot.is_none() && (service == Service::UploadPack || !state.repos.config.auto_create) {
         return Err(RepoError::NotFound(repo.clone()).into());
     }
     let manifest = snapshot.as_ref().map(|s| &s.manifest);
-    let features = &state.options.features;
     let body = match (service, v2) {
         (Service::UploadPack, true) => advertise::v2_capabilities(features),
         // git http-backend leaves out the preamble when a v2 client asks receive-pack.

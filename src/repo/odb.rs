@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use gix_hash::{ObjectId, oid};
@@ -54,6 +55,25 @@ pub enum OdbError {
 pub struct Caches {
     indexes: moka::sync::Cache<Key, Arc<PackIndex>>,
     packs: moka::sync::Cache<Key, Bytes>,
+    counters: Arc<CacheCounters>,
+}
+
+/// Hits and misses of the caches since the process started.
+#[derive(Debug, Default)]
+struct CacheCounters {
+    index_hits: AtomicU64,
+    index_misses: AtomicU64,
+    pack_hits: AtomicU64,
+    pack_misses: AtomicU64,
+}
+
+/// A snapshot of the cache counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub index_hits: u64,
+    pub index_misses: u64,
+    pub pack_hits: u64,
+    pub pack_misses: u64,
 }
 
 impl Caches {
@@ -72,6 +92,38 @@ impl Caches {
                 .max_capacity(pack_bytes)
                 .weigher(|_, data: &Bytes| weight(data.len()))
                 .build(),
+            counters: Arc::default(),
+        }
+    }
+
+    fn index(&self, key: &Key) -> Option<Arc<PackIndex>> {
+        let found = self.indexes.get(key);
+        let counter = match found {
+            Some(_) => &self.counters.index_hits,
+            None => &self.counters.index_misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn pack(&self, key: &Key) -> Option<Bytes> {
+        let found = self.packs.get(key);
+        let counter = match found {
+            Some(_) => &self.counters.pack_hits,
+            None => &self.counters.pack_misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Hits and misses so far.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            index_hits: c.index_hits.load(Ordering::Relaxed),
+            index_misses: c.index_misses.load(Ordering::Relaxed),
+            pack_hits: c.pack_hits.load(Ordering::Relaxed),
+            pack_misses: c.pack_misses.load(Ordering::Relaxed),
         }
     }
 }
@@ -216,7 +268,7 @@ impl Odb {
             let caches = caches.clone();
             let (pack_key, index_key) = pack_keys(repo, &entry.hash);
             async move {
-                let index = match caches.indexes.get(&index_key) {
+                let index = match caches.index(&index_key) {
                     Some(index) => index,
                     None => {
                         let bytes = store.get(&index_key).await?.bytes;
@@ -273,7 +325,7 @@ impl Odb {
         chunk: usize,
         mut each: impl FnMut(Bytes) -> Result<(), OdbError>,
     ) -> Result<(), OdbError> {
-        if let Some(bytes) = self.caches.packs.get(&pack.pack_key) {
+        if let Some(bytes) = self.caches.pack(&pack.pack_key) {
             let all = bytes.slice(range.start as usize..range.end as usize);
             for start in (0..all.len()).step_by(chunk.max(1)) {
                 each(all.slice(start..(start + chunk).min(all.len())))?;
@@ -307,7 +359,7 @@ impl Odb {
         if let Some(data) = pack.data.get() {
             return Ok(data.clone());
         }
-        let bytes = match self.caches.packs.get(&pack.pack_key) {
+        let bytes = match self.caches.pack(&pack.pack_key) {
             Some(bytes) => bytes,
             None => {
                 let bytes = self.runtime.block_on(self.store.get(&pack.pack_key))?.bytes;

@@ -14,6 +14,7 @@
 //! - [`error`]: the one [`Error`] enum callers match on to decide what to retry;
 //! - [`memory`]: [`MemoryStore`], the in-memory backend for unit tests;
 //! - [`counting`]: [`CountingStore`], a layer that counts requests by kind;
+//! - [`latency`]: [`LatencyStore`], a layer that delays every request (benchmarks);
 //! - [`contract`]: the test suite that defines a backend. Every
 //!   backend (memory, filesystem, S3) runs it.
 //!
@@ -22,6 +23,7 @@
 pub mod counting;
 pub mod error;
 pub mod key;
+pub mod latency;
 pub mod memory;
 
 pub mod contract;
@@ -39,6 +41,7 @@ use sha2::{Digest, Sha256};
 pub use counting::{CountingStore, StoreCounts};
 pub use error::{Error, Result};
 pub use key::Key;
+pub use latency::LatencyStore;
 pub use memory::MemoryStore;
 
 /// An opaque version tag of a stored object, as returned by a put, `get` or `head`.
