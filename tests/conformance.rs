@@ -56,15 +56,6 @@ const EXCEPTIONS: &[Exception] = &[
     Exception {
         scenario: "*",
         step: "*",
-        reference: "+ multi_ack",
-        stowage: "",
-        reason: "STOWAGE-GAP: stowage offers only multi_ack_detailed; git has offered \
-                 both since 1.6; a client that knows only multi_ack negotiates \
-                 without it (one ACK, more round trips)",
-    },
-    Exception {
-        scenario: "*",
-        step: "*",
         reference: "",
         stowage: "+ allow-tip-sha1-in-want",
         reason: "stowage serves any object reachable from a ref (what partial clones \
@@ -77,74 +68,6 @@ const EXCEPTIONS: &[Exception] = &[
         reference: "",
         stowage: "+ allow-reachable-sha1-in-want",
         reason: "as allow-tip-sha1-in-want; git needs uploadpack.allowReachableSHA1InWant",
-    },
-    // v2 negotiation.
-    Exception {
-        scenario: "*-v2",
-        step: "*: packets",
-        reference: "",
-        stowage: "ACK *",
-        reason: "STOWAGE-GAP: stowage acknowledges every have it has; git acknowledges \
-                 a have only when no earlier have already implies it (a descendant \
-                 acknowledged before). Harmless (the client only learns more common \
-                 commits) but a different acknowledgments section",
-    },
-    // Clones of a subset of the refs.
-    Exception {
-        scenario: "single_branch_clone-v*",
-        step: "clone: refs",
-        reference: "",
-        stowage: "1de42e72ee7039881633fee95a421eef0491f2a6 refs/tags/v1",
-        reason: "STOWAGE-GAP: a client with no haves is sent every stored pack, whatever \
-                 it wants; the clone of `side` then holds main's history too, and \
-                 the client follows v1 (on main) because it has v1's commit",
-    },
-    Exception {
-        scenario: "single_branch_clone-v*",
-        step: "clone: objects",
-        reference: "",
-        stowage: "*",
-        reason: "STOWAGE-GAP: as above: every object of the repository, not only those \
-                 reachable from the wanted branch (every object git sends is there)",
-    },
-    // Two v2 features, offered by git http-backend when configured to.
-    Exception {
-        scenario: "ref_in_want_and_session_id-v2",
-        step: "*: packets",
-        reference: "fetch=shallow wait-for-done filter ref-in-want",
-        stowage: "fetch=shallow wait-for-done filter",
-        reason: "STOWAGE-GAP: stowage does not offer ref-in-want (the v2 fetch \
-                 `want-ref` argument); git does with uploadpack.allowRefInWant",
-    },
-    Exception {
-        scenario: "ref_in_want_and_session_id-v2",
-        step: "*: packets",
-        reference: "want-ref *",
-        stowage: "",
-        reason: "STOWAGE-GAP: without ref-in-want the client wants object ids",
-    },
-    Exception {
-        scenario: "ref_in_want_and_session_id-v2",
-        step: "*: packets",
-        reference: "",
-        stowage: "want *",
-        reason: "STOWAGE-GAP: the `want <oid>` lines the client sends instead of \
-                 `want-ref <ref>` (one per ref: HEAD and main give the same id twice)",
-    },
-    Exception {
-        scenario: "ref_in_want_and_session_id-v2",
-        step: "*: packets",
-        reference: "wanted-refs",
-        stowage: "",
-        reason: "STOWAGE-GAP: the wanted-refs section answering want-ref",
-    },
-    Exception {
-        scenario: "ref_in_want_and_session_id-v2",
-        step: "*: packets",
-        reference: "session-id=<id>",
-        stowage: "",
-        reason: "STOWAGE-GAP: stowage does not advertise session-id (git does with \
-                 transfer.advertiseSID), so the client sends none either",
     },
     // v0 receive-pack advertisement.
     Exception {
@@ -573,7 +496,9 @@ enum Remote {
     Stowage {
         server: Server,
         /// The store's directory, removed when dropped.
-        _store: Backend,
+        store: Backend,
+        /// Options the server runs with.
+        options: Vec<&'static str>,
     },
 }
 
@@ -622,7 +547,8 @@ impl Side {
                 );
                 Remote::Stowage {
                     server: Server::start(&backend),
-                    _store: backend,
+                    store: backend,
+                    options: Vec::new(),
                 }
             }
         };
@@ -651,12 +577,27 @@ impl Side {
         self.sb.dir.path().to_owned()
     }
 
-    /// Sets `key` in the configuration of git http-backend's repository (nothing for
-    /// stowage, which has no such settings).
-    fn reference_config(&self, key: &str, value: &str) {
-        if let Remote::Git(_) = self.remote {
-            let repo = self.sb.path("served").join(REPO);
-            self.sb.git(&repo, &["config", key, value]);
+    /// Sets `key` in the configuration of git http-backend's repository; for stowage,
+    /// turns on the option named after it (restarting the server), if it has one.
+    fn reference_config(&mut self, key: &str, value: &str) {
+        match &mut self.remote {
+            Remote::Git(_) => {
+                let repo = self.sb.path("served").join(REPO);
+                self.sb.git(&repo, &["config", key, value]);
+            }
+            Remote::Stowage {
+                server,
+                store,
+                options,
+            } => {
+                let option = match (key, value) {
+                    ("uploadpack.allowRefInWant", "true") => "--allow-ref-in-want",
+                    ("transfer.advertiseSID", "true") => "--advertise-session-id",
+                    _ => return,
+                };
+                options.push(option);
+                *server = Server::start_with(store, options);
+            }
         }
     }
 
@@ -982,7 +923,8 @@ fn agents() -> &'static [String] {
 /// - Capability lists (after `\0` in v0 advertisements and push commands, after the
 ///   first `want`) are split one capability a line (`+ cap`), sorted: their order does
 ///   not matter.
-/// - Runs of `shallow` and of `unshallow` lines are sorted (see [`sort_shallow_runs`]).
+/// - Runs of `shallow` and of `unshallow` lines are sorted (see [`sort_shallow_runs`]),
+///   and so are the lines of a `wanted-refs` section (see [`sort_wanted_refs`]).
 /// - Lines are grouped by who traced them (`clone`, `fetch-pack`, `git`, `sideband`),
 ///   each group in trace order: the processes of one git command trace to the same
 ///   file concurrently, so only the order within one of them is reproducible.
@@ -1020,6 +962,7 @@ fn normalise_trace(trace: &str) -> Vec<String> {
     }
     for group in groups.values_mut() {
         sort_shallow_runs(group);
+        sort_wanted_refs(group);
     }
     groups.into_values().flatten().collect()
 }
@@ -1043,6 +986,25 @@ fn sort_shallow_runs(lines: &mut [String]) {
         }
         lines[start..end].sort();
         start = end;
+    }
+}
+
+/// Sorts the lines of each `wanted-refs` section (up to its delimiter): git keeps the
+/// wanted refs in a hash map, so it answers them in no particular order.
+fn sort_wanted_refs(lines: &mut [String]) {
+    let mut i = 0;
+    while i < lines.len() {
+        if payload(&lines[i]).1 != "wanted-refs" {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < lines.len() && payload(&lines[end]).1 != "0001" {
+            end += 1;
+        }
+        lines[start..end].sort();
+        i = end;
     }
 }
 

@@ -543,7 +543,13 @@ async fn upload_pack_v2(
 ) -> Result<Response, Failure> {
     let request = v2::CommandRequest::parse(body)?;
     log_client_session(repo, &request.caps);
-    let snapshot = existing(state, repo).await?;
+    // The v2 capability advertisement did not look for the repository (it names no
+    // ref), so a missing one is reported here, in words git shows its user.
+    let snapshot = state
+        .repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| Failure::Git(format!("repository '{repo}' not found")))?;
     match request.command.as_str() {
         "ls-refs" => {
             let lines = v2::ls_refs(&snapshot.manifest, &request.args)?;
@@ -580,7 +586,14 @@ async fn upload_pack_v2(
                 },
             )
             .await?;
-            let (acks, send_pack) = v2::acknowledgments(&fetch, &common, can_give_up);
+            let acked = {
+                let (odb, common) = (odb.clone(), common.clone());
+                tokio::task::spawn_blocking(move || fetch::v2_acknowledged(&odb, &common))
+                    .await
+                    .map_err(|e| Failure::Status(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                    .map_err(RepoError::from)?
+            };
+            let (acks, send_pack) = v2::acknowledgments(&fetch, &acked, can_give_up);
             if !send_pack {
                 return Ok(git_response(UPLOAD_RESULT, Body::from(acks)));
             }

@@ -148,13 +148,16 @@ pub fn object_info_request(args: &[String]) -> Result<Vec<ObjectId>, BadRequest>
 }
 
 /// Resolves `want-ref` names against the repository's refs (and `HEAD`), as git's
-/// upload-pack does: an unknown name refuses the whole request.
+/// upload-pack does: an unknown name refuses the whole request; a name asked twice is
+/// answered once.
 pub fn resolve_want_refs(
     manifest: &Manifest,
     names: &[String],
 ) -> Result<Vec<(ObjectId, String)>, BadRequest> {
+    let mut seen = std::collections::HashSet::new();
     names
         .iter()
+        .filter(|name| seen.insert(name.as_str()))
         .map(|name| {
             let id = if name == "HEAD" {
                 manifest.head_id()

@@ -122,12 +122,41 @@ pub fn wants_reach_common(
     Ok(true)
 }
 
+/// The haves git's upload-pack acknowledges in a protocol v2 round: every common
+/// have, in order, except a commit that an earlier have of the same request already
+/// implies (git marks each have commit and its parents as known to the client, and
+/// acknowledges only haves not yet marked).
+pub fn v2_acknowledged(odb: &Odb, common: &[ObjectId]) -> Result<Vec<ObjectId>, super::OdbError> {
+    let mut known: HashSet<ObjectId> = HashSet::new();
+    let mut acks = Vec::new();
+    let mut buf = Vec::new();
+    for id in common {
+        match odb.read(id, &mut buf)? {
+            Some(gix_object::Kind::Commit) => {
+                let implied = !known.insert(*id);
+                known.extend(super::walk::parse_commit(*id, &buf)?.parents);
+                if !implied {
+                    acks.push(*id);
+                }
+            }
+            Some(_) => acks.push(*id),
+            None => {}
+        }
+    }
+    Ok(acks)
+}
+
 /// Starts producing the pack for `request`.
 pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
     let limited = !request.limits.shallow.is_empty()
         || !request.limits.client_shallow.is_empty()
         || request.limits.filter != super::walk::Filter::None;
-    if request.common.is_empty() && !limited {
+    // Everything stored is what a client with nothing that wants every ref gets
+    // (objects no ref reaches any more included, which does no harm). A client that
+    // wants some refs only (`--single-branch`, `--no-tags`) gets what they reach.
+    let wants: HashSet<&ObjectId> = request.wants.iter().collect();
+    let wants_every_ref = manifest.refs.values().all(|r| wants.contains(&r.id));
+    if request.common.is_empty() && !limited && wants_every_ref {
         return packgen::stream_stored_packs(odb);
     }
     let tags: Vec<(ObjectId, ObjectId)> = if request.include_tag {

@@ -10,8 +10,8 @@
 //! `spawn_blocking` threads, never from async tasks.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use gix_hash::{ObjectId, oid};
