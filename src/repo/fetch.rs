@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::manifest::Manifest;
 use super::odb::{ObjectSource, Odb};
-use super::packgen::{self, PackChunks};
-use super::walk::{Boundary, ShallowUpdate, WalkLimits, objects_to_send};
+use super::packgen::{self, PackChunks, Stored};
+use super::walk::{Boundary, Filter, ShallowUpdate, WalkLimits, objects_to_send};
 
 /// What the client asked for, after negotiation.
 #[derive(Debug, Clone, Default)]
@@ -148,17 +148,24 @@ pub fn v2_acknowledged(odb: &Odb, common: &[ObjectId]) -> Result<Vec<ObjectId>, 
 
 /// Starts producing the pack for `request`.
 pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
-    let limited = !request.limits.shallow.is_empty()
-        || !request.limits.client_shallow.is_empty()
-        || request.limits.filter != super::walk::Filter::None;
     // Everything stored is what a client with nothing that wants every ref gets
-    // (objects no ref reaches any more included, which does no harm). A client that
-    // wants some refs only (`--single-branch`, `--no-tags`) gets what they reach.
+    // (objects no ref reaches any more included, which does no harm); with
+    // `blob:none`, every stored commit, tree and tag, when every ref leads to a commit
+    // (a ref to a blob or tree would want that object sent). A client that wants some
+    // refs only (`--single-branch`, `--no-tags`) gets what they reach.
     let wants: HashSet<&ObjectId> = request.wants.iter().collect();
     let wants_every_ref = manifest.refs.values().all(|r| wants.contains(&r.id));
-    if request.common.is_empty() && !limited && wants_every_ref {
-        return packgen::stream_stored_packs(odb);
+    let shallow = !request.limits.shallow.is_empty() || !request.limits.client_shallow.is_empty();
+    let everything = request.common.is_empty() && !shallow && wants_every_ref;
+    if everything && request.limits.filter == Filter::None {
+        return packgen::stream_stored_packs(odb, Stored::All);
     }
+    let without_blobs = everything && request.limits.filter == Filter::BlobNone;
+    let targets: Vec<ObjectId> = manifest
+        .refs
+        .values()
+        .map(|r| r.peeled.unwrap_or(r.id))
+        .collect();
     let tags: Vec<(ObjectId, ObjectId)> = if request.include_tag {
         let mut tags: Vec<_> = manifest
             .refs
@@ -173,6 +180,12 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
     };
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
+        if without_blobs && leads_to_commits(odb.as_ref(), &targets) {
+            if let Err(e) = packgen::copy_stored(odb.as_ref(), Stored::WithoutBlobs, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+            return;
+        }
         // An unshallowed commit is on the client, its parents are not.
         let mut wants = request.wants.clone();
         let mut buf = Vec::new();
@@ -205,6 +218,14 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
         }
     });
     rx
+}
+
+/// Whether every one of `targets` (the refs' peeled values) is a commit.
+fn leads_to_commits(odb: &Odb, targets: &[ObjectId]) -> bool {
+    let mut buf = Vec::new();
+    targets
+        .iter()
+        .all(|id| matches!(odb.read(id, &mut buf), Ok(Some(gix_object::Kind::Commit))))
 }
 
 /// Adds `tag` and the tags it points to (a tag of a tag) to what is sent.

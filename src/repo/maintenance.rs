@@ -30,7 +30,7 @@ use stowage_store::{Error as StoreError, Key, PutMode};
 
 use super::manifest::{Manifest, PackEntry, Retired};
 use super::odb::{ObjectSource, Odb, OdbError, pack_keys};
-use super::packgen::{PackChunks, PackEvent, stream_stored_packs};
+use super::packgen::{PackChunks, PackEvent, Stored, stream_stored_packs};
 use super::push::{check_ref_name, store_pack, transaction_id};
 use super::walk::{parse_commit, peel, tag_target, tree_children};
 use super::{RepoError, RepoName, Repos};
@@ -122,7 +122,7 @@ pub async fn compact(
         .prefix("stowage-compact-")
         .tempdir_in(&repos.config.tmp_dir)
         .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
-    let chunks = stream_stored_packs(odb.clone());
+    let chunks = stream_stored_packs(odb.clone(), Stored::All);
     let dir = tmp.path().to_owned();
     let written = tokio::task::spawn_blocking(move || index_merged(chunks, &dir, &expected))
         .await

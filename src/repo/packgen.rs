@@ -47,23 +47,43 @@ fn header(count: u32) -> Bytes {
     h.freeze()
 }
 
-/// Streams every object of the live packs as one pack.
+/// Which stored entries [`stream_stored_packs`] sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Every object.
+    All,
+    /// Every commit, tree and tag: no blob (a `blob:none` clone).
+    WithoutBlobs,
+}
+
+/// Streams the objects of the live packs that `select` names, as one pack.
 ///
 /// Packs may share objects (a completed thin pack carries copies of its bases), and
-/// git refuses a pack that holds an object twice. Packs without such copies are sent
-/// verbatim; in a pack with copies, the copies are left out and the headers of the
-/// OFS_DELTA entries are rewritten: a delta whose base was left out becomes a
-/// REF_DELTA naming the base (sent earlier in the stream), and the others get the
-/// distance to their base as it is in the output. Entry data is never decompressed.
-pub fn stream_stored_packs(odb: Arc<Odb>) -> PackChunks {
+/// git refuses a pack that holds an object twice. A single pack sent whole goes out
+/// byte for byte, its own header and trailer included (nothing is hashed). Otherwise
+/// the copies are left out (and blobs, for [`Stored::WithoutBlobs`]), and the headers
+/// of OFS_DELTA entries are rewritten: a delta whose base was left out as a copy
+/// becomes a REF_DELTA naming the base (sent earlier in the stream), and the others
+/// get the distance to their base as it is in the output. A delta has the kind of its
+/// base (git never deltas across kinds), so no blob is ever the base of a sent entry.
+/// Entry data is never decompressed.
+pub fn stream_stored_packs(odb: Arc<Odb>, select: Stored) -> PackChunks {
     let (tx, rx) = mpsc::channel(4);
-    tokio::task::spawn_blocking(move || match copy_packs(&odb, &tx) {
-        Ok(()) | Err(OdbError::Cancelled) => {}
-        Err(e) => {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = copy_stored(&odb, select, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });
     rx
+}
+
+/// [`stream_stored_packs`] on the calling thread (blocking); a client that went away
+/// is not an error.
+pub fn copy_stored(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError> {
+    match copy_packs(odb, select, tx) {
+        Err(OdbError::Cancelled) => Ok(()),
+        other => other,
+    }
 }
 
 /// What to leave out of each pack, oldest pack first.
@@ -74,35 +94,116 @@ struct CopyPlan {
     dropped: Vec<HashMap<u64, ObjectId>>,
 }
 
-fn plan_copy(odb: &Odb) -> CopyPlan {
+fn plan_copy(odb: &Odb, select: Stored) -> Result<CopyPlan, OdbError> {
     let packs = odb.packs();
     let mut dropped = vec![HashMap::new(); packs.len()];
-    if packs.len() <= 1 {
+    if packs.len() <= 1 && select == Stored::All {
         let count = packs.iter().map(|p| p.entry.objects).sum();
-        return CopyPlan { count, dropped };
+        return Ok(CopyPlan { count, dropped });
     }
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut count = 0u32;
     for (i, pack) in packs.iter().enumerate().rev() {
+        let blobs = match select {
+            Stored::All => HashSet::new(),
+            Stored::WithoutBlobs => blob_offsets(odb, pack)?,
+        };
         for entry in pack.index.iter() {
-            if seen.insert(entry.oid) {
+            if !blobs.contains(&entry.pack_offset) && seen.insert(entry.oid) {
                 count += 1;
             } else {
                 dropped[i].insert(entry.pack_offset, entry.oid);
             }
         }
     }
-    CopyPlan { count, dropped }
+    Ok(CopyPlan { count, dropped })
 }
 
-fn copy_packs(odb: &Odb, tx: &PackSender) -> Result<(), OdbError> {
-    let plan = plan_copy(odb);
+/// The offsets of a pack's entries that hold blobs, from entry headers alone: a
+/// delta's kind is its base's.
+fn blob_offsets(odb: &Odb, pack: &super::odb::Pack) -> Result<HashSet<u64>, OdbError> {
+    let bytes = odb.data(pack)?.bytes.clone();
+    let corrupt = |message: &str| OdbError::Corrupt {
+        pack: pack.pack_key().to_string(),
+        message: message.to_owned(),
+    };
+    // Kind (1 to 4) by offset, in pack order: an OFS_DELTA's base comes before it.
+    let mut kinds: HashMap<u64, u8> = HashMap::with_capacity(pack.entries_by_offset().len());
+    let mut later: Vec<(u64, ObjectId)> = Vec::new();
+    for &(offset, _) in pack.entries_by_offset() {
+        let entry = bytes
+            .get(offset as usize..)
+            .ok_or_else(|| corrupt("entry outside the pack"))?;
+        let (kind, _, header_len) =
+            parse_entry_header(entry).ok_or_else(|| corrupt("bad entry header"))?;
+        let kind = match kind {
+            1..=4 => kind,
+            OFS_DELTA => {
+                let (distance, _) =
+                    parse_ofs(&entry[header_len..]).ok_or_else(|| corrupt("bad delta offset"))?;
+                let base = offset
+                    .checked_sub(distance)
+                    .ok_or_else(|| corrupt("delta base before the pack"))?;
+                *kinds
+                    .get(&base)
+                    .ok_or_else(|| corrupt("delta base is not an entry"))?
+            }
+            REF_DELTA => {
+                let base = entry
+                    .get(header_len..header_len + 20)
+                    .map(ObjectId::from_bytes_or_panic)
+                    .ok_or_else(|| corrupt("truncated delta base"))?;
+                later.push((offset, base));
+                continue;
+            }
+            _ => return Err(corrupt("unknown entry type")),
+        };
+        kinds.insert(offset, kind);
+    }
+    // REF_DELTAs (rare in stored packs: a merged pack's deltas on dropped copies):
+    // their base may come later, or be in another pack.
+    let mut buf = Vec::new();
+    for (offset, base) in later {
+        let kind = match pack.index.lookup(&base) {
+            Some(i) => kinds.get(&pack.index.pack_offset_at_index(i)).copied(),
+            None => None,
+        };
+        let kind = match kind {
+            Some(kind) => kind,
+            None => match super::odb::read_required(odb, &base, &mut buf)? {
+                Kind::Commit => 1,
+                Kind::Tree => 2,
+                Kind::Blob => 3,
+                Kind::Tag => 4,
+            },
+        };
+        kinds.insert(offset, kind);
+    }
+    Ok(kinds
+        .into_iter()
+        .filter(|(_, kind)| *kind == 3)
+        .map(|(offset, _)| offset)
+        .collect())
+}
+
+fn copy_packs(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError> {
+    let plan = plan_copy(odb, select)?;
     let mut out = Output {
         tx,
         hasher: Sha1::new(),
         written: 0,
     };
     out.progress(format!("Enumerating objects: {}, done.\n", plan.count))?;
+    if let [pack] = odb.packs()
+        && plan.dropped[0].is_empty()
+    {
+        // The stored file is the answer, trailer and all.
+        odb.for_each_pack_chunk(pack, 0..pack.entry.size, OUT_CHUNK, |chunk| {
+            out.send_unhashed(chunk)
+        })?;
+        out.progress(format!("Total {} (all as stored)\n", plan.count))?;
+        return Ok(());
+    }
     out.send(header(plan.count))?;
     // Oldest first, so copies (in newer packs) are the entries left out.
     for (i, pack) in odb.packs().iter().enumerate().rev() {
@@ -130,6 +231,14 @@ struct Output<'a> {
 impl Output<'_> {
     fn send(&mut self, chunk: Bytes) -> Result<(), OdbError> {
         self.hasher.update(&chunk);
+        self.written += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(PackEvent::Data(chunk)))
+            .map_err(|_| OdbError::Cancelled)
+    }
+
+    /// Sends bytes whose checksum is already part of them (a whole stored pack).
+    fn send_unhashed(&mut self, chunk: Bytes) -> Result<(), OdbError> {
         self.written += chunk.len() as u64;
         self.tx
             .blocking_send(Ok(PackEvent::Data(chunk)))
