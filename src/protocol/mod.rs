@@ -186,14 +186,13 @@ fn pack_response_with(
         Framing::Raw => tokio_stream_from(chunks).map(Some).boxed(),
         Framing::Sideband(_) => with_keepalive(chunks, keepalive),
     };
-    let pack = events.filter_map(move |event| {
+    let pack = events.flat_map(move |event| {
         let framed = match (event, framing) {
             (None, _) => Some(Ok(Bytes::from_static(b"0005\x01"))),
             (Some(Ok(PackEvent::Data(bytes))), Framing::Raw) => Some(Ok(bytes)),
             (Some(Ok(PackEvent::Data(bytes))), Framing::Sideband(max)) => {
-                let mut w = PktWriter::new();
-                w.band(1, &bytes, max);
-                Some(Ok(w.finish()))
+                // Each frame's 5-byte header, then its data as it is (not copied).
+                return futures::stream::iter(band_frames(bytes, max)).boxed();
             }
             (Some(Ok(PackEvent::Progress(line))), Framing::Sideband(max)) if progress => {
                 let mut w = PktWriter::new();
@@ -209,10 +208,26 @@ fn pack_response_with(
             }
             (Some(Err(e)), Framing::Raw) => Some(Err(io::Error::other(e.to_string()))),
         };
-        futures::future::ready(framed)
+        futures::stream::iter(framed).boxed()
     });
     let tail = futures::stream::once(async move { Ok(suffix) });
     head.chain(pack).chain(tail).boxed()
+}
+
+/// `data` as side-band 1 frames of at most `max` bytes: header and data of each frame
+/// as separate buffers, the data sliced from `data` without copying.
+fn band_frames(data: Bytes, max: usize) -> Vec<Result<Bytes, io::Error>> {
+    let max = max.max(1);
+    let mut frames = Vec::with_capacity(2 * data.len().div_ceil(max));
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + max).min(data.len());
+        let header = format!("{:04x}\x01", end - start + 5);
+        frames.push(Ok(Bytes::from(header.into_bytes())));
+        frames.push(Ok(data.slice(start..end)));
+        start = end;
+    }
+    frames
 }
 
 /// The events of `rx`, with a `None` for each `interval` in which none came.

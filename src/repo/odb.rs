@@ -53,7 +53,7 @@ pub enum OdbError {
 /// The process-wide caches of pack indexes and pack data, bounded by bytes.
 #[derive(Clone)]
 pub struct Caches {
-    indexes: moka::sync::Cache<Key, Arc<PackIndex>>,
+    indexes: moka::sync::Cache<Key, Arc<CachedIndex>>,
     packs: moka::sync::Cache<Key, Bytes>,
     counters: Arc<CacheCounters>,
 }
@@ -84,8 +84,10 @@ impl Caches {
             indexes: moka::sync::Cache::builder()
                 .max_capacity(index_bytes)
                 // A v2 index: header and fan-out, then id, CRC and offset per object.
-                .weigher(|_, index: &Arc<PackIndex>| {
-                    weight(1072 + 28 * index.num_objects() as usize)
+                // A v2 index (header and fan-out, then id, CRC and offset per
+                // object), and the entries in pack order with their kinds and bases.
+                .weigher(|_, cached: &Arc<CachedIndex>| {
+                    weight(1072 + 64 * cached.index.num_objects() as usize)
                 })
                 .build(),
             packs: moka::sync::Cache::builder()
@@ -96,7 +98,7 @@ impl Caches {
         }
     }
 
-    fn index(&self, key: &Key) -> Option<Arc<PackIndex>> {
+    fn index(&self, key: &Key) -> Option<Arc<CachedIndex>> {
         let found = self.indexes.get(key);
         let counter = match found {
             Some(_) => &self.counters.index_hits,
@@ -158,14 +160,42 @@ pub trait ObjectSource: Sync {
     fn contains(&self, id: &oid) -> bool;
 }
 
+/// A parsed pack index, with what is derived from it and the pack once and then kept
+/// as long as the index is cached: packs never change.
+pub struct CachedIndex {
+    pub index: Arc<PackIndex>,
+    /// Entries in pack order: (offset, id).
+    by_offset: OnceLock<Vec<(u64, ObjectId)>>,
+    /// Per entry in pack order, from the entry headers: its kind and, for an
+    /// OFS_DELTA, the position of its base.
+    layout: OnceLock<Arc<Layout>>,
+}
+
+impl std::fmt::Debug for CachedIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedIndex")
+            .field("objects", &self.index.num_objects())
+            .finish()
+    }
+}
+
+/// The kinds and delta bases of a pack's entries, in pack order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Kind of each entry (git's type number 1 to 4: commit, tree, blob, tag); a delta
+    /// has its base's kind.
+    pub kinds: Vec<u8>,
+    /// Position of each OFS_DELTA's base (`u32::MAX` for other entries).
+    pub ofs_base: Vec<u32>,
+}
+
 /// One live pack of a repository.
 pub struct Pack {
     pub entry: PackEntry,
     pub index: Arc<PackIndex>,
+    cached: Arc<CachedIndex>,
     pack_key: Key,
     data: OnceLock<Arc<LoadedPack>>,
-    /// Entries in pack order: (offset, id).
-    by_offset: OnceLock<Vec<(u64, ObjectId)>>,
 }
 
 impl std::fmt::Debug for Pack {
@@ -194,7 +224,7 @@ impl std::fmt::Debug for LoadedPack {
 impl Pack {
     /// Entries in pack order: (offset, id).
     pub fn entries_by_offset(&self) -> &[(u64, ObjectId)] {
-        self.by_offset.get_or_init(|| {
+        self.cached.by_offset.get_or_init(|| {
             let mut entries: Vec<(u64, ObjectId)> =
                 self.index.iter().map(|e| (e.pack_offset, e.oid)).collect();
             entries.sort_unstable();
@@ -222,6 +252,16 @@ impl Pack {
 
     pub fn pack_key(&self) -> &Key {
         &self.pack_key
+    }
+
+    /// The pack's [`Layout`], worked out by `compute` on first use and then kept with
+    /// its cached index.
+    pub fn layout<E>(&self, compute: impl FnOnce() -> Result<Layout, E>) -> Result<Arc<Layout>, E> {
+        if let Some(layout) = self.cached.layout.get() {
+            return Ok(layout.clone());
+        }
+        let layout = Arc::new(compute()?);
+        Ok(self.cached.layout.get_or_init(|| layout).clone())
     }
 }
 
@@ -268,8 +308,8 @@ impl Odb {
             let caches = caches.clone();
             let (pack_key, index_key) = pack_keys(repo, &entry.hash);
             async move {
-                let index = match caches.index(&index_key) {
-                    Some(index) => index,
+                let cached = match caches.index(&index_key) {
+                    Some(cached) => cached,
                     None => {
                         let bytes = store.get(&index_key).await?.bytes;
                         let path = PathBuf::from(index_key.as_str());
@@ -278,17 +318,21 @@ impl Odb {
                                 pack: index_key.to_string(),
                                 message: e.to_string(),
                             })?;
-                        let index = Arc::new(index);
-                        caches.indexes.insert(index_key, index.clone());
-                        index
+                        let cached = Arc::new(CachedIndex {
+                            index: Arc::new(index),
+                            by_offset: OnceLock::new(),
+                            layout: OnceLock::new(),
+                        });
+                        caches.indexes.insert(index_key, cached.clone());
+                        cached
                     }
                 };
                 Ok::<_, OdbError>(Pack {
                     entry: entry.clone(),
-                    index,
+                    index: cached.index.clone(),
+                    cached,
                     pack_key,
                     data: OnceLock::new(),
-                    by_offset: OnceLock::new(),
                 })
             }
         });
@@ -339,10 +383,15 @@ impl Odb {
         let mut stream = self
             .runtime
             .block_on(self.store.get_range_stream(&pack.pack_key, range.into()))?;
-        let mut buf = bytes::BytesMut::with_capacity(chunk);
+        let mut buf = bytes::BytesMut::new();
         while let Some(part) = self.runtime.block_on(stream.next()) {
             let part =
                 part.map_err(|e| stowage_store::Error::from_io(pack.pack_key.as_str(), e))?;
+            // Parts of a useful size go on as they are; small ones are gathered.
+            if buf.is_empty() && part.len() >= chunk / 2 {
+                each(part)?;
+                continue;
+            }
             buf.extend_from_slice(&part);
             if buf.len() >= chunk {
                 each(buf.split().freeze())?;

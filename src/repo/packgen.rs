@@ -10,8 +10,7 @@
 //!
 //! [gitformat-pack]: https://git-scm.com/docs/gitformat-pack
 
-use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,7 +19,7 @@ use gix_object::Kind;
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
 
-use super::odb::{Odb, OdbError, read_required};
+use super::odb::{Layout, Odb, OdbError, Pack, read_required};
 
 /// What producing a pack yields, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,104 +85,130 @@ pub fn copy_stored(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), Odb
     }
 }
 
-/// What to leave out of each pack, oldest pack first.
+/// What to leave out of each pack.
 struct CopyPlan {
     count: u32,
-    /// Per pack (in `odb.packs()` order): offsets of the entries to leave out, and the
-    /// id of each.
-    dropped: Vec<HashMap<u64, ObjectId>>,
+    /// Per pack (in `odb.packs()` order), per entry in pack order
+    /// ([`Pack::entries_by_offset`](super::odb::Pack::entries_by_offset)): whether it is
+    /// left out. `None` when the whole pack is sent.
+    dropped: Vec<Option<Vec<bool>>>,
 }
 
 fn plan_copy(odb: &Odb, select: Stored) -> Result<CopyPlan, OdbError> {
     let packs = odb.packs();
-    let mut dropped = vec![HashMap::new(); packs.len()];
-    if packs.len() <= 1 && select == Stored::All {
+    let mut dropped = vec![None; packs.len()];
+    let several = packs.len() > 1;
+    if !several && select == Stored::All {
         let count = packs.iter().map(|p| p.entry.objects).sum();
         return Ok(CopyPlan { count, dropped });
     }
     let mut seen: HashSet<ObjectId> = HashSet::new();
     let mut count = 0u32;
+    // Oldest first: the copies left out are the ones in newer packs.
     for (i, pack) in packs.iter().enumerate().rev() {
-        let blobs = match select {
-            Stored::All => HashSet::new(),
-            Stored::WithoutBlobs => blob_offsets(odb, pack)?,
+        let entries = pack.entries_by_offset();
+        let mut drop = match select {
+            Stored::All => vec![false; entries.len()],
+            Stored::WithoutBlobs => blob_mask(odb, pack)?,
         };
-        for entry in pack.index.iter() {
-            if !blobs.contains(&entry.pack_offset) && seen.insert(entry.oid) {
-                count += 1;
-            } else {
-                dropped[i].insert(entry.pack_offset, entry.oid);
+        for (j, (_, id)) in entries.iter().enumerate() {
+            if drop[j] {
+                continue;
             }
+            if several && !seen.insert(*id) {
+                drop[j] = true;
+            } else {
+                count += 1;
+            }
+        }
+        if drop.contains(&true) {
+            dropped[i] = Some(drop);
         }
     }
     Ok(CopyPlan { count, dropped })
 }
 
-/// The offsets of a pack's entries that hold blobs, from entry headers alone: a
-/// delta's kind is its base's.
-fn blob_offsets(odb: &Odb, pack: &super::odb::Pack) -> Result<HashSet<u64>, OdbError> {
+/// Which of a pack's entries (in pack order) hold blobs.
+fn blob_mask(odb: &Odb, pack: &Pack) -> Result<Vec<bool>, OdbError> {
+    let layout = pack.layout(|| layout(odb, pack))?;
+    Ok(layout.kinds.iter().map(|kind| *kind == 3).collect())
+}
+
+/// Works out a pack's [`Layout`] from its entry headers alone (a delta's kind is its
+/// base's): no entry is decompressed, except the rare REF_DELTA whose base is in
+/// another pack.
+fn layout(odb: &Odb, pack: &Pack) -> Result<Layout, OdbError> {
     let bytes = odb.data(pack)?.bytes.clone();
     let corrupt = |message: &str| OdbError::Corrupt {
         pack: pack.pack_key().to_string(),
         message: message.to_owned(),
     };
-    // Kind (1 to 4) by offset, in pack order: an OFS_DELTA's base comes before it.
-    let mut kinds: HashMap<u64, u8> = HashMap::with_capacity(pack.entries_by_offset().len());
-    let mut later: Vec<(u64, ObjectId)> = Vec::new();
-    for &(offset, _) in pack.entries_by_offset() {
+    let entries = pack.entries_by_offset();
+    let position = |offset: u64| entries.binary_search_by_key(&offset, |e| e.0).ok();
+    // Kind 0 while unknown: an OFS_DELTA's base comes before it, a REF_DELTA's may not.
+    let mut kinds = vec![0u8; entries.len()];
+    let mut ofs_base = vec![u32::MAX; entries.len()];
+    let mut later: Vec<(usize, ObjectId)> = Vec::new();
+    for (j, &(offset, _)) in entries.iter().enumerate() {
         let entry = bytes
             .get(offset as usize..)
             .ok_or_else(|| corrupt("entry outside the pack"))?;
         let (kind, _, header_len) =
             parse_entry_header(entry).ok_or_else(|| corrupt("bad entry header"))?;
-        let kind = match kind {
+        kinds[j] = match kind {
             1..=4 => kind,
             OFS_DELTA => {
                 let (distance, _) =
                     parse_ofs(&entry[header_len..]).ok_or_else(|| corrupt("bad delta offset"))?;
                 let base = offset
                     .checked_sub(distance)
-                    .ok_or_else(|| corrupt("delta base before the pack"))?;
-                *kinds
-                    .get(&base)
-                    .ok_or_else(|| corrupt("delta base is not an entry"))?
+                    .and_then(position)
+                    .ok_or_else(|| corrupt("delta base is not an entry"))?;
+                ofs_base[j] = base as u32;
+                kinds[base]
             }
             REF_DELTA => {
                 let base = entry
                     .get(header_len..header_len + 20)
                     .map(ObjectId::from_bytes_or_panic)
                     .ok_or_else(|| corrupt("truncated delta base"))?;
-                later.push((offset, base));
-                continue;
+                later.push((j, base));
+                0
             }
             _ => return Err(corrupt("unknown entry type")),
         };
-        kinds.insert(offset, kind);
     }
     // REF_DELTAs (rare in stored packs: a merged pack's deltas on dropped copies):
-    // their base may come later, or be in another pack.
+    // their base may come later in the pack, or be in another pack. Whatever still
+    // has no kind after that is decoded.
     let mut buf = Vec::new();
-    for (offset, base) in later {
-        let kind = match pack.index.lookup(&base) {
-            Some(i) => kinds.get(&pack.index.pack_offset_at_index(i)).copied(),
-            None => None,
-        };
-        let kind = match kind {
+    for (j, base) in later {
+        let in_pack = pack
+            .index
+            .lookup(base)
+            .and_then(|i| position(pack.index.pack_offset_at_index(i)))
+            .map(|k| kinds[k])
+            .filter(|kind| *kind != 0);
+        kinds[j] = match in_pack {
             Some(kind) => kind,
-            None => match super::odb::read_required(odb, &base, &mut buf)? {
-                Kind::Commit => 1,
-                Kind::Tree => 2,
-                Kind::Blob => 3,
-                Kind::Tag => 4,
-            },
+            None => kind_bits(super::odb::read_required(odb, &base, &mut buf)?),
         };
-        kinds.insert(offset, kind);
     }
-    Ok(kinds
-        .into_iter()
-        .filter(|(_, kind)| *kind == 3)
-        .map(|(offset, _)| offset)
-        .collect())
+    for (j, kind) in kinds.iter_mut().enumerate() {
+        if *kind == 0 {
+            *kind = kind_bits(super::odb::read_required(odb, &entries[j].1, &mut buf)?);
+        }
+    }
+    Ok(Layout { kinds, ofs_base })
+}
+
+fn kind_bits(kind: Kind) -> u8 {
+    match kind {
+        Kind::Commit => 1,
+        Kind::Tree => 2,
+        Kind::Blob => 3,
+        Kind::Tag => 4,
+    }
 }
 
 fn copy_packs(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError> {
@@ -194,9 +219,7 @@ fn copy_packs(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError
         written: 0,
     };
     out.progress(format!("Enumerating objects: {}, done.\n", plan.count))?;
-    if let [pack] = odb.packs()
-        && plan.dropped[0].is_empty()
-    {
+    if let ([pack], [None]) = (odb.packs(), plan.dropped.as_slice()) {
         // The stored file is the answer, trailer and all.
         odb.for_each_pack_chunk(pack, 0..pack.entry.size, OUT_CHUNK, |chunk| {
             out.send_unhashed(chunk)
@@ -208,11 +231,10 @@ fn copy_packs(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError
     // Oldest first, so copies (in newer packs) are the entries left out.
     for (i, pack) in odb.packs().iter().enumerate().rev() {
         let end = pack.entry.size.saturating_sub(20);
-        if plan.dropped[i].is_empty() {
+        match &plan.dropped[i] {
             // Entries sit between the 12-byte header and the 20-byte trailer.
-            odb.for_each_pack_chunk(pack, 12..end, OUT_CHUNK, |chunk| out.send(chunk))?;
-        } else {
-            copy_filtered(odb, pack, &plan.dropped[i], &mut out)?;
+            None => odb.for_each_pack_chunk(pack, 12..end, OUT_CHUNK, |chunk| out.send(chunk))?,
+            Some(drop) => copy_filtered(odb, pack, drop, &mut out)?,
         }
     }
     let digest = Bytes::copy_from_slice(&out.hasher.clone().finalize());
@@ -254,8 +276,8 @@ impl Output<'_> {
 
 fn copy_filtered(
     odb: &Odb,
-    pack: &super::odb::Pack,
-    dropped: &HashMap<u64, ObjectId>,
+    pack: &Pack,
+    dropped: &[bool],
     out: &mut Output<'_>,
 ) -> Result<(), OdbError> {
     let corrupt = |message: &str| OdbError::Corrupt {
@@ -264,39 +286,37 @@ fn copy_filtered(
     };
     let end = pack.entry.size.saturating_sub(20);
     let bytes = odb.data(pack)?.bytes.clone();
-    let mut offsets: Vec<u64> = pack.index.iter().map(|e| e.pack_offset).collect();
-    offsets.sort_unstable();
-    // Where each kept entry of this pack starts in the output.
-    let mut moved: HashMap<u64, u64> = HashMap::with_capacity(offsets.len());
+    let entries = pack.entries_by_offset();
+    let layout = pack.layout(|| layout(odb, pack))?;
+    // Where each kept entry starts in the output.
+    let mut moved = vec![u64::MAX; entries.len()];
     let mut buf = Vec::with_capacity(OUT_CHUNK * 2);
-    for (n, &offset) in offsets.iter().enumerate() {
-        let next = offsets.get(n + 1).copied().unwrap_or(end);
-        if dropped.contains_key(&offset) {
+    for (j, &(offset, _)) in entries.iter().enumerate() {
+        if dropped[j] {
             continue;
         }
+        let next = entries.get(j + 1).map_or(end, |e| e.0);
         let entry = bytes
             .get(offset as usize..next as usize)
             .ok_or_else(|| corrupt("entry outside the pack"))?;
         let here = out.written + buf.len() as u64;
-        moved.insert(offset, here);
+        moved[j] = here;
         let (kind, size, header_len) =
             parse_entry_header(entry).ok_or_else(|| corrupt("bad entry header"))?;
         if kind == OFS_DELTA {
             let (distance, used) =
                 parse_ofs(&entry[header_len..]).ok_or_else(|| corrupt("bad delta offset"))?;
-            let base = offset
-                .checked_sub(distance)
-                .ok_or_else(|| corrupt("delta base before the pack"))?;
+            let base = layout.ofs_base[j] as usize;
+            if offset.checked_sub(distance) != entries.get(base).map(|e| e.0) {
+                return Err(corrupt("delta base is not an entry"));
+            }
             let payload = &entry[header_len + used..];
-            if let Some(base_id) = dropped.get(&base) {
+            if dropped[base] {
                 write_type_and_size(REF_DELTA, size, &mut buf);
-                buf.extend_from_slice(base_id.as_slice());
+                buf.extend_from_slice(entries[base].1.as_slice());
             } else {
-                let new_base = moved
-                    .get(&base)
-                    .ok_or_else(|| corrupt("delta base is not an entry"))?;
                 write_type_and_size(OFS_DELTA, size, &mut buf);
-                write_ofs(here - new_base, &mut buf);
+                write_ofs(here - moved[base], &mut buf);
             }
             buf.extend_from_slice(payload);
         } else {
@@ -400,15 +420,15 @@ pub fn write_objects(odb: &Odb, ids: &[ObjectId], tx: &PackSender) -> Result<(),
     buf.extend_from_slice(&header(ids.len() as u32));
     let mut object = Vec::new();
     let mut reused = 0usize;
+    // One compressor for every object, reset in between (setting one up is costly).
+    let mut compress = flate2::Compress::new(flate2::Compression::fast(), true);
     for id in ids {
         if copy_entry(odb, id, &sending, &mut buf)? {
             reused += 1;
         } else {
             let kind = read_required(odb, id, &mut object)?;
             entry_header(kind, object.len(), &mut buf);
-            let mut z = flate2::write::ZlibEncoder::new(&mut buf, flate2::Compression::fast());
-            z.write_all(&object).expect("writing to a Vec cannot fail");
-            z.finish().expect("writing to a Vec cannot fail");
+            deflate(&mut compress, &object, &mut buf);
         }
         if buf.len() >= OUT_CHUNK {
             out.send(Bytes::from(std::mem::take(&mut buf)))?;
@@ -421,6 +441,24 @@ pub fn write_objects(odb: &Odb, ids: &[ObjectId], tx: &PackSender) -> Result<(),
     out.send(digest)?;
     out.progress(format!("Total {} (reused {reused} as stored)\n", ids.len()))?;
     Ok(())
+}
+
+/// Appends `data` to `out` as one zlib stream.
+fn deflate(compress: &mut flate2::Compress, data: &[u8], out: &mut Vec<u8>) {
+    compress.reset();
+    let mut input = data;
+    loop {
+        // Room for the whole stream in the worst case (stored blocks).
+        out.reserve(input.len() + input.len() / 1000 + 64);
+        let before = compress.total_in();
+        let status = compress
+            .compress_vec(input, out, flate2::FlushCompress::Finish)
+            .expect("deflating into memory cannot fail");
+        input = &input[(compress.total_in() - before) as usize..];
+        if status == flate2::Status::StreamEnd {
+            return;
+        }
+    }
 }
 
 /// Appends the stored entry of `id` to `out` if the client can use it as it is;
