@@ -629,9 +629,8 @@ async fn upload_pack_v2(
             let ids = v2::object_info_request(&request.args)?;
             let odb = Arc::new(state.repos.odb(repo, &snapshot.manifest).await?);
             let sizes = tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::new();
                 ids.into_iter()
-                    .map(|id| Ok((id, odb.read(&id, &mut buf)?.map(|_| buf.len() as u64))))
+                    .map(|id| Ok((id, odb.size(&id)?)))
                     .collect::<Result<Vec<_>, crate::repo::OdbError>>()
             })
             .await

@@ -158,6 +158,13 @@ pub trait ObjectSource: Sync {
 
     /// Whether the source has the object, without reading it.
     fn contains(&self, id: &oid) -> bool;
+
+    /// The object's size in bytes, or `None` if the source does not have it. Sources
+    /// that can tell without reading the whole object do so.
+    fn size(&self, id: &oid) -> Result<Option<u64>, OdbError> {
+        let mut buf = Vec::new();
+        Ok(self.read(id, &mut buf)?.map(|_| buf.len() as u64))
+    }
 }
 
 /// A parsed pack index, with what is derived from it and the pack once and then kept
@@ -478,6 +485,47 @@ impl ObjectSource for Odb {
 
     fn contains(&self, id: &oid) -> bool {
         self.locate(id).is_some()
+    }
+
+    /// From the entry header for a whole object; for a delta, from the start of its
+    /// data (the delta names the size of its result first, after its base's), which
+    /// is all that gets inflated.
+    fn size(&self, id: &oid) -> Result<Option<u64>, OdbError> {
+        let Some((pack, index)) = self.locate(id) else {
+            return Ok(None);
+        };
+        let loaded = self.data(pack)?;
+        let offset = pack.index.pack_offset_at_index(index);
+        let corrupt = |e: &dyn std::fmt::Display| OdbError::Corrupt {
+            pack: pack.pack_key.to_string(),
+            message: e.to_string(),
+        };
+        let entry = loaded.data.entry(offset).map_err(|e| corrupt(&e))?;
+        if !entry.header.is_delta() {
+            return Ok(Some(entry.decompressed_size));
+        }
+        let data = loaded
+            .bytes
+            .get(entry.data_offset as usize..pack.entry_end(offset) as usize)
+            .ok_or_else(|| corrupt(&"entry outside the pack"))?;
+        // Two varints of at most 10 bytes each.
+        let mut head = [0u8; 20];
+        let mut inflate = gix_zlib::Inflate::default();
+        let (_, _, written) = inflate.once(data, &mut head).map_err(|e| corrupt(&e))?;
+        let varint = |bytes: &[u8]| -> Option<(u64, usize)> {
+            let mut value = 0u64;
+            for (i, b) in bytes.iter().enumerate().take(10) {
+                value |= u64::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    return Some((value, i + 1));
+                }
+            }
+            None
+        };
+        let head = &head[..written];
+        let (_, base_len) = varint(head).ok_or_else(|| corrupt(&"bad delta header"))?;
+        let (size, _) = varint(&head[base_len..]).ok_or_else(|| corrupt(&"bad delta header"))?;
+        Ok(Some(size))
     }
 }
 

@@ -636,7 +636,7 @@ pub fn objects_to_send(
                 filter.keeps_tree(depth)
             } else {
                 filter.keeps_blob(depth, &mut || {
-                    read_required(source, &id, &mut buf).map(|_| buf.len() as u64)
+                    source.size(&id)?.ok_or(OdbError::Missing(id))
                 })?
             };
         if keep {
