@@ -202,7 +202,8 @@ fn pack_count(repo: &Path) -> usize {
 }
 
 /// Number of objects in the newest pack of `repo`.
-fn newest_pack_objects(sb: &Sandbox, repo: &Path) -> usize {
+/// The objects in the newest pack of `repo`.
+fn newest_pack_objects(sb: &Sandbox, repo: &Path) -> BTreeSet<String> {
     let dir = repo.join(".git/objects/pack");
     let newest = std::fs::read_dir(&dir)
         .expect("pack dir")
@@ -215,14 +216,15 @@ fn newest_pack_objects(sb: &Sandbox, repo: &Path) -> usize {
         &["verify-pack", "-v", &newest.path().display().to_string()],
     );
     out.lines()
-        .filter(|l| {
+        .filter_map(|l| {
             let mut parts = l.split_whitespace();
-            parts.next().is_some_and(|id| id.len() == 40)
-                && parts
-                    .next()
-                    .is_some_and(|kind| ["commit", "tree", "blob", "tag"].contains(&kind))
+            let id = parts.next().filter(|id| id.len() == 40)?;
+            let kind = parts.next()?;
+            ["commit", "tree", "blob", "tag"]
+                .contains(&kind)
+                .then(|| id.to_owned())
         })
-        .count()
+        .collect()
 }
 
 fn incremental_and_no_op_fetch(backend: Backend) {
@@ -275,6 +277,7 @@ fn incremental_and_no_op_fetch(backend: Backend) {
             )
         };
         sb.git(&src, &["push", "-q", &url, "main"]);
+        let had: BTreeSet<String> = all_objects(&sb, &clone).into_iter().collect();
         sb.git(
             &clone,
             &[
@@ -289,10 +292,19 @@ fn incremental_and_no_op_fetch(backend: Backend) {
         );
         assert_eq!(sb.git(&clone, &["rev-parse", "origin/main"]).trim(), tip);
         assert_eq!(pack_count(&clone), before + 1);
+        // The pack is thin (trees sent as deltas on the client's trees): git completes
+        // it with those bases, at most the 2 root trees and 2 subtrees the new ones
+        // replace.
+        let received = newest_pack_objects(&sb, &clone);
         assert_eq!(
-            newest_pack_objects(&sb, &clone),
+            received.difference(&had).count(),
             8,
             "only the new objects travel (v{version})"
+        );
+        assert!(
+            received.len() <= 8 + 4,
+            "{} objects in the received pack (v{version})",
+            received.len()
         );
         sb.git(&clone, &["fsck", "--full"]);
     }

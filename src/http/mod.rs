@@ -525,6 +525,7 @@ async fn upload_pack_v0(
             include_tag: request.has("include-tag"),
             limits,
             unshallow: update.unshallow,
+            thin_pack: request.has("thin-pack"),
         },
     );
     let suffix = match framing {
@@ -613,6 +614,7 @@ async fn upload_pack_v2(
                     include_tag: fetch.include_tag,
                     limits,
                     unshallow: update.unshallow,
+                    thin_pack: fetch.thin_pack,
                 },
             );
             let framing = Framing::from_caps(true, false);

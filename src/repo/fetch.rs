@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::manifest::Manifest;
 use super::odb::{ObjectSource, Odb};
 use super::packgen::{self, PackChunks, Stored};
-use super::walk::{Boundary, Filter, ShallowUpdate, WalkLimits, objects_to_send};
+use super::walk::{Boundary, Filter, ShallowUpdate, WalkLimits, objects_to_send_and_edge};
 
 /// What the client asked for, after negotiation.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +27,8 @@ pub struct FetchRequest {
     pub limits: WalkLimits,
     /// Client shallow commits whose history is now sent (`unshallow`).
     pub unshallow: Vec<ObjectId>,
+    /// The client takes a thin pack: deltas on objects it has (`thin-pack`).
+    pub thin_pack: bool,
 }
 
 /// Computes the shallow update of a shallow fetch (blocking work, run off the runtime).
@@ -203,15 +205,19 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
         // The client has its unshallowed commits (not their parents).
         let mut haves = request.common.clone();
         haves.extend(request.unshallow.iter().copied());
-        let result =
-            objects_to_send(odb.as_ref(), &wants, &haves, &request.limits).and_then(|mut ids| {
+        // Deltas on objects the client has are sent as they are stored when it takes a
+        // thin pack, unless it is shallow or filtered (it may lack such a base).
+        let thin = request.thin_pack && !shallow && request.limits.filter == Filter::None;
+        let result = objects_to_send_and_edge(odb.as_ref(), &wants, &haves, &request.limits)
+            .and_then(|(mut ids, edge)| {
+                let client_has = if thin { edge } else { HashSet::new() };
                 let mut sent: HashSet<ObjectId> = ids.iter().copied().collect();
                 for (tag, target) in tags {
                     if sent.contains(&target) {
                         add_tag_chain(odb.as_ref(), tag, &mut sent, &mut ids)?;
                     }
                 }
-                packgen::write_objects(odb.as_ref(), &ids, &tx)
+                packgen::write_objects(odb.as_ref(), &ids, &client_has, &tx)
             });
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));

@@ -405,10 +405,16 @@ fn entry_header(kind: Kind, size: usize, out: &mut Vec<u8>) {
 
 /// Writes `ids` (which `odb` must have) as a pack. Stored entries are copied as they
 /// are, compressed, whenever the client can use them: whole objects always, deltas when
-/// their base is in the same pack (sent as REF_DELTA naming it, which git resolves in
-/// any order). Other deltas are resolved and written whole, zlib level 1.
+/// their base is in the same pack or in `client_has` (a thin pack), sent as REF_DELTA
+/// naming it, which git resolves in any order. Other deltas are resolved and written
+/// whole, zlib level 1.
 /// Blocking: run it on a `spawn_blocking` thread; chunks go to `tx` as they fill.
-pub fn write_objects(odb: &Odb, ids: &[ObjectId], tx: &PackSender) -> Result<(), OdbError> {
+pub fn write_objects(
+    odb: &Odb,
+    ids: &[ObjectId],
+    client_has: &HashSet<ObjectId>,
+    tx: &PackSender,
+) -> Result<(), OdbError> {
     let sending: HashSet<ObjectId> = ids.iter().copied().collect();
     let mut out = Output {
         tx,
@@ -423,7 +429,7 @@ pub fn write_objects(odb: &Odb, ids: &[ObjectId], tx: &PackSender) -> Result<(),
     // One compressor for every object, reset in between (setting one up is costly).
     let mut compress = flate2::Compress::new(flate2::Compression::fast(), true);
     for id in ids {
-        if copy_entry(odb, id, &sending, &mut buf)? {
+        if copy_entry(odb, id, &sending, client_has, &mut buf)? {
             reused += 1;
         } else {
             let kind = read_required(odb, id, &mut object)?;
@@ -467,8 +473,10 @@ fn copy_entry(
     odb: &Odb,
     id: &ObjectId,
     sending: &HashSet<ObjectId>,
+    client_has: &HashSet<ObjectId>,
     out: &mut Vec<u8>,
 ) -> Result<bool, OdbError> {
+    let usable = |base: &ObjectId| sending.contains(base) || client_has.contains(base);
     let Some((pack, index)) = odb.locate(id) else {
         return Ok(false);
     };
@@ -494,7 +502,7 @@ fn copy_entry(
                 .checked_sub(distance)
                 .and_then(|o| pack.id_at(o))
                 .ok_or_else(|| corrupt("delta base is not an entry"))?;
-            if !sending.contains(&base) {
+            if !usable(&base) {
                 return Ok(false);
             }
             write_type_and_size(REF_DELTA, size, out);
@@ -506,7 +514,7 @@ fn copy_entry(
                 .get(header_len..header_len + 20)
                 .map(ObjectId::from_bytes_or_panic)
                 .ok_or_else(|| corrupt("truncated delta base"))?;
-            if !sending.contains(&base) {
+            if !usable(&base) {
                 return Ok(false);
             }
             out.extend_from_slice(raw);

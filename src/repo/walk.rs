@@ -445,6 +445,17 @@ pub fn objects_to_send(
     haves: &[ObjectId],
     limits: &WalkLimits,
 ) -> Result<Vec<ObjectId>, OdbError> {
+    Ok(objects_to_send_and_edge(source, wants, haves, limits)?.0)
+}
+
+/// [`objects_to_send`], and the trees and blobs of the client's commits at the edge
+/// of what is sent: objects the client has, which a thin pack may use as delta bases.
+pub fn objects_to_send_and_edge(
+    source: &dyn ObjectSource,
+    wants: &[ObjectId],
+    haves: &[ObjectId],
+    limits: &WalkLimits,
+) -> Result<(Vec<ObjectId>, HashSet<ObjectId>), OdbError> {
     let mut buf = Vec::new();
     let mut out: Vec<ObjectId> = Vec::new();
     let mut sent: HashSet<ObjectId> = HashSet::new();
@@ -652,7 +663,7 @@ pub fn objects_to_send(
             );
         }
     }
-    Ok(out)
+    Ok((out, excluded))
 }
 
 /// Marks `id` and every ancestor already known to the walk uninteresting, keeping the
