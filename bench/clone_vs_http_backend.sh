@@ -6,7 +6,8 @@
 #   - stowage's peak RSS while receiving a ~200 MB push, and while serving its clone;
 #   - with S3_URL set (an existing bucket, for example on LocalStack), stowage's store requests
 #     for a push of the corpus, a full clone and a no-op fetch.
-# Installs nginx and fcgiwrap (Debian packages) when missing. Not part of the tests.
+# The full benchmark of BENCHMARKS.md is bench/run.sh; this script remains for the S3
+# request counts. Installs nginx and fcgiwrap (Debian packages) when missing. Not part of the tests.
 #
 #   bench/clone_vs_http_backend.sh                 # clone + RSS figures
 #   S3_URL=s3://bench bench/clone_vs_http_backend.sh   # and S3 request counts
