@@ -354,10 +354,10 @@ impl ObjectSource for DynSource<'_> {
     }
 }
 
-/// Stores a pack's two files with `Create`. A file that is already there is the same
-/// pack (names are checksums): fine when a manifest lists it (`listed`); otherwise it
-/// may be garbage about to be collected, so it is written again, which makes it young
-/// for garbage collection.
+/// Stores a pack's two files with `Create`, both at once. A file that is already there
+/// is the same pack (names are checksums): fine when a manifest lists it (`listed`);
+/// otherwise it may be garbage about to be collected, so it is written again, which
+/// makes it young for garbage collection.
 pub(super) async fn store_pack(
     repos: &Repos,
     repo: &RepoName,
@@ -367,39 +367,44 @@ pub(super) async fn store_pack(
     listed: bool,
 ) -> Result<(), RepoError> {
     let (pack_key, index_key) = pack_keys(repo, hash);
-    let io = |e| RepoError::Store(StoreError::from_io(pack_key.as_str(), e));
-    let mut mode = PutMode::Create;
-    loop {
-        let file = tokio::fs::File::open(data_path).await.map_err(io)?;
-        let body = Box::pin(futures::StreamExt::map(
-            tokio_util::io::ReaderStream::with_capacity(file, 1 << 20),
-            |r| r,
-        ));
-        match repos.store.put_stream(&pack_key, body, mode.clone()).await {
-            Ok(_) => break,
-            Err(StoreError::AlreadyExists { .. }) if listed => break,
-            Err(StoreError::AlreadyExists { .. }) => mode = PutMode::Overwrite,
-            Err(e) => return Err(e.into()),
+    let pack = async {
+        let mut mode = PutMode::Create;
+        loop {
+            let file = tokio::fs::File::open(data_path)
+                .await
+                .map_err(|e| StoreError::from_io(pack_key.as_str(), e))?;
+            let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+            match repos.store.put_stream(&pack_key, body, mode.clone()).await {
+                Err(StoreError::AlreadyExists { .. }) if !listed && mode == PutMode::Create => {
+                    mode = PutMode::Overwrite;
+                }
+                Ok(_) | Err(StoreError::AlreadyExists { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
-    }
-    let index = Bytes::from(tokio::fs::read(index_path).await.map_err(io)?);
-    let mode = if mode == PutMode::Overwrite {
-        PutMode::Overwrite
-    } else {
-        PutMode::Create
     };
-    match repos.store.put(&index_key, index.clone(), mode).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::AlreadyExists { .. }) if listed => Ok(()),
-        Err(StoreError::AlreadyExists { .. }) => {
-            repos
+    let index = async {
+        let bytes = Bytes::from(
+            tokio::fs::read(index_path)
+                .await
+                .map_err(|e| StoreError::from_io(index_key.as_str(), e))?,
+        );
+        match repos
+            .store
+            .put(&index_key, bytes.clone(), PutMode::Create)
+            .await
+        {
+            Err(StoreError::AlreadyExists { .. }) if !listed => repos
                 .store
-                .put(&index_key, index, PutMode::Overwrite)
-                .await?;
-            Ok(())
+                .put(&index_key, bytes, PutMode::Overwrite)
+                .await
+                .map(drop),
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e.into()),
-    }
+    };
+    futures::future::try_join(pack, index).await?;
+    Ok(())
 }
 
 pub(super) fn transaction_id() -> String {
