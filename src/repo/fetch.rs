@@ -152,8 +152,8 @@ pub fn v2_acknowledged(odb: &Odb, common: &[ObjectId]) -> Result<Vec<ObjectId>, 
 pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
     // Everything stored is what a client with nothing that wants every ref gets
     // (objects no ref reaches any more included, which does no harm); with
-    // `blob:none`, every stored commit, tree and tag, when every ref leads to a commit
-    // (a ref to a blob or tree would want that object sent). A client that wants some
+    // `blob:none`, every stored commit, tree and tag, when every want leads to a commit
+    // (a wanted blob or tree is sent whatever the filter). A client that wants some
     // refs only (`--single-branch`, `--no-tags`) gets what they reach.
     let wants: HashSet<&ObjectId> = request.wants.iter().collect();
     let wants_every_ref = manifest.refs.values().all(|r| wants.contains(&r.id));
@@ -163,11 +163,6 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
         return packgen::stream_stored_packs(odb, Stored::All);
     }
     let without_blobs = everything && request.limits.filter == Filter::BlobNone;
-    let targets: Vec<ObjectId> = manifest
-        .refs
-        .values()
-        .map(|r| r.peeled.unwrap_or(r.id))
-        .collect();
     let tags: Vec<(ObjectId, ObjectId)> = if request.include_tag {
         let mut tags: Vec<_> = manifest
             .refs
@@ -182,7 +177,7 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
     };
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
-        if without_blobs && leads_to_commits(odb.as_ref(), &targets) {
+        if without_blobs && leads_to_commits(odb.as_ref(), &request.wants) {
             if let Err(e) = packgen::copy_stored(odb.as_ref(), Stored::WithoutBlobs, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
@@ -226,12 +221,15 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
     rx
 }
 
-/// Whether every one of `targets` (the refs' peeled values) is a commit.
-fn leads_to_commits(odb: &Odb, targets: &[ObjectId]) -> bool {
-    let mut buf = Vec::new();
-    targets
-        .iter()
-        .all(|id| matches!(odb.read(id, &mut buf), Ok(Some(gix_object::Kind::Commit))))
+/// Whether every want is a commit or a tag of one: then a filter that drops blobs
+/// drops no object the client named.
+fn leads_to_commits(odb: &Odb, wants: &[ObjectId]) -> bool {
+    wants.iter().all(|id| {
+        matches!(
+            super::walk::peel(odb, *id),
+            Ok((_, gix_object::Kind::Commit))
+        )
+    })
 }
 
 /// Adds `tag` and the tags it points to (a tag of a tag) to what is sent.

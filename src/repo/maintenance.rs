@@ -31,7 +31,7 @@ use stowage_store::{Error as StoreError, Key, PutMode};
 use super::manifest::{Manifest, PackEntry, Retired};
 use super::odb::{ObjectSource, Odb, OdbError, pack_keys};
 use super::packgen::{PackChunks, PackEvent, Stored, stream_stored_packs};
-use super::push::{check_ref_name, store_pack, transaction_id};
+use super::push::{check_ref_name, ensure_pack_stored, store_pack, transaction_id};
 use super::walk::{parse_commit, peel, tag_target, tree_children};
 use super::{RepoError, RepoName, Repos};
 
@@ -128,9 +128,18 @@ pub async fn compact(
         .await
         .expect("indexing does not panic")?;
     let (pack, index_path, data_path) = written;
-    // Already stored unlisted (an earlier compaction that lost its race): rewrite it,
-    // so that garbage collection sees it young.
-    store_pack(repos, repo, &pack.hash, &index_path, &data_path, false).await?;
+    // Already stored unlisted (an earlier compaction that lost its race), it is written
+    // again so that garbage collection sees it young, and checked once listed.
+    let existed = store_pack(repos, repo, &pack.hash, &index_path, &data_path).await?;
+    let listed = || async {
+        if existed {
+            ensure_pack_stored(repos, repo, &pack.hash, &index_path, &data_path).await?;
+        }
+        Ok::<_, RepoError>(Some(Compaction {
+            merged: selected.clone(),
+            pack: pack.clone(),
+        }))
+    };
 
     let key = repo.key("manifest");
     let txn = transaction_id();
@@ -166,12 +175,7 @@ pub async fn compact(
             )
             .await
         {
-            Ok(_) => {
-                return Ok(Some(Compaction {
-                    merged: selected,
-                    pack,
-                }));
-            }
+            Ok(_) => return listed().await,
             Err(StoreError::Precondition { .. }) => {}
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
@@ -181,10 +185,7 @@ pub async fn compact(
             .await?
             .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
         if snapshot.manifest.has_txn(&txn) {
-            return Ok(Some(Compaction {
-                merged: selected,
-                pack,
-            }));
+            return listed().await;
         }
         let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
         tokio::time::sleep(Duration::from_millis(backoff)).await;
@@ -323,10 +324,16 @@ fn unix_now() -> u64 {
 }
 
 /// Deletes the pack files of `repo` that its manifest does not list and that have
-/// been out of it for longer than `grace`: counted from when a compaction retired the
-/// pack, and from when the file was last written (a pack pushed again, or never
-/// listed). Files the store gives no time for, and files that are not pack files, are
-/// left alone.
+/// been out of it for longer than `grace`. A pack's two files go together, and their
+/// age counts from the latest of: when a compaction retired the pack, when either file
+/// was last written (the index is written last, after the pack's upload finished; a
+/// pack pushed again is written again). Files the store gives no time for, and files
+/// that are not pack files, are left alone.
+///
+/// Each file is looked at once more right before it is deleted: one written again
+/// since the listing (by a writer that is about to list it) is kept. A grace period
+/// shorter than the longest request can delete a pack that a request still reads or a
+/// push has stored but not yet listed; `0` is only for repositories nobody uses.
 pub async fn collect_garbage(
     repos: &Repos,
     repo: &RepoName,
@@ -341,8 +348,9 @@ pub async fn collect_garbage(
     let metas: Vec<_> = repos.store.list(&packs_prefix(repo)).try_collect().await?;
     let now = SystemTime::now();
     let older = |time: SystemTime| now.duration_since(time).is_ok_and(|age| age > grace);
-    let mut collected = Collected::default();
-    let mut doomed = Vec::new();
+    // Every unlisted pack's files, and when the pack was last touched (`None`: unknown).
+    let mut unlisted: std::collections::BTreeMap<ObjectId, (Vec<Key>, Option<SystemTime>)> =
+        std::collections::BTreeMap::new();
     for meta in metas {
         let Some(hash) = pack_hash_of(repo, &meta.key) else {
             continue;
@@ -350,20 +358,39 @@ pub async fn collect_garbage(
         if live.contains(&hash) {
             continue;
         }
-        let retired = snapshot
-            .manifest
-            .retired
-            .iter()
-            .find(|r| r.hash == hash)
-            .map(|r| SystemTime::UNIX_EPOCH + Duration::from_secs(r.at));
-        let old = meta.modified.is_some_and(older) && retired.is_none_or(older);
-        if old {
-            doomed.push((hash, meta.key));
+        let (keys, touched) = unlisted.entry(hash).or_insert_with(|| {
+            let retired = snapshot
+                .manifest
+                .retired
+                .iter()
+                .find(|r| r.hash == hash)
+                .map(|r| SystemTime::UNIX_EPOCH + Duration::from_secs(r.at));
+            (Vec::new(), Some(retired.unwrap_or(SystemTime::UNIX_EPOCH)))
+        });
+        keys.push(meta.key);
+        *touched = match (*touched, meta.modified) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    // Retired packs whose files are all gone need no record any more.
+    let mut gone: HashSet<ObjectId> = snapshot
+        .manifest
+        .retired
+        .iter()
+        .map(|r| r.hash)
+        .filter(|hash| !unlisted.contains_key(hash) && !live.contains(hash))
+        .collect();
+    let mut collected = Collected::default();
+    let mut doomed = Vec::new();
+    for (hash, (keys, touched)) in unlisted {
+        if touched.is_some_and(older) {
+            doomed.push((hash, keys));
         } else {
-            collected.young += 1;
+            collected.young += keys.len();
         }
     }
-    if doomed.is_empty() {
+    if doomed.is_empty() && gone.is_empty() {
         return Ok(collected);
     }
     // A manifest written since the listing may list one of them again (a pack pushed
@@ -373,13 +400,22 @@ pub async fn collect_garbage(
         .await?
         .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
     let live = listed(&latest.manifest);
-    let mut gone = HashSet::new();
-    for (hash, key) in doomed {
+    'packs: for (hash, keys) in doomed {
         if live.contains(&hash) {
             continue;
         }
-        repos.store.delete(&key).await?;
-        collected.deleted.push(key);
+        for key in &keys {
+            match repos.store.head(key).await {
+                Ok(meta) if meta.modified.is_some_and(older) => {}
+                Ok(_) => continue 'packs, // written again meanwhile: a writer wants it
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for key in keys {
+            repos.store.delete(&key).await?;
+            collected.deleted.push(key);
+        }
         gone.insert(hash);
     }
     forget_retired(repos, repo, latest, &gone).await?;
@@ -575,20 +611,21 @@ async fn check_pack_files(
 fn check_objects(odb: &Odb, manifest: &Manifest) -> Result<(u64, Vec<String>), RepoError> {
     let mut problems = Vec::new();
     let mut buf = Vec::new();
-    let mut objects = 0u64;
+    let mut distinct: HashSet<ObjectId> = HashSet::new();
     for entry in &manifest.packs {
         let pack = odb
             .packs()
             .iter()
             .find(|p| p.entry.hash == entry.hash)
             .expect("the odb opened every listed pack");
-        for id in pack.index.iter().map(|e| e.oid) {
-            objects += 1;
-            let kind = match odb.read(&id, &mut buf) {
-                Ok(Some(kind)) => kind,
-                Ok(None) => unreachable!("the object is in an open pack"),
+        // Every copy of an object, in every pack, is decoded from its own entry.
+        for index in 0..pack.index.num_objects() {
+            let id = pack.index.oid_at_index(index).to_owned();
+            distinct.insert(id);
+            let kind = match odb.read_at(pack, index, &mut buf) {
+                Ok(kind) => kind,
                 Err(e) => {
-                    problems.push(format!("object {id}: {e}"));
+                    problems.push(format!("object {id} in pack {}: {e}", entry.hash));
                     continue;
                 }
             };
@@ -648,7 +685,7 @@ fn check_objects(odb: &Odb, manifest: &Manifest) -> Result<(u64, Vec<String>), R
             Err(e) => problems.push(format!("ref {name}: {e}")),
         }
     }
-    Ok((objects, problems))
+    Ok((distinct.len() as u64, problems))
 }
 
 #[cfg(test)]

@@ -101,15 +101,22 @@ pub struct Repos {
 
 type Maintaining = std::sync::Mutex<std::collections::HashMap<RepoName, bool>>;
 
-/// Marks a repository as being compacted for as long as it lives.
-struct Running<'a>(&'a Maintaining, &'a RepoName);
+/// Takes a repository off the map of running compactions when a compaction task ends
+/// without doing so itself (a panic).
+struct Running<'a> {
+    map: &'a Maintaining,
+    repo: &'a RepoName,
+    armed: bool,
+}
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(self.1);
+        if self.armed {
+            self.map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(self.repo);
+        }
     }
 }
 
@@ -151,9 +158,13 @@ impl Repos {
         let repos = self.clone();
         let repo = repo.clone();
         tokio::spawn(async move {
-            // Clears the entry however the task ends (a panic included), so that the
-            // next push can start a compaction again.
-            let _running = Running(&repos.maintaining, &repo);
+            // Clears the entry if the task panics, so that the next push can start a
+            // compaction again.
+            let mut running_guard = Running {
+                map: &repos.maintaining,
+                repo: &repo,
+                armed: true,
+            };
             loop {
                 match maintenance::compact(&repos, &repo, maintenance::Plan::Geometric).await {
                     Ok(Some(done)) => {
@@ -172,10 +183,16 @@ impl Repos {
                     Ok(None) => {}
                     Err(e) => tracing::warn!(repo = %repo, error = %e, "compaction failed"),
                 }
+                // Under one lock: another round if a push asked for one meanwhile,
+                // else done (a later push then starts a new task).
                 let mut running = repos.maintaining.lock().unwrap_or_else(|e| e.into_inner());
                 match running.get_mut(&repo) {
                     Some(again) if *again => *again = false,
-                    _ => break,
+                    _ => {
+                        running.remove(&repo);
+                        running_guard.armed = false;
+                        break;
+                    }
                 }
             }
         });

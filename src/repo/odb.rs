@@ -439,11 +439,10 @@ impl Odb {
     }
 }
 
-impl ObjectSource for Odb {
-    fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
-        let Some((pack, index)) = self.locate(id) else {
-            return Ok(None);
-        };
+impl Odb {
+    /// Decodes the entry at position `index` of `pack`'s index (whichever other pack
+    /// may hold the same object) into `out`.
+    pub fn read_at(&self, pack: &Pack, index: u32, out: &mut Vec<u8>) -> Result<Kind, OdbError> {
         let loaded = self.data(pack)?;
         let data = &loaded.data;
         let offset = pack.index.pack_offset_at_index(index);
@@ -480,7 +479,16 @@ impl ObjectSource for Odb {
         let outcome = data
             .decode_entry(entry, out, &mut inflate, &resolve, cache)
             .map_err(|e| corrupt(&e))?;
-        Ok(Some(outcome.kind))
+        Ok(outcome.kind)
+    }
+}
+
+impl ObjectSource for Odb {
+    fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        match self.locate(id) {
+            Some((pack, index)) => self.read_at(pack, index, out).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn contains(&self, id: &oid) -> bool {

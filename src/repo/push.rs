@@ -168,6 +168,7 @@ pub async fn receive(
 
     // Store the pack if any command will use it.
     let mut new_pack = None;
+    let mut existed = false;
     if let Some((local, hash, index_path, data_path)) = &received
         && local.num_objects() > 0
         && results.iter().any(Result::is_ok)
@@ -175,8 +176,7 @@ pub async fn receive(
         let size = std::fs::metadata(data_path)
             .map_err(|e| RepoError::Store(StoreError::from_io("received pack", e)))?
             .len();
-        let listed = base.packs.iter().any(|p| p.hash == *hash);
-        store_pack(repos, repo, hash, index_path, data_path, listed).await?;
+        existed = store_pack(repos, repo, hash, index_path, data_path).await?;
         new_pack = Some(PackEntry {
             hash: *hash,
             size,
@@ -187,6 +187,9 @@ pub async fn receive(
     let (refs, written) =
         swap_manifest(repos, repo, snapshot, &commands, results, new_pack, atomic).await?;
     if let Some(written) = written {
+        if let (true, Some((_, hash, index_path, data_path))) = (existed, &received) {
+            ensure_pack_stored(repos, repo, hash, index_path, data_path).await?;
+        }
         repos.maintain_in_background(repo, &written.packs);
     }
     Ok(Report {
@@ -354,56 +357,81 @@ impl ObjectSource for DynSource<'_> {
     }
 }
 
-/// Stores a pack's two files with `Create`, both at once. A file that is already there
-/// is the same pack (names are checksums): fine when a manifest lists it (`listed`);
-/// otherwise it may be garbage about to be collected, so it is written again, which
-/// makes it young for garbage collection.
+/// Stores a pack's two files with `Create`: the pack, then its index (so the index's
+/// time says when the pack was complete). A file that is already there is the same
+/// pack (names are checksums), unlisted garbage perhaps, about to be collected: it is
+/// written again, which makes it young for garbage collection. Returns whether a file
+/// was already there, in which case the caller checks with [`ensure_pack_stored`]
+/// once the pack is listed.
 pub(super) async fn store_pack(
     repos: &Repos,
     repo: &RepoName,
     hash: &ObjectId,
     index_path: &Path,
     data_path: &Path,
-    listed: bool,
-) -> Result<(), RepoError> {
+) -> Result<bool, RepoError> {
     let (pack_key, index_key) = pack_keys(repo, hash);
-    let pack = async {
-        let mut mode = PutMode::Create;
-        loop {
-            let file = tokio::fs::File::open(data_path)
-                .await
-                .map_err(|e| StoreError::from_io(pack_key.as_str(), e))?;
-            let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
-            match repos.store.put_stream(&pack_key, body, mode.clone()).await {
-                Err(StoreError::AlreadyExists { .. }) if !listed && mode == PutMode::Create => {
-                    mode = PutMode::Overwrite;
-                }
-                Ok(_) | Err(StoreError::AlreadyExists { .. }) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    let index = async {
-        let bytes = Bytes::from(
-            tokio::fs::read(index_path)
-                .await
-                .map_err(|e| StoreError::from_io(index_key.as_str(), e))?,
-        );
-        match repos
-            .store
-            .put(&index_key, bytes.clone(), PutMode::Create)
+    let mut existed = false;
+    let mut mode = PutMode::Create;
+    loop {
+        let file = tokio::fs::File::open(data_path)
             .await
-        {
-            Err(StoreError::AlreadyExists { .. }) if !listed => repos
+            .map_err(|e| StoreError::from_io(pack_key.as_str(), e))?;
+        let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+        match repos.store.put_stream(&pack_key, body, mode.clone()).await {
+            Ok(_) => break,
+            Err(StoreError::AlreadyExists { .. }) if mode == PutMode::Create => {
+                existed = true;
+                mode = PutMode::Overwrite;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let bytes = Bytes::from(
+        tokio::fs::read(index_path)
+            .await
+            .map_err(|e| StoreError::from_io(index_key.as_str(), e))?,
+    );
+    match repos
+        .store
+        .put(&index_key, bytes.clone(), PutMode::Create)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::AlreadyExists { .. }) => {
+            existed = true;
+            repos
                 .store
                 .put(&index_key, bytes, PutMode::Overwrite)
-                .await
-                .map(drop),
-            Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(e),
+                .await?;
         }
-    };
-    futures::future::try_join(pack, index).await?;
+        Err(e) => return Err(e.into()),
+    }
+    Ok(existed)
+}
+
+/// After listing a pack whose files were already stored: garbage collection may have
+/// deleted them between its last look and the listing; whatever is missing is stored
+/// again.
+pub(super) async fn ensure_pack_stored(
+    repos: &Repos,
+    repo: &RepoName,
+    hash: &ObjectId,
+    index_path: &Path,
+    data_path: &Path,
+) -> Result<(), RepoError> {
+    let (pack_key, index_key) = pack_keys(repo, hash);
+    for key in [&pack_key, &index_key] {
+        match repos.store.head(key).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => {
+                tracing::warn!(key = %key, "a listed pack file was collected; storing it again");
+                store_pack(repos, repo, hash, index_path, data_path).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 
