@@ -19,7 +19,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -28,6 +27,7 @@ use gix_hash::ObjectId;
 use gix_object::Kind;
 use stowage_store::{Error as StoreError, Key, PutMode};
 
+use super::indexer::{Limits, index_pack};
 use super::manifest::{Manifest, PackEntry, Retired};
 use super::odb::{ObjectSource, Odb, OdbError, pack_keys};
 use super::packgen::{PackChunks, PackEvent, Stored, stream_stored_packs};
@@ -202,37 +202,22 @@ fn index_merged(
     dir: &std::path::Path,
     expected: &HashSet<ObjectId>,
 ) -> Result<(PackEntry, std::path::PathBuf, std::path::PathBuf), RepoError> {
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, ChunkReader::new(chunks));
-    let options = gix_pack::bundle::write::Options {
-        thread_limit: Some(1),
-        iteration_mode: gix_pack::data::input::Mode::Verify,
-        index_version: gix_pack::index::Version::V2,
-        alloc_limit_bytes: None,
-        compression: gix_zlib::Compression::BEST_SPEED,
-    };
+    let mut reader = ChunkReader::new(chunks);
     let corrupt = |message: String| {
         RepoError::Odb(OdbError::Corrupt {
             pack: "merged pack".into(),
             message,
         })
     };
-    let outcome = gix_pack::Bundle::write_to_directory(
-        &mut reader,
-        Some(dir),
-        &mut gix_utils::progress::Discard,
-        &AtomicBool::new(false),
-        None::<gix_object::find::Never>,
-        gix_hash::Kind::Sha1,
-        options,
-    )
-    .map_err(|e| match reader.into_inner().failure {
-        Some(e) => RepoError::Odb(e),
-        None => corrupt(e.to_string()),
-    })?;
-    let (Some(index_path), Some(data_path)) = (outcome.index_path, outcome.data_path) else {
-        return Err(corrupt("the indexer wrote no files".into()));
+    let limits = Limits {
+        max_object_bytes: u64::MAX,
     };
-    let index = gix_pack::index::File::at(&index_path, gix_hash::Kind::Sha1)
+    let indexed =
+        index_pack(&mut reader, dir, None, limits).map_err(|e| match reader.failure.take() {
+            Some(e) => RepoError::Odb(e),
+            None => corrupt(e.to_string()),
+        })?;
+    let index = gix_pack::index::File::at(&indexed.index_path, gix_hash::Kind::Sha1)
         .map_err(|e| corrupt(e.to_string()))?;
     let count = index.num_objects();
     if count as usize != expected.len() || index.iter().any(|e| !expected.contains(&e.oid)) {
@@ -241,17 +226,14 @@ fn index_merged(
             expected.len()
         )));
     }
-    let size = std::fs::metadata(&data_path)
-        .map_err(|e| RepoError::Store(StoreError::from_io("merged pack", e)))?
-        .len();
     Ok((
         PackEntry {
-            hash: outcome.index.data_hash,
-            size,
+            hash: indexed.hash,
+            size: indexed.size,
             objects: count,
         },
-        index_path,
-        data_path,
+        indexed.index_path,
+        indexed.data_path,
     ))
 }
 

@@ -645,29 +645,6 @@ impl<A: ObjectSource, B: ObjectSource> ObjectSource for Layered<'_, A, B> {
     }
 }
 
-/// `gix_object::Find` over an [`ObjectSource`]: how the pack indexer resolves the bases
-/// of a thin pack from the repository.
-#[derive(Debug, Clone, Copy)]
-pub struct FindFrom<'a, S>(pub &'a S);
-
-impl<S: ObjectSource> gix_object::Find for FindFrom<'_, S> {
-    fn try_find<'a>(
-        &self,
-        id: &oid,
-        buffer: &'a mut Vec<u8>,
-    ) -> gix_error::Result<Option<gix_object::Data<'a>>> {
-        match self.0.read(id, buffer) {
-            Ok(Some(kind)) => Ok(Some(gix_object::Data::new(
-                buffer,
-                kind,
-                gix_hash::Kind::Sha1,
-            ))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(gix_error::Error::from_error(e)),
-        }
-    }
-}
-
 /// Reads an object that must exist.
 pub fn read_required(
     source: &dyn ObjectSource,

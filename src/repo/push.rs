@@ -12,7 +12,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +21,9 @@ use gix_object::Kind;
 use stowage_store::{Error as StoreError, PutMode};
 use tokio::io::AsyncRead;
 
+use super::indexer::{Limits, index_pack as index_stream};
 use super::manifest::{Manifest, PackEntry, RefValue};
-use super::odb::{FindFrom, Layered, LocalPack, ObjectSource, Odb, OdbError, pack_keys};
+use super::odb::{Layered, LocalPack, ObjectSource, Odb, OdbError, pack_keys};
 use super::walk::{check_pack_closed, is_ancestor, peel};
 use super::{RepoError, RepoName, Repos, Snapshot};
 
@@ -234,40 +235,23 @@ async fn index_pack(
             left: limit,
             exceeded: false,
         };
-        let mut reader = std::io::BufReader::with_capacity(1 << 16, &mut limited);
-        let interrupt = AtomicBool::new(false);
-        let options = gix_pack::bundle::write::Options {
-            thread_limit: None,
-            iteration_mode: gix_pack::data::input::Mode::Verify,
-            index_version: gix_pack::index::Version::V2,
-            alloc_limit_bytes: Some(max_object),
-            compression: gix_zlib::Compression::BEST_SPEED,
+        let limits = Limits {
+            max_object_bytes: max_object as u64,
         };
-        let outcome = gix_pack::Bundle::write_to_directory(
-            &mut reader,
-            Some(&dir),
-            &mut gix_utils::progress::Discard,
-            &interrupt,
-            Some(FindFrom(odb.as_ref())),
-            gix_hash::Kind::Sha1,
-            options,
-        )
-        .map_err(|e| {
-            if limited.exceeded {
-                too_large.clone()
-            } else {
-                format!("{e}")
-            }
-        })?;
-        let (Some(index_path), Some(data_path)) = (outcome.index_path, outcome.data_path) else {
-            return Err("the indexer wrote no files".to_owned());
-        };
-        let local = LocalPack::open(&index_path).map_err(|e| e.to_string())?;
+        let indexed =
+            index_stream(&mut limited, &dir, Some(odb.as_ref()), limits).map_err(|e| {
+                if limited.exceeded {
+                    too_large.clone()
+                } else {
+                    e.to_string()
+                }
+            })?;
+        let local = LocalPack::open(&indexed.index_path).map_err(|e| e.to_string())?;
         Ok(Some((
             local,
-            outcome.index.data_hash,
-            index_path,
-            data_path,
+            indexed.hash,
+            indexed.index_path,
+            indexed.data_path,
         )))
     })
     .await
