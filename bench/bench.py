@@ -155,6 +155,24 @@ class Stowage:
     def cpu(self):
         return proc_stat(self.pid)[1]
 
+    def cpu_snapshot(self):
+        """CPU nanoseconds per thread (/proc/PID/task/TID/schedstat), exact where the
+        process total of /proc/PID/stat comes in 10 ms ticks."""
+        snap = {}
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/schedstat") as f:
+                    snap[tid] = int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+        return snap
+
+    def cpu_since(self, snap):
+        # A thread that ended in between was idle (tokio retires idle threads after
+        # 10 s), so what it did before is in `snap`; a new one counts from zero.
+        now = self.cpu_snapshot()
+        return sum(ns - snap.get(tid, 0) for tid, ns in now.items()) / 1e9
+
     def reset_peak_rss(self):
         with open(f"/proc/{self.pid}/clear_refs", "w") as f:
             f.write("5")
@@ -272,6 +290,12 @@ class HttpBackend:
                 pass
         return total
 
+    def cpu_snapshot(self):
+        return self.cpu()
+
+    def cpu_since(self, snap):
+        return self.cpu() - snap
+
     def requests(self):
         return None
 
@@ -340,12 +364,14 @@ def measured(server, op):
     store requests: `requests` right when the operation ends, `requests_settled` once the
     server is idle again (a push's background compaction included)."""
     settle(server)
-    cpu0, req0 = server.cpu(), server.requests()
+    req0 = server.requests()
+    cpu0 = server.cpu_snapshot()
     wall, extra = op()
     req1 = server.requests()
     settle(server)
-    cpu1, req2 = server.cpu(), server.requests()
-    row = dict(wall=wall, cpu=cpu1 - cpu0, **extra)
+    cpu = server.cpu_since(cpu0)
+    req2 = server.requests()
+    row = dict(wall=wall, cpu=cpu, **extra)
     if req0 is not None:
         row["requests"] = diff_requests(req0, req1)
         row["requests_settled"] = diff_requests(req0, req2)

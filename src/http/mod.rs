@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -74,6 +75,13 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // Responses go out in many small writes (pkt-lines, side-band frames): without
+    // TCP_NODELAY the last of them can wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
     axum::serve(listener, router(repos, options))
         .with_graceful_shutdown(shutdown)
         .await
