@@ -15,12 +15,12 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};

@@ -228,6 +228,17 @@ async fn index_pack(
             }
         }
         if &header[..4] == b"PACK" && header[8..12] == [0, 0, 0, 0] {
+            // Read the trailer too: a request body left unread makes the connection
+            // close with a reset, which can cut off the report the client is reading.
+            let mut rest = Vec::new();
+            (&mut bridge)
+                .take(64)
+                .read_to_end(&mut rest)
+                .map_err(|e| format!("reading the pack failed: {e}"))?;
+            use sha1::Digest;
+            if rest[..] != sha1::Sha1::digest(header)[..] {
+                return Err("pack checksum mismatch: the pack is corrupt".to_owned());
+            }
             return Ok(None);
         }
         let mut limited = Limited {
