@@ -419,16 +419,14 @@ def make_commits(tree, rng, paths, first, count, files=(1, 4)):
 
 
 def median_row(rows):
-    """Medians of every numeric field over runs, but the mean of server CPU (/proc counts
-    it in 10 ms ticks: the mean of the differences is the finer figure); request
+    """Medians of every numeric field over runs (a server's first request of a kind may
+    do one-off work, such as loading a pack into memory: it shows in "all"); request
     breakdowns from the first run (they are the same on every run). The runs themselves
     are kept under "all"."""
     out = {"runs": len(rows), "all": rows}
     for key in rows[0]:
         vals = [r[key] for r in rows]
-        if key == "cpu":
-            out[key] = statistics.mean(vals)
-        elif isinstance(vals[0], (int, float)):
+        if isinstance(vals[0], (int, float)):
             out[key] = statistics.median(vals)
         else:
             out[key] = vals[0]
@@ -580,6 +578,84 @@ def group_parallel(servers, runs, work, results, n=32):
             + (f"  VmHWM {m['rss_vmhwm'] / 2**20:.0f} MiB" if "rss_vmhwm" in m else ""))
 
 
+ZERO_ID = "0" * 40
+
+
+def receive_pack(url, updates):
+    """POSTs the receive-pack request `git push` would send for `updates` ((old, new, name)
+    triples): the commands, then an empty pack when anything is created (the objects
+    are on the server already). Returns the wall time. git's own HTTP push is not used
+    here: its cost grows faster than the square of the number of refs (minutes of client
+    CPU at 10,000 refs, whichever the server), which would hide the server's share."""
+    import hashlib
+    lines = []
+    for i, (old, new, name) in enumerate(updates):
+        line = f"{old} {new} {name}".encode()
+        if i == 0:
+            line += b"\0report-status side-band-64k quiet agent=git/2.47.3"
+        line += b"\n"
+        lines.append(f"{len(line) + 4:04x}".encode() + line)
+    body = b"".join(lines) + b"0000"
+    if any(new != ZERO_ID for _, new, _ in updates):
+        pack = b"PACK" + (2).to_bytes(4, "big") + (0).to_bytes(4, "big")
+        body += pack + hashlib.sha1(pack).digest()
+    req = urllib.request.Request(f"{url}/git-receive-pack", data=body, headers={
+        "Content-Type": "application/x-git-receive-pack-request",
+        "Accept": "application/x-git-receive-pack-result"})
+    t0 = time.monotonic()
+    with urllib.request.urlopen(req, timeout=600) as r:
+        out = r.read()
+    wall = time.monotonic() - t0
+    if b"unpack ok" not in out or b"ng refs/" in out:
+        sys.exit(f"receive-pack refused the updates: {out[:300]!r}")
+    return wall
+
+
+def group_refs(servers, runs, work, results, srv, count=10000):
+    log(f"== {count} refs: created by one push, listed, deleted by one push")
+    revs = git("rev-list", "--max-count=500", "main", cwd=os.path.join(srv, "corpus.git"),
+               capture=True).split()
+    half = count // 2
+    names = [f"refs/heads/topic/{i:05d}" for i in range(half)] + \
+            [f"refs/tags/t{i:05d}" for i in range(count - half)]
+    targets = [revs[(i * 7) % len(revs)] for i in range(count)]
+
+    def create_op(s):
+        def op():
+            return receive_pack(s.url("corpus"), [(ZERO_ID, t, n) for n, t in zip(names, targets)]), {}
+        return op
+
+    def list_op(s):
+        def op():
+            t0 = time.monotonic()
+            out = git("ls-remote", s.url("corpus"), capture=True)
+            wall = time.monotonic() - t0
+            listed = out.count("\n")
+            if listed < count:
+                sys.exit(f"{s.name}: ls-remote listed {listed} refs")
+            return wall, dict(refs=listed)
+        return op
+
+    def delete_op(s):
+        def op():
+            return receive_pack(s.url("corpus"), [(t, ZERO_ID, n) for n, t in zip(names, targets)]), {}
+        return op
+
+    labels = (f"push creating {count} refs", f"ls-remote of {count} refs",
+              f"push deleting {count} refs")
+    rows = {(g, s.name): [] for g in labels for s in servers}
+    for i in range(runs):
+        k = i % len(servers)
+        order = servers[k:] + servers[:k]
+        for label, make in zip(labels, (create_op, list_op, delete_op)):
+            for s in order:
+                rows[(label, s.name)].append(measured(s, make(s)))
+    for (label, name), r in rows.items():
+        results.setdefault(label, {})[name] = m = median_row(r)
+        log(f"{label:26} {name:16} wall {m['wall']:.3f} s  cpu {m['cpu']:.3f} s"
+            + (f"  requests {m['requests']}" if "requests" in m else ""))
+
+
 def fsck(binary, store_url, name):
     out = subprocess.run([binary, "fsck", name, "--store", store_url], check=True,
                          stdout=subprocess.PIPE, env=ENV).stdout.decode()
@@ -714,7 +790,7 @@ def main():
     ap.add_argument("--big-mb", type=int, default=2048)
     ap.add_argument("--latency-ms", type=int, default=20)
     ap.add_argument("--fcgi-workers", type=int, default=32)
-    ap.add_argument("--groups", default="clone,fetch,parallel,pushes,big")
+    ap.add_argument("--groups", default="clone,fetch,parallel,pushes,refs,big")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     groups = a.groups.split(",")
@@ -759,6 +835,9 @@ def main():
             save()
         if "pushes" in groups:
             group_pushes(a.stowage, servers[0], a.runs, work, results, a.pushes)
+            save()
+        if "refs" in groups:
+            group_refs(servers, a.runs, work, results, srv)
             save()
     finally:
         for s in servers:

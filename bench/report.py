@@ -26,7 +26,7 @@ def ratio(a, b):
 
 def op_table(res, labels, with_bytes=True):
     names = list(res[labels[0]].keys())
-    head = "| operation | server | wall (median) | wall / http-backend | server CPU (mean) | CPU / http-backend |"
+    head = "| operation | server | wall (median) | wall / http-backend | server CPU (median) | CPU / http-backend |"
     sep = "|---|---|---|---|---|---|"
     if with_bytes:
         head += " bytes | bytes / http-backend |"
@@ -73,6 +73,16 @@ def main():
     for label in ["no-op fetch", "fetch of 10 commits"]:
         for n, m in res[label].items():
             p(f"| {label} | {n} | {m['bytes']:,.0f} |")
+    refs = [k for k in res if k.startswith("push creating ")]
+    if refs:
+        count = refs[0].split()[2]
+        p(f"\n### {count} refs\n")
+        p(f"Each run: one push creating {count} refs (branches and tags on existing commits, so "
+          "an empty pack), `git ls-remote` (protocol v2), one push deleting them. The pushes are "
+          "the receive-pack requests git sends, posted by the benchmark: git's own HTTP push "
+          "spends minutes of client CPU on 10,000 refs against any server.\n")
+        p(op_table(res, [f"push creating {count} refs", f"ls-remote of {count} refs",
+                         f"push deleting {count} refs"], with_bytes=False))
     key = [k for k in res if k.endswith("concurrent clones")][0]
     p(f"\n### {key}\n")
     p("| server | total wall (median) | wall / http-backend | server CPU | peak RSS (median) | peak RSS (max over runs) | failed clones |")

@@ -761,8 +761,8 @@ fn refs_by_name_and_session_ids(backend: Backend) {
 /// One push creating 10,000 refs (branches and tags on a few commits), listed in full
 /// by both protocol versions, fetched by a mirror clone, then half of them deleted by
 /// one push. On the filesystem only: git's HTTP push spends minutes of client CPU on
-/// 10,000 refs (it matches every refspec against every local ref), and the manifest
-/// is the same object on every store.
+/// 10,000 refs (more than the square of their number), and the manifest is the same
+/// object on every store.
 #[test]
 fn ten_thousand_refs_in_one_push() {
     let backend = Backend::fs();
