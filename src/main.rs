@@ -87,6 +87,9 @@ struct Serve {
     /// Memory for pack data, in MiB.
     #[arg(long, default_value_t = 512)]
     pack_cache_mb: u64,
+    /// Memory for decoded trees and commits, in MiB.
+    #[arg(long, default_value_t = 64)]
+    object_cache_mb: u64,
     /// Largest pack one push may send, in MiB.
     #[arg(long, default_value_t = 64 << 10)]
     max_push_mb: u64,
@@ -154,7 +157,7 @@ async fn repos_with_latency(
 }
 
 fn small_caches() -> Caches {
-    Caches::new(64 << 20, 64 << 20)
+    Caches::new(64 << 20, 64 << 20, 16 << 20)
 }
 
 #[tokio::main]
@@ -177,7 +180,11 @@ async fn main() -> anyhow::Result<()> {
                 gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
                 ..RepoConfig::default()
             };
-            let caches = Caches::new(args.index_cache_mb << 20, args.pack_cache_mb << 20);
+            let caches = Caches::new(
+                args.index_cache_mb << 20,
+                args.pack_cache_mb << 20,
+                args.object_cache_mb << 20,
+            );
             let latency = std::time::Duration::from_millis(args.inject_latency_ms);
             let repos = repos_with_latency(&args.store.store, config, caches, latency).await?;
             let listener = tokio::net::TcpListener::bind(args.listen)

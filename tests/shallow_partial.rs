@@ -6,9 +6,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Backend, Sandbox, Server};
+use common::{Backend, Sandbox, Server, get};
 
-on_every_backend!(shallow_clones_match_git, partial_clones_match_git);
+on_every_backend!(
+    shallow_clones_match_git,
+    partial_clones_match_git,
+    repeated_shallow_clones_use_the_object_cache
+);
 
 /// Commits `file` with a fixed date, `day` days into the history.
 fn commit_at(sb: &Sandbox, repo: &Path, file: &str, content: &str, message: &str, day: i64) {
@@ -321,4 +325,43 @@ fn partial_clones_match_git(backend: Backend) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The object cache counters of `/-/stats`: (hits, misses).
+fn object_cache(server: &Server) -> (u64, u64) {
+    let (status, body) = get(&server.url("-/stats"));
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&body).expect("stats are JSON");
+    let n = |name: &str| stats[name].as_u64().expect(name);
+    (n("object_cache_hits"), n("object_cache_misses"))
+}
+
+/// A second shallow clone of the same tip reads the trees and commit the first one
+/// decoded from the object cache, and gets the same objects.
+fn repeated_shallow_clones_use_the_object_cache(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = history(&sb);
+    let url = server.url("cached.git");
+    sb.git(&src, &["push", "-q", &url, "main", "side"]);
+
+    let mut objects = Vec::new();
+    let mut counts = vec![object_cache(&server)];
+    for name in ["first", "second"] {
+        sb.git(
+            sb.dir.path(),
+            &["clone", "-q", "--bare", "--depth", "1", &url, name],
+        );
+        objects.push(common::all_objects(&sb, &sb.path(name)));
+        counts.push(object_cache(&server));
+    }
+    assert_eq!(objects[0], objects[1]);
+    let (hits_first, misses_first) = (counts[1].0 - counts[0].0, counts[1].1 - counts[0].1);
+    let (hits_second, misses_second) = (counts[2].0 - counts[1].0, counts[2].1 - counts[1].1);
+    assert!(misses_first > 0, "the first clone decodes: {counts:?}");
+    assert_eq!(
+        misses_second, 0,
+        "the second clone decodes nothing: {counts:?}"
+    );
+    assert!(hits_second > hits_first, "{counts:?}");
 }

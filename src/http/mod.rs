@@ -200,7 +200,7 @@ fn stats(state: &AppState) -> Response {
         .iter()
         .map(|(name, n)| ((*name).to_owned(), (*n).into()))
         .collect();
-    let (index_bytes, pack_bytes) = state.repos.caches.weighted_sizes();
+    let (index_bytes, pack_bytes, object_bytes) = state.repos.caches.weighted_sizes();
     let cache = state.repos.caches.stats();
     let body = serde_json::json!({
         "store_requests": requests,
@@ -211,6 +211,9 @@ fn stats(state: &AppState) -> Response {
         "index_cache_misses": cache.index_misses,
         "pack_cache_hits": cache.pack_hits,
         "pack_cache_misses": cache.pack_misses,
+        "object_cache_bytes": object_bytes,
+        "object_cache_hits": cache.object_hits,
+        "object_cache_misses": cache.object_misses,
     });
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -50,11 +50,16 @@ pub enum OdbError {
     },
 }
 
-/// The process-wide caches of pack indexes and pack data, bounded by bytes.
+/// The process-wide caches of pack indexes, pack data and decoded trees and commits,
+/// bounded by bytes.
 #[derive(Clone)]
 pub struct Caches {
     indexes: moka::sync::Cache<Key, Arc<CachedIndex>>,
     packs: moka::sync::Cache<Key, Bytes>,
+    /// Trees and commits by id, shared by all repositories (an id names one content);
+    /// looked up only once the repository is known to hold the object. Walks read the
+    /// same recent trees for every shallow clone and fetch.
+    objects: moka::sync::Cache<ObjectId, (Kind, Bytes)>,
     counters: Arc<CacheCounters>,
 }
 
@@ -65,6 +70,8 @@ struct CacheCounters {
     index_misses: AtomicU64,
     pack_hits: AtomicU64,
     pack_misses: AtomicU64,
+    object_hits: AtomicU64,
+    object_misses: AtomicU64,
 }
 
 /// A snapshot of the cache counters.
@@ -74,12 +81,14 @@ pub struct CacheStats {
     pub index_misses: u64,
     pub pack_hits: u64,
     pub pack_misses: u64,
+    pub object_hits: u64,
+    pub object_misses: u64,
 }
 
 impl Caches {
-    /// Caches holding at most `index_bytes` of pack indexes and `pack_bytes` of pack
-    /// data.
-    pub fn new(index_bytes: u64, pack_bytes: u64) -> Self {
+    /// Caches holding at most `index_bytes` of pack indexes, `pack_bytes` of pack
+    /// data and `object_bytes` of decoded trees and commits.
+    pub fn new(index_bytes: u64, pack_bytes: u64, object_bytes: u64) -> Self {
         Caches {
             indexes: moka::sync::Cache::builder()
                 .max_capacity(index_bytes)
@@ -93,6 +102,10 @@ impl Caches {
             packs: moka::sync::Cache::builder()
                 .max_capacity(pack_bytes)
                 .weigher(|_, data: &Bytes| weight(data.len()))
+                .build(),
+            objects: moka::sync::Cache::builder()
+                .max_capacity(object_bytes)
+                .weigher(|_, (_, data): &(Kind, Bytes)| weight(64 + data.len()))
                 .build(),
             counters: Arc::default(),
         }
@@ -118,6 +131,24 @@ impl Caches {
         found
     }
 
+    fn object(&self, id: &ObjectId) -> Option<(Kind, Bytes)> {
+        let found = self.objects.get(id);
+        if found.is_some() {
+            self.counters.object_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Keeps a decoded tree or commit; a miss is counted here, as only these are
+    /// cached.
+    fn keep_object(&self, id: ObjectId, kind: Kind, data: &[u8]) {
+        self.counters.object_misses.fetch_add(1, Ordering::Relaxed);
+        if data.len() <= CACHED_OBJECT_MAX {
+            self.objects
+                .insert(id, (kind, Bytes::copy_from_slice(data)));
+        }
+    }
+
     /// Hits and misses so far.
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
@@ -126,14 +157,20 @@ impl Caches {
             index_misses: c.index_misses.load(Ordering::Relaxed),
             pack_hits: c.pack_hits.load(Ordering::Relaxed),
             pack_misses: c.pack_misses.load(Ordering::Relaxed),
+            object_hits: c.object_hits.load(Ordering::Relaxed),
+            object_misses: c.object_misses.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Caches {
-    /// Bytes held by the index cache and the pack cache.
-    pub fn weighted_sizes(&self) -> (u64, u64) {
-        (self.indexes.weighted_size(), self.packs.weighted_size())
+    /// Bytes held by the index cache, the pack cache and the object cache.
+    pub fn weighted_sizes(&self) -> (u64, u64, u64) {
+        (
+            self.indexes.weighted_size(),
+            self.packs.weighted_size(),
+            self.objects.weighted_size(),
+        )
     }
 }
 
@@ -142,6 +179,7 @@ impl std::fmt::Debug for Caches {
         f.debug_struct("Caches")
             .field("index_bytes", &self.indexes.weighted_size())
             .field("pack_bytes", &self.packs.weighted_size())
+            .field("object_bytes", &self.objects.weighted_size())
             .finish()
     }
 }
@@ -483,12 +521,25 @@ impl Odb {
     }
 }
 
+/// Trees and commits up to this size go to the object cache.
+const CACHED_OBJECT_MAX: usize = 1 << 20;
+
 impl ObjectSource for Odb {
     fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
-        match self.locate(id) {
-            Some((pack, index)) => self.read_at(pack, index, out).map(Some),
-            None => Ok(None),
+        let Some((pack, index)) = self.locate(id) else {
+            return Ok(None);
+        };
+        let id = id.to_owned();
+        if let Some((kind, data)) = self.caches.object(&id) {
+            out.clear();
+            out.extend_from_slice(&data);
+            return Ok(Some(kind));
         }
+        let kind = self.read_at(pack, index, out)?;
+        if matches!(kind, Kind::Tree | Kind::Commit) {
+            self.caches.keep_object(id, kind, out);
+        }
+        Ok(Some(kind))
     }
 
     fn contains(&self, id: &oid) -> bool {
