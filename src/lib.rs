@@ -7,8 +7,10 @@
 //! - [`repo`]: the repository model in the store: manifest, packs, object lookup,
 //!   walks, pack writing and the push transaction;
 //! - [`stowage_store::ObjectStore`]: where every byte lives (filesystem, S3, memory);
-//!   [`store_url`] opens one from a URL.
+//!   [`store_url`] opens one from a URL, [`disk_cache`] keeps local copies of its
+//!   packs.
 
+pub mod disk_cache;
 pub mod http;
 pub mod protocol;
 pub mod repo;

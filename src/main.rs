@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use stowage::disk_cache::DiskCacheStore;
 use stowage::http::{self, Options};
 use stowage::protocol::Features;
 use stowage::repo::maintenance::{self, Plan};
@@ -90,6 +91,13 @@ struct Serve {
     /// Memory for decoded trees and commits, in MiB.
     #[arg(long, default_value_t = 64)]
     object_cache_mb: u64,
+    /// A local directory for copies of pack files and indexes read from the store
+    /// (none by default).
+    #[arg(long)]
+    pack_cache_dir: Option<PathBuf>,
+    /// Disk space for --pack-cache-dir, in MiB.
+    #[arg(long, default_value_t = 10 << 10)]
+    pack_cache_dir_mb: u64,
     /// Largest pack one push may send, in MiB.
     #[arg(long, default_value_t = 64 << 10)]
     max_push_mb: u64,
@@ -142,18 +150,28 @@ async fn repos(store: &str, config: RepoConfig, caches: Caches) -> anyhow::Resul
     Ok(Repos::new(store, caches, config))
 }
 
-/// [`repos`], with every store request delayed by `latency` when it is not zero.
-async fn repos_with_latency(
+/// [`repos`], with every store request delayed by `latency` when it is not zero, and
+/// packs copied to `disk_cache` (directory, bytes) when given (returned too).
+async fn repos_for_serving(
     store: &str,
     config: RepoConfig,
     caches: Caches,
     latency: std::time::Duration,
-) -> anyhow::Result<Repos> {
+    disk_cache: Option<(PathBuf, u64)>,
+) -> anyhow::Result<(Repos, Option<DiskCacheStore>)> {
     let mut store = stowage::store_url::open(store).await?;
     if !latency.is_zero() {
         store = std::sync::Arc::new(stowage_store::LatencyStore::new(store, latency));
     }
-    Ok(Repos::new(store, caches, config))
+    let mut cache = None;
+    if let Some((dir, bytes)) = disk_cache {
+        let cached = DiskCacheStore::open(store, &dir, bytes)
+            .await
+            .with_context(|| format!("cannot use {} as a pack cache", dir.display()))?;
+        store = std::sync::Arc::new(cached.clone());
+        cache = Some(cached);
+    }
+    Ok((Repos::new(store, caches, config), cache))
 }
 
 fn small_caches() -> Caches {
@@ -186,7 +204,11 @@ async fn main() -> anyhow::Result<()> {
                 args.object_cache_mb << 20,
             );
             let latency = std::time::Duration::from_millis(args.inject_latency_ms);
-            let repos = repos_with_latency(&args.store.store, config, caches, latency).await?;
+            let disk_cache = args
+                .pack_cache_dir
+                .map(|dir| (dir, args.pack_cache_dir_mb << 20));
+            let (repos, disk_cache) =
+                repos_for_serving(&args.store.store, config, caches, latency, disk_cache).await?;
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -202,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
                     ref_in_want: args.allow_ref_in_want,
                     advertise_session_id: args.advertise_session_id,
                 },
+                disk_cache,
                 ..Options::default()
             };
             http::serve(listener, repos, options, shutdown).await?;

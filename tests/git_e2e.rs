@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::thread;
 
-use common::{Backend, Sandbox, Server, all_objects, stowage};
+use common::{Backend, Sandbox, Server, all_objects, get, stowage};
 
 on_every_backend!(
     push_new_repository_and_ls_remote,
@@ -20,6 +20,7 @@ on_every_backend!(
     sixteen_concurrent_clones,
     atomic_pushes_options_tags_and_head,
     refs_by_name_and_session_ids,
+    clones_through_a_local_pack_cache,
 );
 
 /// A source repository: main with 4 commits, feature branches `dev` and `topic/x`, a
@@ -841,4 +842,68 @@ fn update_refs(sb: &Sandbox, repo: &Path, commands: &str) {
     std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), commands.as_bytes())
         .expect("write refs");
     assert!(child.wait().expect("update-ref").success());
+}
+
+/// A number from `GET /-/stats`.
+fn stat(server: &Server, name: &str) -> u64 {
+    let (status, body) = get(&server.url("-/stats"));
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&body).expect("stats are JSON");
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {stats}"))
+}
+
+/// With `--pack-cache-dir`, packs read from the store are copied to the directory and
+/// later clones and fetches read them from there, with the same results.
+fn clones_through_a_local_pack_cache(backend: Backend) {
+    let sb = Sandbox::new();
+    let cache_dir = sb.path("pack-cache");
+    let server = Server::start_with(
+        &backend,
+        &["--pack-cache-dir", cache_dir.to_str().expect("path")],
+    );
+    let src = source_repo(&sb);
+    let url = server.url("cached.git");
+    push_all(&sb, &src, &url);
+
+    let first = sb.path("first.git");
+    sb.git(
+        &sb.path(""),
+        &["clone", "-q", "--bare", &url, first.to_str().expect("path")],
+    );
+    // The clone streamed the pack; its copy is made in the background.
+    let mut waited = 0;
+    while stat(&server, "disk_cache_bytes") == 0 && waited < 100 {
+        thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    assert!(stat(&server, "disk_cache_bytes") > 0, "the pack was copied");
+    let hits = stat(&server, "disk_cache_hits");
+    let second = sb.path("second.git");
+    sb.git(
+        &sb.path(""),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &url,
+            second.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        stat(&server, "disk_cache_hits") > hits,
+        "read from the directory"
+    );
+    assert_eq!(all_objects(&sb, &first), all_objects(&sb, &src));
+    assert_eq!(all_objects(&sb, &second), all_objects(&sb, &src));
+
+    // A new push and a fetch of it go through the same layer.
+    sb.commit(&src, "later.txt", "later\n", "later");
+    sb.git(&src, &["push", "-q", &url, "main"]);
+    sb.git(&second, &["fetch", "-q", &url, "main:main"]);
+    assert_eq!(
+        sb.git(&second, &["rev-parse", "main"]),
+        sb.git(&src, &["rev-parse", "main"])
+    );
 }

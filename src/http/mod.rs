@@ -43,6 +43,8 @@ pub struct Options {
     pub max_negotiation_bytes: usize,
     /// Optional protocol features.
     pub features: Features,
+    /// The local pack cache in front of the store, if any (for `/-/stats`).
+    pub disk_cache: Option<crate::disk_cache::DiskCacheStore>,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
         Options {
             max_negotiation_bytes: 64 << 20,
             features: Features::default(),
+            disk_cache: None,
         }
     }
 }
@@ -202,7 +205,7 @@ fn stats(state: &AppState) -> Response {
         .collect();
     let (index_bytes, pack_bytes, object_bytes) = state.repos.caches.weighted_sizes();
     let cache = state.repos.caches.stats();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "store_requests": requests,
         "store_requests_total": counts.total(),
         "index_cache_bytes": index_bytes,
@@ -215,6 +218,12 @@ fn stats(state: &AppState) -> Response {
         "object_cache_hits": cache.object_hits,
         "object_cache_misses": cache.object_misses,
     });
+    if let Some(disk) = &state.options.disk_cache {
+        let (hits, misses) = disk.hits_and_misses();
+        body["disk_cache_bytes"] = disk.held_bytes().into();
+        body["disk_cache_hits"] = hits.into();
+        body["disk_cache_misses"] = misses.into();
+    }
     (
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),

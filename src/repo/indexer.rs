@@ -157,13 +157,8 @@ pub fn index_pack(
             });
             let index = (entries.len() - 1) as u32;
             resolver.known.insert(id);
-            resolver.resolve_from(
-                &mut entries,
-                &mut reader,
-                index,
-                Arc::new(buf.clone()),
-                kind,
-            )?;
+            let base = Arc::new(std::mem::take(&mut buf));
+            resolver.resolve_from(&mut entries, &mut reader, index, base, kind)?;
             progress = true;
         }
         if !progress {
