@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::thread;
 
-use common::{Backend, Sandbox, Server, all_objects, get, stowage};
+use common::{Backend, Sandbox, Server, all_objects, stat, stowage};
 
 on_every_backend!(
     push_new_repository_and_ls_remote,
@@ -842,16 +842,6 @@ fn update_refs(sb: &Sandbox, repo: &Path, commands: &str) {
     std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), commands.as_bytes())
         .expect("write refs");
     assert!(child.wait().expect("update-ref").success());
-}
-
-/// A number from `GET /-/stats`.
-fn stat(server: &Server, name: &str) -> u64 {
-    let (status, body) = get(&server.url("-/stats"));
-    assert_eq!(status, 200);
-    let stats: serde_json::Value = serde_json::from_slice(&body).expect("stats are JSON");
-    stats[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{name} in {stats}"))
 }
 
 /// With `--pack-cache-dir`, packs read from the store are copied to the directory and

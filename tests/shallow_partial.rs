@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Backend, Sandbox, Server, get};
+use common::{Backend, Sandbox, Server, stat};
 
 on_every_backend!(
     shallow_clones_match_git,
@@ -329,11 +329,10 @@ fn partial_clones_match_git(backend: Backend) {
 
 /// The object cache counters of `/-/stats`: (hits, misses).
 fn object_cache(server: &Server) -> (u64, u64) {
-    let (status, body) = get(&server.url("-/stats"));
-    assert_eq!(status, 200);
-    let stats: serde_json::Value = serde_json::from_slice(&body).expect("stats are JSON");
-    let n = |name: &str| stats[name].as_u64().expect(name);
-    (n("object_cache_hits"), n("object_cache_misses"))
+    (
+        stat(server, "object_cache_hits"),
+        stat(server, "object_cache_misses"),
+    )
 }
 
 /// A second shallow clone of the same tip reads the trees and commit the first one

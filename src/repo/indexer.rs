@@ -329,12 +329,7 @@ fn read_entries(
 
         // Inflate in pieces; hash a whole object as it comes.
         let mut sha = match what {
-            What::Whole(kind) => {
-                let mut sha = Sha1::new();
-                sha.update(kind.as_bytes());
-                sha.update(format!(" {size}\0").as_bytes());
-                Some(sha)
-            }
+            What::Whole(kind) => Some(object_hasher(kind, size)),
             _ => None,
         };
         inflate.reset(true);
@@ -436,12 +431,7 @@ impl Resolver {
     }
 
     fn has_deltas(&self, entry: u32, id: &ObjectId) -> bool {
-        let by_entry = self.on_entry.partition_point(|(b, _)| *b < entry);
-        let by_id = self.on_id.partition_point(|(b, _)| b < id);
-        self.on_entry
-            .get(by_entry)
-            .is_some_and(|(b, _)| *b == entry)
-            || self.on_id.get(by_id).is_some_and(|(b, _)| b == id)
+        self.deltas_on(entry, id).next().is_some()
     }
 
     /// The deltas on `entry` (whose id is `id`).
@@ -546,10 +536,16 @@ fn inflate_entry(file: &mut File, entry: &Entry) -> Result<Vec<u8>, IndexError> 
     Ok(out)
 }
 
-fn object_id(kind: Kind, data: &[u8]) -> ObjectId {
+/// A hasher fed with an object's header (`<kind> <size>\0`), ready for its content.
+fn object_hasher(kind: Kind, size: u64) -> Sha1 {
     let mut sha = Sha1::new();
     sha.update(kind.as_bytes());
-    sha.update(format!(" {}\0", data.len()).as_bytes());
+    sha.update(format!(" {size}\0").as_bytes());
+    sha
+}
+
+fn object_id(kind: Kind, data: &[u8]) -> ObjectId {
+    let mut sha = object_hasher(kind, data.len() as u64);
     sha.update(data);
     ObjectId::from_bytes_or_panic(&sha.finalize())
 }

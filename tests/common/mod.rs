@@ -244,6 +244,16 @@ macro_rules! on_every_backend {
     };
 }
 
+/// A number from the server's `GET /-/stats`.
+pub fn stat(server: &Server, name: &str) -> u64 {
+    let (status, body) = get(&server.url("-/stats"));
+    assert_eq!(status, 200);
+    let stats: serde_json::Value = serde_json::from_slice(&body).expect("stats are JSON");
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name} in {stats}"))
+}
+
 /// POSTs `body` to `url` with curl; returns (HTTP status, response body).
 pub fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
     post_with(url, content_type, body, &[])
