@@ -1,15 +1,20 @@
 //! stowage: a Git Smart HTTP server whose repositories live in object storage.
 //!
 //! A tour of the layers, each knowing only those below it:
-//! - [`http`]: axum routes, thin: URL and header parsing, status codes;
+//! - [`http`]: axum routes, thin: one file per route family, one place that
+//!   authenticates, status codes;
+//! - [`access`]: users, tokens, grants, visibility and protected refs, kept in the
+//!   store and cached; decides what a request may do;
 //! - [`protocol`]: git's wire protocol (pkt-lines, v0/v1 negotiation, v2 commands,
-//!   receive-pack), as functions over bytes and streams;
+//!   receive-pack) as functions over bytes and streams, and [`protocol::serve`], which
+//!   answers a git request for one repository;
 //! - [`repo`]: the repository model in the store: manifest, packs, object lookup,
 //!   walks, pack writing and the push transaction;
 //! - [`stowage_store::ObjectStore`]: where every byte lives (filesystem, S3, memory);
 //!   [`store_url`] opens one from a URL, [`disk_cache`] keeps local copies of its
 //!   packs.
 
+pub mod access;
 pub mod disk_cache;
 pub mod http;
 pub mod protocol;

@@ -1,10 +1,15 @@
-//! The `stowage` command: `serve`, and `repo create|list|delete`.
+//! The `stowage` command: `serve`; `user`, `token` and `repo` to manage users, tokens,
+//! repositories and their access; `gc` and `fsck`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use stowage::access::manage;
+use stowage::access::refs::Protection;
+use stowage::access::state::{Target, TokenSpec};
+use stowage::access::{Access, AccessConfig, Bootstrap, Role};
 use stowage::disk_cache::DiskCacheStore;
 use stowage::http::{self, Options};
 use stowage::protocol::Features;
@@ -26,9 +31,15 @@ struct Cli {
 enum Command {
     /// Serve git over HTTP.
     Serve(Serve),
-    /// Manage repositories.
+    /// Manage repositories, their visibility, grants and protected refs.
     #[command(subcommand)]
     Repo(Repo),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage a user's personal access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Merge a repository's packs (all into one, or geometrically) and delete pack
     /// files no manifest lists that are older than the grace period.
     Gc(Gc),
@@ -122,13 +133,71 @@ struct Serve {
     /// made to answer like a remote store).
     #[arg(long, default_value_t = 0)]
     inject_latency_ms: u64,
+    /// Turn access control off: every request may read and write every repository.
+    #[arg(long)]
+    no_auth: bool,
+    /// Take the user name from this request header, set by an authenticating reverse
+    /// proxy in front of the server (as git http-backend takes REMOTE_USER). Only for a
+    /// server that the proxy alone can reach.
+    #[arg(long, value_name = "HEADER")]
+    trust_proxy_user: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Repo {
-    /// Create an empty repository.
+    /// Create an empty repository (private unless --public).
     Create {
         name: String,
+        /// Anyone may read it, without credentials.
+        #[arg(long)]
+        public: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Make a repository public (anyone may read it) or private.
+    Visibility {
+        name: String,
+        #[arg(value_parser = ["public", "private"])]
+        visibility: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Give a user a role (read, write or admin) on a repository, or on every
+    /// repository under a prefix ending in `/` (`org/`).
+    Grant {
+        name: String,
+        user: String,
+        #[arg(value_parser = ["read", "write", "admin"])]
+        role: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Take a user's grant on a repository or prefix away.
+    Ungrant {
+        name: String,
+        user: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Protect refs matching PATTERN (`main`, `release/*`, `refs/tags/v*`): no
+    /// force-pushes or deletions unless allowed.
+    Protect {
+        name: String,
+        pattern: String,
+        #[arg(long)]
+        allow_force_push: bool,
+        #[arg(long)]
+        allow_delete: bool,
+        /// Only admins of the repository may push to matching refs.
+        #[arg(long)]
+        admins_only: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Remove the protection of PATTERN.
+    Unprotect {
+        name: String,
+        pattern: String,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -140,6 +209,61 @@ enum Repo {
     /// Delete a repository and everything in it.
     Delete {
         name: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user (a server admin with --admin).
+    Add {
+        name: String,
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Remove a user, with their tokens and grants.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token for USER and print it (shown only this once).
+    Create {
+        user: String,
+        /// The token may read what its user may read, and write nothing.
+        #[arg(long)]
+        read_only: bool,
+        /// The token stops working after this many days.
+        #[arg(long, value_name = "N")]
+        expires_days: Option<u64>,
+        /// What the token is for.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        note: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// List USER's tokens: id, created, expiry, scope, note (never the token).
+    List {
+        user: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Revoke one of USER's tokens by its id.
+    Revoke {
+        user: String,
+        id: String,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -178,14 +302,198 @@ fn small_caches() -> Caches {
     Caches::new(64 << 20, 64 << 20, 16 << 20)
 }
 
+/// The repositories and the access state of `store`, for a management command.
+async fn managed(store: &str) -> anyhow::Result<(Repos, Access)> {
+    let repos = repos(store, RepoConfig::default(), small_caches()).await?;
+    let access = Access::new(repos.store.clone(), AccessConfig::default());
+    Ok((repos, access))
+}
+
+/// What the server prints when it starts: how access control stands, and for a new
+/// store, the first admin's token and how to push with it.
+fn print_start(access: Option<&Bootstrap>, base: &str) {
+    match access {
+        None => println!(
+            "WARNING: access control is off (--no-auth): anyone who can reach {base} may read \
+             and write every repository."
+        ),
+        Some(Bootstrap::Created(token)) => {
+            let token = token.expose();
+            let with_token = base.replacen("://", &format!("://admin:{token}@"), 1);
+            println!(
+                "Access control is on. This store had no users, so the server admin \"admin\" was \
+                 created with this token (shown only this once; keep it):\n\n    {token}\n\n\
+                 Push a first repository from any git repository:\n\n    \
+                 git push {with_token}/demo.git main\n\n\
+                 then clone it:\n\n    git clone {with_token}/demo.git\n\n\
+                 Add users and tokens with `stowage user add NAME` and `stowage token create \
+                 NAME`; give access with `stowage repo grant`."
+            );
+        }
+        Some(Bootstrap::Existing { users, admins }) => {
+            println!(
+                "Access control is on ({users} users, {admins} server admins). A new token: \
+                 stowage token create USER"
+            );
+            if *admins == 0 {
+                println!(
+                    "WARNING: no server admin: make one with `stowage user add NAME --admin`."
+                );
+            }
+        }
+    }
+}
+
+async fn run_access_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::User(UserCommand::Add { name, admin, store }) => {
+            let (_, access) = managed(&store.store).await?;
+            manage::add_user(&access, &name, admin).await?;
+            println!("added {}{name}", if admin { "server admin " } else { "" });
+        }
+        Command::User(UserCommand::List { store }) => {
+            let (_, access) = managed(&store.store).await?;
+            let view = access.reload().await?;
+            for (name, user) in &view.state.users {
+                println!(
+                    "{name}\t{}\t{} tokens",
+                    if user.admin { "admin" } else { "user" },
+                    user.tokens.len()
+                );
+            }
+        }
+        Command::User(UserCommand::Remove { name, store }) => {
+            let (_, access) = managed(&store.store).await?;
+            manage::remove_user(&access, &name).await?;
+            println!("removed {name}");
+        }
+        Command::Token(TokenCommand::Create {
+            user,
+            read_only,
+            expires_days,
+            note,
+            store,
+        }) => {
+            let (_, access) = managed(&store.store).await?;
+            let spec = TokenSpec {
+                read_only,
+                expires_days,
+                note,
+            };
+            let (secret, _) = manage::create_token(&access, &user, &spec).await?;
+            println!("{}", secret.expose());
+        }
+        Command::Token(TokenCommand::List { user, store }) => {
+            let (_, access) = managed(&store.store).await?;
+            let view = access.reload().await?;
+            for t in &view.state.user(&user)?.tokens {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    manage::format_time(t.created),
+                    t.expires
+                        .map(|e| format!("expires {}", manage::format_time(e)))
+                        .unwrap_or_else(|| "never expires".into()),
+                    if t.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                    t.note
+                );
+            }
+        }
+        Command::Token(TokenCommand::Revoke { user, id, store }) => {
+            let (_, access) = managed(&store.store).await?;
+            manage::revoke_token(&access, &user, &id).await?;
+            println!("revoked {id}");
+        }
+        Command::Repo(Repo::Create {
+            name,
+            public,
+            store,
+        }) => {
+            let name = RepoName::new(&name)?;
+            let (repos, access) = managed(&store.store).await?;
+            manage::create_repo(&access, &repos, &name, public, None).await?;
+            println!("created {name}");
+        }
+        Command::Repo(Repo::Delete { name, store }) => {
+            let name = RepoName::new(&name)?;
+            let (repos, access) = managed(&store.store).await?;
+            manage::delete_repo(&access, &repos, &name).await?;
+            println!("deleted {name}");
+        }
+        Command::Repo(Repo::Visibility {
+            name,
+            visibility,
+            store,
+        }) => {
+            let name = RepoName::new(&name)?;
+            let (repos, access) = managed(&store.store).await?;
+            manage::set_visibility(&access, &repos, &name, visibility == "public").await?;
+            println!("{name} is {visibility}");
+        }
+        Command::Repo(Repo::Grant {
+            name,
+            user,
+            role,
+            store,
+        }) => {
+            let target = Target::parse(&name)?;
+            let role = Role::parse(&role)?;
+            let (repos, access) = managed(&store.store).await?;
+            manage::grant(&access, &repos, &target, &user, role).await?;
+            println!("granted {} on {target} to {user}", role.as_str());
+        }
+        Command::Repo(Repo::Ungrant { name, user, store }) => {
+            let target = Target::parse(&name)?;
+            let (_, access) = managed(&store.store).await?;
+            manage::ungrant(&access, &target, &user).await?;
+            println!("{user} has no grant on {target} any more");
+        }
+        Command::Repo(Repo::Protect {
+            name,
+            pattern,
+            allow_force_push,
+            allow_delete,
+            admins_only,
+            store,
+        }) => {
+            let name = RepoName::new(&name)?;
+            let mut protection = Protection::new(&pattern)?;
+            protection.allow_force_push = allow_force_push;
+            protection.allow_delete = allow_delete;
+            protection.admins_only = admins_only;
+            let (repos, access) = managed(&store.store).await?;
+            manage::protect(&access, &repos, &name, protection).await?;
+            println!("protected {pattern} in {name}");
+        }
+        Command::Repo(Repo::Unprotect {
+            name,
+            pattern,
+            store,
+        }) => {
+            let name = RepoName::new(&name)?;
+            let (_, access) = managed(&store.store).await?;
+            manage::unprotect(&access, &name, &pattern).await?;
+            println!("unprotected {pattern} in {name}");
+        }
+        _ => unreachable!("only access commands come here"),
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "stowage=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Serve(args) => {
@@ -209,11 +517,38 @@ async fn main() -> anyhow::Result<()> {
                 .map(|dir| (dir, args.pack_cache_dir_mb << 20));
             let (repos, disk_cache) =
                 repos_for_serving(&args.store.store, config, caches, latency, disk_cache).await?;
+            let trust_proxy_user = args
+                .trust_proxy_user
+                .map(|h| axum::http::HeaderName::try_from(h.to_ascii_lowercase()))
+                .transpose()
+                .context("--trust-proxy-user needs a valid header name")?;
+            let access = Access::new(
+                repos.store.clone(),
+                AccessConfig {
+                    enabled: !args.no_auth,
+                    ..AccessConfig::default()
+                },
+            );
+            let bootstrap = if args.no_auth {
+                None
+            } else {
+                Some(
+                    access
+                        .bootstrap()
+                        .await
+                        .context("cannot read the access state")?,
+                )
+            };
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let local = listener.local_addr()?;
-            tracing::info!(listen = %local, store = %args.store.store, "serving");
+            if args.no_auth {
+                tracing::warn!(listen = %local, store = %args.store.store, auth = "off", "serving without access control");
+            } else {
+                tracing::info!(listen = %local, store = %args.store.store, "serving");
+            }
+            print_start(bootstrap.as_ref(), &format!("http://{local}"));
             // Tests and scripts read the address from this line.
             println!("listening on http://{local}");
             let shutdown = async {
@@ -225,18 +560,22 @@ async fn main() -> anyhow::Result<()> {
                     advertise_session_id: args.advertise_session_id,
                 },
                 disk_cache,
+                trust_proxy_user,
                 ..Options::default()
             };
-            http::serve(listener, repos, options, shutdown).await?;
+            http::serve(listener, repos, access, options, shutdown).await?;
         }
-        Command::Repo(Repo::Create { name, store }) => {
-            let name = RepoName::new(&name)?;
-            repos(&store.store, RepoConfig::default(), small_caches())
-                .await?
-                .create(&name)
-                .await?;
-            println!("created {name}");
-        }
+        command @ (Command::User(_)
+        | Command::Token(_)
+        | Command::Repo(
+            Repo::Create { .. }
+            | Repo::Delete { .. }
+            | Repo::Visibility { .. }
+            | Repo::Grant { .. }
+            | Repo::Ungrant { .. }
+            | Repo::Protect { .. }
+            | Repo::Unprotect { .. },
+        )) => run_access_command(command).await?,
         Command::Repo(Repo::List { store }) => {
             for name in repos(&store.store, RepoConfig::default(), small_caches())
                 .await?
@@ -245,14 +584,6 @@ async fn main() -> anyhow::Result<()> {
             {
                 println!("{name}");
             }
-        }
-        Command::Repo(Repo::Delete { name, store }) => {
-            let name = RepoName::new(&name)?;
-            repos(&store.store, RepoConfig::default(), small_caches())
-                .await?
-                .delete(&name)
-                .await?;
-            println!("deleted {name}");
         }
         Command::Gc(args) => {
             let name = RepoName::new(&args.name)?;

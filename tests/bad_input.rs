@@ -213,8 +213,8 @@ fn missing_repositories_and_hostile_names(backend: Backend) {
         entries.sort();
         assert_eq!(
             entries,
-            ["demo.git"],
-            "nothing written outside the repository"
+            [".access", "demo.git"],
+            "nothing written outside the repository and the access state"
         );
     }
 }

@@ -545,10 +545,13 @@ impl Side {
                     "{}",
                     String::from_utf8_lossy(&created.stderr)
                 );
+                // git http-backend has no access control of its own: compare with
+                // stowage's off too.
+                let options = vec!["--no-auth"];
                 Remote::Stowage {
-                    server: Server::start(&backend),
+                    server: Server::start_with(&backend, &options),
                     store: backend,
-                    options: Vec::new(),
+                    options,
                 }
             }
         };

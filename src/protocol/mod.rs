@@ -5,7 +5,9 @@
 //! - [`advertise`]: `info/refs` answers (v0 advertisement, v2 capabilities);
 //! - [`upload_pack`]: fetch and clone in protocol v0/v1 (stateless negotiation);
 //! - [`v2`]: protocol v2 commands `ls-refs` and `fetch`;
-//! - [`receive_pack`]: push (commands, pack, report-status).
+//! - [`receive_pack`]: push (commands, pack, report-status);
+//! - [`serve`]: answers each request for one repository (negotiation, walk limits,
+//!   pack streaming, the push), given a repository and, for pushes, a ref policy.
 //!
 //! References: [gitprotocol-http], [gitprotocol-pack], [gitprotocol-v2].
 //!
@@ -16,6 +18,7 @@
 pub mod advertise;
 pub mod pktline;
 pub mod receive_pack;
+pub mod serve;
 pub mod upload_pack;
 pub mod v2;
 

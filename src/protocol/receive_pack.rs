@@ -288,6 +288,7 @@ mod tests {
                 ("refs/heads/main".into(), Ok(())),
                 ("refs/heads/x".into(), Err("fetch first".into())),
             ],
+            created: false,
         };
         let raw = report(&r, Framing::Raw);
         assert_eq!(

@@ -9,6 +9,11 @@
 //! When the swap loses a race, the manifest is read again and every command's old id is
 //! checked against the new state: a command whose old id no longer matches is refused,
 //! never applied over someone else's update.
+//!
+//! Rules about who may move which ref (protected branches, and later LFS locks and
+//! hooks) come from above as a [`RefPolicy`], asked about each command inside the
+//! compare-and-swap loop, so that it judges the old value the command replaces. The
+//! default branch (HEAD's target) is never deleted, as in git.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +48,44 @@ pub struct Report {
     pub unpack: Result<(), String>,
     /// Per command, in request order: `Ok` or the reason it was refused.
     pub refs: Vec<(String, Result<(), String>)>,
+    /// Whether this push created the repository.
+    pub created: bool,
+}
+
+/// One ref command as a [`RefPolicy`] sees it, inside the compare-and-swap loop.
+#[derive(Debug, Clone)]
+pub struct RefChange<'a> {
+    /// The full ref name.
+    pub name: &'a str,
+    /// The value it replaces (`None`: the ref is created).
+    pub old: Option<ObjectId>,
+    /// The value it gets (`None`: the ref is deleted).
+    pub new: Option<ObjectId>,
+    /// For an update the policy asked about ([`RefPolicy::needs_fast_forward`]):
+    /// whether the new value descends from the old one.
+    pub fast_forward: Option<bool>,
+}
+
+/// Rules a push must follow, given by the layer above (access control, locks, hooks).
+pub trait RefPolicy: Send + Sync {
+    /// Whether [`RefPolicy::check`] needs to know if an update of `name` is a
+    /// fast-forward (a walk of the history, so only when it matters).
+    fn needs_fast_forward(&self, name: &str) -> bool;
+    /// `Ok`, or the reason the command is refused (git shows it after `ng <ref>`).
+    fn check(&self, change: &RefChange<'_>) -> Result<(), String>;
+}
+
+/// The policy that allows every command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl RefPolicy for AllowAll {
+    fn needs_fast_forward(&self, _: &str) -> bool {
+        false
+    }
+    fn check(&self, _: &RefChange<'_>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// How many times a push re-reads the manifest after losing a compare-and-swap.
@@ -83,16 +126,19 @@ pub fn check_ref_name(name: &str) -> Result<(), String> {
 #[derive(Debug, Clone)]
 struct Checked {
     peeled: Option<ObjectId>,
+    /// Whether the update is a fast-forward, when that was asked.
+    fast_forward: Option<bool>,
 }
 
 /// Runs a push of `commands` with the pack read from `pack` (`None` when the client
-/// sent no pack: deletes only).
+/// sent no pack: deletes only), each command also judged by `policy`.
 pub async fn receive(
     repos: &Repos,
     repo: &RepoName,
     commands: Vec<Command>,
     pack: Option<Box<dyn AsyncRead + Send + Unpin>>,
     atomic: bool,
+    policy: &dyn RefPolicy,
 ) -> Result<Report, RepoError> {
     let snapshot = repos.snapshot(repo).await?;
     if snapshot.is_none() && !repos.config.auto_create {
@@ -106,7 +152,12 @@ pub async fn receive(
 
     let mut results: Vec<Result<Checked, String>> = commands
         .iter()
-        .map(|c| check_ref_name(&c.name).map(|()| Checked { peeled: None }))
+        .map(|c| {
+            check_ref_name(&c.name).map(|()| Checked {
+                peeled: None,
+                fast_forward: None,
+            })
+        })
         .collect();
 
     let tmp = tempfile::Builder::new()
@@ -128,6 +179,7 @@ pub async fn receive(
                         .iter()
                         .map(|c| (c.name.clone(), Err("unpacker error".to_owned())))
                         .collect(),
+                    created: false,
                 });
             }
         }
@@ -139,6 +191,10 @@ pub async fn receive(
         let commands = commands.clone();
         let local_index = received.as_ref().map(|r| r.2.clone());
         let deny_nff = repos.config.deny_non_fast_forwards;
+        let wants_ff: Vec<bool> = commands
+            .iter()
+            .map(|c| deny_nff || policy.needs_fast_forward(&c.name))
+            .collect();
         let mut results = std::mem::take(&mut results);
         tokio::task::spawn_blocking(move || -> Result<_, OdbError> {
             let local = match &local_index {
@@ -150,14 +206,16 @@ pub async fn receive(
                 Some(local) => check_pack_closed(local, odb.as_ref())?.err(),
                 None => None,
             };
-            for (command, result) in commands.iter().zip(results.iter_mut()) {
+            for ((command, result), wants_ff) in
+                commands.iter().zip(results.iter_mut()).zip(wants_ff)
+            {
                 if result.is_err() || command.new.is_null() {
                     continue;
                 }
                 *result = match (&gap, &local) {
                     (Some(gap), _) => Err(format!("missing necessary objects: {gap}")),
-                    (None, Some(local)) => check_command(local, &odb, command, deny_nff)?,
-                    (None, None) => check_command(&NoObjects, &odb, command, deny_nff)?,
+                    (None, Some(local)) => check_command(local, &odb, command, wants_ff)?,
+                    (None, None) => check_command(&NoObjects, &odb, command, wants_ff)?,
                 };
             }
             Ok(results)
@@ -185,8 +243,12 @@ pub async fn receive(
         });
     }
 
-    let (refs, written) =
-        swap_manifest(repos, repo, snapshot, &commands, results, new_pack, atomic).await?;
+    let existed_before = snapshot.is_some();
+    let (refs, written) = swap_manifest(
+        repos, repo, snapshot, &commands, results, new_pack, atomic, policy,
+    )
+    .await?;
+    let created = !existed_before && written.is_some();
     if let Some(written) = written {
         if let (true, Some((_, hash, index_path, data_path))) = (existed, &received) {
             ensure_pack_stored(repos, repo, hash, index_path, data_path).await?;
@@ -196,6 +258,7 @@ pub async fn receive(
     Ok(Report {
         unpack: Ok(()),
         refs,
+        created,
     })
 }
 
@@ -304,11 +367,13 @@ impl ObjectSource for NoObjects {
     }
 }
 
+/// Checks one command that sets a ref: its object is there, a branch gets a commit; and
+/// says whether it is a fast-forward when `wants_ff`.
 fn check_command(
     local: &dyn ObjectSource,
     odb: &Odb,
     command: &Command,
-    deny_non_fast_forwards: bool,
+    wants_ff: bool,
 ) -> Result<Result<Checked, String>, OdbError> {
     let all = Layered {
         first: &DynSource(local),
@@ -327,16 +392,16 @@ fn check_command(
             command.new
         )));
     }
-    if deny_non_fast_forwards && !command.old.is_null() {
-        if !all.contains(&command.old) {
-            return Ok(Err("fetch first".to_owned()));
-        }
-        if !is_ancestor(&all, command.old, command.new)? {
-            return Ok(Err("non-fast-forward".to_owned()));
-        }
-    }
+    // An old value the repository lacks is not its ref's value: the swap refuses the
+    // command ("fetch first") before any policy sees it.
+    let fast_forward = if wants_ff && !command.old.is_null() {
+        Some(all.contains(&command.old) && is_ancestor(&all, command.old, command.new)?)
+    } else {
+        None
+    };
     Ok(Ok(Checked {
         peeled: (peeled != command.new).then_some(peeled),
+        fast_forward,
     }))
 }
 
@@ -430,7 +495,9 @@ pub(super) async fn ensure_pack_stored(
     Ok(())
 }
 
-pub(super) fn transaction_id() -> String {
+/// A unique id for one write, recorded in what it writes (manifests, the access state)
+/// so that a writer whose answer was lost recognises its own write.
+pub fn transaction_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -482,8 +549,9 @@ fn initial_head(commands: &[Command]) -> String {
 }
 
 /// Applies the checked commands to the manifest by compare-and-swap, re-reading and
-/// re-checking after every lost race. Returns the outcome per command and, when it
-/// wrote one, the manifest as written.
+/// re-checking (old values, the default branch, `policy`) after every lost race.
+/// Returns the outcome per command and, when it wrote one, the manifest as written.
+#[allow(clippy::too_many_arguments)]
 async fn swap_manifest(
     repos: &Repos,
     repo: &RepoName,
@@ -492,7 +560,9 @@ async fn swap_manifest(
     checked: Vec<Result<Checked, String>>,
     new_pack: Option<PackEntry>,
     atomic: bool,
+    policy: &dyn RefPolicy,
 ) -> Result<(Vec<(String, Result<(), String>)>, Option<Manifest>), RepoError> {
+    let deny_nff = repos.config.deny_non_fast_forwards;
     let key = repo.key("manifest");
     let txn = transaction_id();
     let mut last_results = Vec::new();
@@ -518,6 +588,17 @@ async fn swap_manifest(
                         .flatten()
                     {
                         Err(format!("cannot create it: ref {conflict} exists"))
+                    } else if command.new.is_null() && command.name == next.head {
+                        Err("deletion of the current branch prohibited".to_owned())
+                    } else if deny_nff && checked.fast_forward == Some(false) {
+                        Err("non-fast-forward".to_owned())
+                    } else if let Err(reason) = policy.check(&RefChange {
+                        name: &command.name,
+                        old: current,
+                        new: (!command.new.is_null()).then_some(command.new),
+                        fast_forward: checked.fast_forward,
+                    }) {
+                        Err(reason)
                     } else {
                         if command.new.is_null() {
                             next.refs.remove(&command.name);

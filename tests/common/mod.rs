@@ -61,11 +61,40 @@ pub fn stowage() -> Command {
     cmd
 }
 
+/// The token of each store's first server admin, by store URL: printed once by the
+/// first server started on the store.
+static ADMIN_TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The first admin's token for `backend`: a server started on it printed it (another
+/// one starting at the same time may be about to).
+pub fn admin_token(backend: &Backend) -> String {
+    let url = backend.url();
+    for _ in 0..200 {
+        let found = ADMIN_TOKENS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(u, _)| *u == url)
+            .map(|(_, t)| t.clone());
+        if let Some(token) = found {
+            return token;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no admin token is known for {url}")
+}
+
 /// A running server; stopped (by its PID) when dropped.
 #[derive(Debug)]
 pub struct Server {
     child: Child,
+    /// The server's base URL with the admin token as credentials (without them when
+    /// access control is off).
     pub base: String,
+    /// The base URL without credentials.
+    pub anon_base: String,
+    /// What the server printed before its address.
+    pub banner: String,
 }
 
 impl Server {
@@ -89,20 +118,57 @@ impl Server {
             .spawn()
             .expect("stowage starts");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("stowage prints its address");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from stowage: {line:?}"))
-            .to_owned();
-        Server { child, base }
+        let mut reader = BufReader::new(stdout);
+        let mut banner = String::new();
+        let anon_base = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("stowage prints");
+            assert!(
+                n > 0,
+                "stowage ended before its address; it printed:\n{banner}"
+            );
+            if let Some(base) = line.trim().strip_prefix("listening on ") {
+                break base.to_owned();
+            }
+            let trimmed = line.trim();
+            if trimmed.starts_with("stw_") {
+                ADMIN_TOKENS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((backend.url(), trimmed.to_owned()));
+            }
+            banner.push_str(&line);
+        };
+        let base = if extra.contains(&"--no-auth") {
+            anon_base.clone()
+        } else {
+            let token = admin_token(backend);
+            anon_base.replacen("://", &format!("://admin:{token}@"), 1)
+        };
+        Server {
+            child,
+            base,
+            anon_base,
+            banner,
+        }
     }
 
+    /// The URL of `repo` (or any path), with the admin's credentials.
     pub fn url(&self, repo: &str) -> String {
         format!("{}/{repo}", self.base)
+    }
+
+    /// The URL of `repo` without credentials.
+    pub fn anon_url(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.anon_base)
+    }
+
+    /// The URL of `repo` with `token` as the password of `user`.
+    pub fn url_as(&self, user: &str, token: &str, repo: &str) -> String {
+        let base = self
+            .anon_base
+            .replacen("://", &format!("://{user}:{token}@"), 1);
+        format!("{base}/{repo}")
     }
 }
 

@@ -1,0 +1,224 @@
+//! Protected refs: patterns that refuse force-pushes and deletions unless allowed, and
+//! may keep everyone but repository admins from pushing at all.
+//!
+//! A pattern that starts with `refs/` is matched against the full ref name; any other is
+//! a branch pattern (`main` is `refs/heads/main`). `*` matches within one path component,
+//! `**` across components: `release/*` covers `release/1.0` but not `release/1.0/fix`.
+//! The rules bind every user and credential, admins included: to do what a protection
+//! forbids, an admin first changes the protection.
+
+use serde::{Deserialize, Serialize};
+
+use super::AccessError;
+use crate::repo::push::{RefChange, RefPolicy, check_ref_name};
+
+/// Longest pattern accepted, in bytes.
+const MAX_PATTERN: usize = 256;
+
+/// One protected pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protection {
+    /// As given: `main`, `release/*`, `refs/tags/v*`.
+    pub pattern: String,
+    /// Updates that are not fast-forwards are accepted.
+    #[serde(default)]
+    pub allow_force_push: bool,
+    /// Deletions are accepted.
+    #[serde(default)]
+    pub allow_delete: bool,
+    /// Only the repository's admins (and server admins) may push to matching refs.
+    #[serde(default)]
+    pub admins_only: bool,
+}
+
+impl Protection {
+    /// A protection of `pattern` that refuses force-pushes and deletions.
+    pub fn new(pattern: &str) -> Result<Self, AccessError> {
+        let full = full_pattern(pattern);
+        let as_ref = full.replace('*', "x");
+        if pattern.is_empty()
+            || pattern.len() > MAX_PATTERN
+            || pattern.contains("***")
+            || check_ref_name(&as_ref).is_err()
+        {
+            return Err(AccessError::Invalid(format!(
+                "invalid ref pattern {pattern:?}: use a branch name (`main`), a glob \
+                 (`release/*`) or a full ref pattern (`refs/tags/v*`)"
+            )));
+        }
+        Ok(Protection {
+            pattern: pattern.to_owned(),
+            allow_force_push: false,
+            allow_delete: false,
+            admins_only: false,
+        })
+    }
+
+    /// Whether the ref `name` (full, `refs/...`) is protected by this pattern.
+    pub fn matches(&self, name: &str) -> bool {
+        glob_match(full_pattern(&self.pattern).as_bytes(), name.as_bytes())
+    }
+}
+
+fn full_pattern(pattern: &str) -> String {
+    if pattern.starts_with("refs/") {
+        pattern.to_owned()
+    } else {
+        format!("refs/heads/{pattern}")
+    }
+}
+
+/// `*` matches any bytes but `/`, `**` any bytes at all; everything else itself. Runs in
+/// time proportional to pattern times name, whatever the pattern.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    // reach[j]: the pattern read so far can match name[..j].
+    let mut reach = vec![false; name.len() + 1];
+    reach[0] = true;
+    let mut i = 0;
+    while i < pattern.len() {
+        let mut next = vec![false; name.len() + 1];
+        if pattern[i] == b'*' {
+            let across = pattern.get(i + 1) == Some(&b'*');
+            for j in 0..=name.len() {
+                // A star matches nothing, or extends a match by one byte.
+                next[j] = reach[j] || (j > 0 && next[j - 1] && (across || name[j - 1] != b'/'));
+            }
+            i += if across { 2 } else { 1 };
+        } else {
+            for j in 1..=name.len() {
+                next[j] = reach[j - 1] && name[j - 1] == pattern[i];
+            }
+            i += 1;
+        }
+        reach = next;
+    }
+    reach[name.len()]
+}
+
+/// The protections of one repository, as they bind one pusher.
+#[derive(Debug, Clone)]
+pub struct Protections {
+    list: Vec<Protection>,
+    /// Whether the pusher is an admin of the repository (or a server admin).
+    repo_admin: bool,
+}
+
+impl Protections {
+    pub fn new(list: Vec<Protection>, repo_admin: bool) -> Self {
+        Protections { list, repo_admin }
+    }
+
+    fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Protection> + 'a {
+        self.list.iter().filter(move |p| p.matches(name))
+    }
+}
+
+impl RefPolicy for Protections {
+    fn needs_fast_forward(&self, name: &str) -> bool {
+        self.matching(name).any(|p| !p.allow_force_push)
+    }
+
+    fn check(&self, change: &RefChange<'_>) -> Result<(), String> {
+        let what = if change.name.starts_with("refs/heads/") {
+            "protected branch"
+        } else if change.name.starts_with("refs/tags/") {
+            "protected tag"
+        } else {
+            "protected ref"
+        };
+        for p in self.matching(change.name) {
+            if p.admins_only && !self.repo_admin {
+                return Err(format!("{what}: only repository admins may push to it"));
+            }
+            match (change.old, change.new) {
+                (Some(_), None) if !p.allow_delete => {
+                    return Err(format!("{what}: deletion not allowed"));
+                }
+                (Some(_), Some(_)) if change.fast_forward == Some(false) && !p.allow_force_push => {
+                    return Err(format!("{what}: force-push not allowed"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gix_hash::ObjectId;
+
+    fn p(pattern: &str) -> Protection {
+        Protection::new(pattern).expect("valid pattern")
+    }
+
+    #[test]
+    fn patterns_match_branches_and_full_refs() {
+        assert!(p("main").matches("refs/heads/main"));
+        assert!(!p("main").matches("refs/heads/main2"));
+        assert!(!p("main").matches("refs/tags/main"));
+        assert!(p("release/*").matches("refs/heads/release/1.0"));
+        assert!(!p("release/*").matches("refs/heads/release/1.0/fix"));
+        assert!(p("release/**").matches("refs/heads/release/1.0/fix"));
+        assert!(p("refs/tags/v*").matches("refs/tags/v1.2.3"));
+        assert!(!p("refs/tags/v*").matches("refs/heads/v1"));
+        assert!(p("*").matches("refs/heads/anything"));
+        assert!(!p("*").matches("refs/heads/a/b"));
+        assert!(p("refs/**").matches("refs/notes/commits"));
+        // Many stars against a long name stay quick.
+        let name = format!("refs/heads/{}", "a".repeat(1000));
+        assert!(!p("*a*a*a*a*a*a*a*a*b").matches(&name));
+        for bad in ["", "a b", "refs/heads/..", "x:y", "***", "a\\b"] {
+            assert!(Protection::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn protections_refuse_force_pushes_deletions_and_non_admins() {
+        let id = ObjectId::from_hex(b"67463eab6b939e3de1ed116192ded6d6788017e3").expect("hex");
+        let change = |old: Option<ObjectId>, new: Option<ObjectId>, ff: Option<bool>| RefChange {
+            name: "refs/heads/main",
+            old,
+            new,
+            fast_forward: ff,
+        };
+        let main = Protections::new(vec![p("main")], false);
+        assert!(main.needs_fast_forward("refs/heads/main"));
+        assert!(!main.needs_fast_forward("refs/heads/dev"));
+        assert!(main.check(&change(Some(id), Some(id), Some(true))).is_ok());
+        assert!(main.check(&change(None, Some(id), None)).is_ok());
+        assert_eq!(
+            main.check(&change(Some(id), Some(id), Some(false))),
+            Err("protected branch: force-push not allowed".into())
+        );
+        assert_eq!(
+            main.check(&change(Some(id), None, None)),
+            Err("protected branch: deletion not allowed".into())
+        );
+        let mut lenient = p("main");
+        lenient.allow_delete = true;
+        lenient.allow_force_push = true;
+        let lenient = Protections::new(vec![lenient], false);
+        assert!(lenient.check(&change(Some(id), None, None)).is_ok());
+        assert!(
+            lenient
+                .check(&change(Some(id), Some(id), Some(false)))
+                .is_ok()
+        );
+
+        let mut only = p("main");
+        only.admins_only = true;
+        let writer = Protections::new(vec![only.clone()], false);
+        assert_eq!(
+            writer.check(&change(Some(id), Some(id), Some(true))),
+            Err("protected branch: only repository admins may push to it".into())
+        );
+        let admin = Protections::new(vec![only], true);
+        assert!(admin.check(&change(Some(id), Some(id), Some(true))).is_ok());
+        assert!(
+            admin.check(&change(Some(id), None, None)).is_err(),
+            "admins are bound too"
+        );
+    }
+}

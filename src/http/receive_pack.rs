@@ -1,0 +1,32 @@
+//! `POST /<repo>/git-receive-pack`: a push; needs write (creating a repository needs
+//! write on a prefix covering its name, and makes the pusher its admin). The
+//! repository's protected refs bind the push.
+
+use std::net::SocketAddr;
+
+use axum::extract::Request;
+use axum::response::Response;
+
+use super::{AppState, Failure, auth, body_reader, for_caller, git_response};
+use crate::access::{Need, manage};
+use crate::protocol::serve;
+use crate::repo::RepoName;
+
+pub(super) async fn handle(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    request: Request,
+) -> Result<Response, Failure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Write).await?;
+    let policy = allowed.protections();
+    let pushed = serve::receive_pack(&state.repos, repo, body_reader(request), &policy).await?;
+    if pushed.created
+        && let Err(e) =
+            manage::repo_created(&state.access, repo, false, allowed.caller.user.as_deref()).await
+    {
+        // The pusher could create it, so they can reach it without the admin grant.
+        tracing::error!(repo = %repo, error = %e, "recording the creator of a repository failed");
+    }
+    Ok(for_caller(git_response(pushed.answer), &allowed.caller))
+}

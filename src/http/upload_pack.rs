@@ -1,0 +1,24 @@
+//! `POST /<repo>/git-upload-pack`: clone, fetch and (v2) ls-refs; needs read.
+
+use std::net::SocketAddr;
+
+use axum::extract::Request;
+use axum::response::Response;
+
+use super::{AppState, Failure, auth, for_caller, git_response, read_limited, wants_v2};
+use crate::access::Need;
+use crate::protocol::serve;
+use crate::repo::RepoName;
+
+pub(super) async fn handle(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    request: Request,
+) -> Result<Response, Failure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Read).await?;
+    let v2 = wants_v2(request.headers());
+    let body = read_limited(request, state.options.max_negotiation_bytes).await?;
+    let answer = serve::upload_pack(&state.repos, &state.options.features, repo, &body, v2).await?;
+    Ok(for_caller(git_response(answer), &allowed.caller))
+}

@@ -1,0 +1,533 @@
+//! Answers git's requests for one repository: the info/refs advertisement, fetch
+//! negotiation and pack streaming (v0/v1 and v2), and pushes. The HTTP layer has
+//! checked access before it calls in here, and turns an [`Answer`] or a [`Refusal`]
+//! into a response.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gix_hash::ObjectId;
+use tokio::io::AsyncRead;
+
+use super::pktline::PktWriter;
+use super::{
+    BadRequest, Body, Features, Framing, Service, advertise, receive_pack, upload_pack, v2,
+};
+use crate::repo::fetch::{self, FetchRequest};
+use crate::repo::odb::ObjectSource;
+use crate::repo::push::{self, RefPolicy};
+use crate::repo::walk::{Boundary, Filter, ShallowUpdate, WalkLimits};
+use crate::repo::{Manifest, Odb, OdbError, RepoError, RepoName, Repos, Snapshot};
+
+pub const UPLOAD_ADVERTISEMENT: &str = "application/x-git-upload-pack-advertisement";
+pub const RECEIVE_ADVERTISEMENT: &str = "application/x-git-receive-pack-advertisement";
+pub const UPLOAD_RESULT: &str = "application/x-git-upload-pack-result";
+pub const RECEIVE_RESULT: &str = "application/x-git-receive-pack-result";
+
+/// A protocol answer: its content type and its body.
+#[derive(Debug)]
+pub struct Answer {
+    pub content_type: &'static str,
+    pub body: Reply,
+}
+
+/// An answer's body: whole, or produced as the client reads it.
+pub enum Reply {
+    Whole(Bytes),
+    Stream(Body),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Whole(b) => write!(f, "Whole({} bytes)", b.len()),
+            Reply::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+impl Answer {
+    fn whole(content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        Answer {
+            content_type,
+            body: Reply::Whole(body.into()),
+        }
+    }
+}
+
+/// A request that gets no protocol answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The repository does not exist (an HTTP 404).
+    #[error("repository {0} not found")]
+    NotFound(RepoName),
+    /// Refused in words git shows its user (an `ERR` pkt-line).
+    #[error("{0}")]
+    Git(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// A task failed unexpectedly.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<BadRequest> for Refusal {
+    fn from(e: BadRequest) -> Self {
+        Refusal::Git(e.0)
+    }
+}
+
+impl From<OdbError> for Refusal {
+    fn from(e: OdbError) -> Self {
+        Refusal::Repo(e.into())
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Refusal {
+    Refusal::Internal(e.to_string())
+}
+
+/// Logs the session id a client sent (`session-id=...`), so that its trace and the
+/// server's log can be matched.
+fn log_client_session<'a>(repo: &RepoName, caps: impl IntoIterator<Item = &'a String>) {
+    if let Some(sid) = caps.into_iter().find_map(|c| c.strip_prefix("session-id=")) {
+        tracing::info!(repo = %repo, client_session_id = sid, "client session");
+    }
+}
+
+/// `GET info/refs?service=...`: the ref advertisement (v0/v1) or the capabilities (v2).
+pub async fn info_refs(
+    repos: &Repos,
+    features: &Features,
+    repo: &RepoName,
+    service: Service,
+    v2: bool,
+) -> Result<Answer, Refusal> {
+    if service == Service::UploadPack && v2 {
+        // The v2 capabilities name no ref, so the manifest is not read: the client's
+        // next request (ls-refs or fetch) reads it, and answers a missing repository.
+        return Ok(Answer::whole(
+            UPLOAD_ADVERTISEMENT,
+            advertise::v2_capabilities(features),
+        ));
+    }
+    let snapshot = repos.snapshot(repo).await?;
+    if snapshot.is_none() && (service == Service::UploadPack || !repos.config.auto_create) {
+        return Err(Refusal::NotFound(repo.clone()));
+    }
+    let manifest = snapshot.as_ref().map(|s| &s.manifest);
+    let body = match (service, v2) {
+        (Service::UploadPack, true) => advertise::v2_capabilities(features),
+        // git http-backend leaves out the preamble when a v2 client asks receive-pack.
+        (Service::ReceivePack, true) => advertise::v0(service, manifest, false, features),
+        (_, false) => advertise::v0(service, manifest, true, features),
+    };
+    let content_type = match service {
+        Service::UploadPack => UPLOAD_ADVERTISEMENT,
+        Service::ReceivePack => RECEIVE_ADVERTISEMENT,
+    };
+    Ok(Answer::whole(content_type, body))
+}
+
+/// `POST git-upload-pack`: one round of fetch negotiation, and the pack once it is done.
+pub async fn upload_pack(
+    repos: &Repos,
+    features: &Features,
+    repo: &RepoName,
+    body: &[u8],
+    v2: bool,
+) -> Result<Answer, Refusal> {
+    if v2 {
+        upload_pack_v2(repos, features, repo, body).await
+    } else {
+        upload_pack_v0(repos, repo, body).await
+    }
+}
+
+/// The shallow update (for a `deepen...` request) and the walk limits of a fetch.
+async fn limits(
+    odb: &Arc<Odb>,
+    manifest: &Manifest,
+    wants: &[ObjectId],
+    shallows: &[ObjectId],
+    deepen: &upload_pack::Deepen,
+    filter: Option<&str>,
+) -> Result<(ShallowUpdate, WalkLimits), Refusal> {
+    let filter = match filter {
+        Some(spec) => Filter::parse(spec).map_err(Refusal::Git)?,
+        None => Filter::None,
+    };
+    // The client may name shallow commits this repository does not have (made from
+    // another remote); only known ones matter.
+    let client_shallow: HashSet<_> = shallows
+        .iter()
+        .filter(|id| odb.contains(id))
+        .copied()
+        .collect();
+    let boundary = match (deepen.depth, deepen.relative) {
+        (Some(depth), false) => Some(Boundary::Depth(depth)),
+        (Some(depth), true) => Some(Boundary::RelativeDepth(depth)),
+        (None, _) if deepen.requested() => {
+            let not = deepen
+                .not
+                .iter()
+                .map(|name| {
+                    fetch::resolve_ref(manifest, name).ok_or_else(|| {
+                        Refusal::Git(format!("upload-pack: deepen-not: no such ref {name:?}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Boundary::RevList {
+                since: deepen.since,
+                not,
+            })
+        }
+        (None, _) => None,
+    };
+    let update = match boundary {
+        Some(boundary) => {
+            match fetch::deepen(
+                odb.clone(),
+                wants.to_vec(),
+                boundary,
+                client_shallow.clone(),
+            )
+            .await
+            {
+                Ok(update) => update,
+                Err(e @ OdbError::NothingSelected) => {
+                    return Err(Refusal::Git(format!("upload-pack: {e}")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => ShallowUpdate::default(),
+    };
+    // Sent commits stop at the new boundary and at the client's shallow commits that
+    // stay shallow: the history below those is not the client's to get.
+    let mut shallow = update.boundary.clone();
+    shallow.extend(
+        client_shallow
+            .iter()
+            .filter(|id| !update.unshallow.contains(id))
+            .copied(),
+    );
+    let limits = WalkLimits {
+        shallow,
+        client_shallow,
+        filter,
+    };
+    Ok((update, limits))
+}
+
+/// Whether every want reaches a common commit (blocking walk, off the runtime).
+async fn can_give_up(
+    odb: &Arc<Odb>,
+    wants: &[ObjectId],
+    common: &[ObjectId],
+) -> Result<bool, Refusal> {
+    if common.is_empty() {
+        return Ok(false);
+    }
+    let (odb, wants, common) = (odb.clone(), wants.to_vec(), common.to_vec());
+    Ok(tokio::task::spawn_blocking(move || {
+        fetch::wants_reach_common(odb.as_ref(), &wants, &common)
+    })
+    .await
+    .map_err(join_error)??)
+}
+
+/// What a fetch request asks for, whichever protocol version carried it.
+struct Wanted<'a> {
+    wants: &'a [ObjectId],
+    haves: &'a [ObjectId],
+    shallows: &'a [ObjectId],
+    deepen: &'a upload_pack::Deepen,
+    filter: Option<&'a str>,
+    done: bool,
+}
+
+/// The server's side of one negotiation round.
+struct Negotiation {
+    odb: Arc<Odb>,
+    update: ShallowUpdate,
+    limits: WalkLimits,
+    /// The client's haves this repository has.
+    common: Vec<ObjectId>,
+    /// Whether every want reaches a common commit, so `ready` may be said.
+    can_give_up: bool,
+}
+
+/// Checks the wants and works out the shallow update, the walk limits and what is in
+/// common: the same for protocol v0/v1 and v2.
+async fn negotiation(
+    repos: &Repos,
+    repo: &RepoName,
+    snapshot: &Snapshot,
+    wanted: Wanted<'_>,
+) -> Result<Negotiation, Refusal> {
+    let odb = Arc::new(repos.odb(repo, &snapshot.manifest).await?);
+    if let Some(id) = fetch::unknown_wants(&odb, wanted.wants).first() {
+        return Err(Refusal::Git(format!("upload-pack: not our ref {id}")));
+    }
+    let (update, limits) = limits(
+        &odb,
+        &snapshot.manifest,
+        wanted.wants,
+        wanted.shallows,
+        wanted.deepen,
+        wanted.filter,
+    )
+    .await?;
+    let common = fetch::common_haves(&odb, wanted.haves);
+    let can_give_up = !wanted.done && can_give_up(&odb, wanted.wants, &common).await?;
+    Ok(Negotiation {
+        odb,
+        update,
+        limits,
+        common,
+        can_give_up,
+    })
+}
+
+async fn upload_pack_v0(repos: &Repos, repo: &RepoName, body: &[u8]) -> Result<Answer, Refusal> {
+    let request = upload_pack::Request::parse(body)?;
+    log_client_session(repo, &request.caps);
+    let snapshot = repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| Refusal::NotFound(repo.clone()))?;
+    let Negotiation {
+        odb,
+        update,
+        limits,
+        common,
+        can_give_up,
+    } = negotiation(
+        repos,
+        repo,
+        &snapshot,
+        Wanted {
+            wants: &request.wants,
+            haves: &request.haves,
+            shallows: &request.shallows,
+            deepen: &request.deepen,
+            filter: request.filter.as_deref(),
+            done: request.done,
+        },
+    )
+    .await?;
+    let answer = upload_pack::negotiate(&request, &common, can_give_up);
+    // A client that asked to deepen hears about its new boundary first, every round
+    // (git sends the section only then; a shallow client that does not deepen reads
+    // none).
+    let lines = if request.deepen.requested() {
+        let mut w = PktWriter::new();
+        upload_pack::shallow_lines(&mut w, &update.shallow, &update.unshallow);
+        w.flush();
+        w.raw(&answer.lines);
+        w.finish()
+    } else {
+        answer.lines
+    };
+    if !answer.send_pack {
+        return Ok(Answer::whole(UPLOAD_RESULT, lines));
+    }
+    let framing = request.framing();
+    let chunks = fetch::pack(
+        odb,
+        &snapshot.manifest,
+        FetchRequest {
+            wants: request.wants.clone(),
+            common,
+            include_tag: request.has("include-tag"),
+            limits,
+            unshallow: update.unshallow,
+            thin_pack: request.has("thin-pack"),
+        },
+    );
+    let suffix = match framing {
+        Framing::Raw => Bytes::new(),
+        Framing::Sideband(_) => Bytes::from_static(b"0000"),
+    };
+    let progress = !request.has("no-progress");
+    Ok(Answer {
+        content_type: UPLOAD_RESULT,
+        body: Reply::Stream(super::pack_response(
+            lines, chunks, framing, progress, suffix,
+        )),
+    })
+}
+
+async fn upload_pack_v2(
+    repos: &Repos,
+    features: &Features,
+    repo: &RepoName,
+    body: &[u8],
+) -> Result<Answer, Refusal> {
+    let request = v2::CommandRequest::parse(body)?;
+    log_client_session(repo, &request.caps);
+    // The v2 capability advertisement did not look for the repository (it names no
+    // ref), so a missing one is reported here, in words git shows its user.
+    let snapshot = repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| Refusal::Git(format!("repository '{repo}' not found")))?;
+    match request.command.as_str() {
+        "ls-refs" => {
+            let lines = v2::ls_refs(&snapshot.manifest, &request.args)?;
+            Ok(Answer::whole(UPLOAD_RESULT, lines))
+        }
+        "fetch" => v2_fetch(repos, features, repo, &snapshot, &request.args).await,
+        "object-info" => {
+            let ids = v2::object_info_request(&request.args)?;
+            let odb = Arc::new(repos.odb(repo, &snapshot.manifest).await?);
+            let sizes = tokio::task::spawn_blocking(move || {
+                ids.into_iter()
+                    .map(|id| Ok((id, odb.size(&id)?)))
+                    .collect::<Result<Vec<_>, OdbError>>()
+            })
+            .await
+            .map_err(join_error)??;
+            Ok(Answer::whole(UPLOAD_RESULT, v2::object_info(&sizes)))
+        }
+        other => Err(Refusal::Git(format!(
+            "the v2 command {other:?} is not supported by this server"
+        ))),
+    }
+}
+
+async fn v2_fetch(
+    repos: &Repos,
+    features: &Features,
+    repo: &RepoName,
+    snapshot: &Snapshot,
+    args: &[String],
+) -> Result<Answer, Refusal> {
+    let mut fetch = v2::Fetch::parse(args)?;
+    if let Some(name) = fetch.want_refs.first()
+        && !features.ref_in_want
+    {
+        return Err(Refusal::Git(format!(
+            "upload-pack: unexpected line: 'want-ref {name}'"
+        )));
+    }
+    let wanted_refs = v2::resolve_want_refs(&snapshot.manifest, &fetch.want_refs)?;
+    fetch.wants.extend(wanted_refs.iter().map(|(id, _)| *id));
+    let Negotiation {
+        odb,
+        update,
+        limits,
+        common,
+        can_give_up,
+    } = negotiation(
+        repos,
+        repo,
+        snapshot,
+        Wanted {
+            wants: &fetch.wants,
+            haves: &fetch.haves,
+            shallows: &fetch.shallows,
+            deepen: &fetch.deepen,
+            filter: fetch.filter.as_deref(),
+            done: fetch.done,
+        },
+    )
+    .await?;
+    let acked = {
+        let (odb, common) = (odb.clone(), common.clone());
+        tokio::task::spawn_blocking(move || fetch::v2_acknowledged(&odb, &common))
+            .await
+            .map_err(join_error)??
+    };
+    let (acks, send_pack) = v2::acknowledgments(&fetch, &acked, can_give_up);
+    if !send_pack {
+        return Ok(Answer::whole(UPLOAD_RESULT, acks));
+    }
+    let mut lines = acks.to_vec();
+    lines.extend_from_slice(&v2::before_pack(
+        &fetch,
+        &update.shallow,
+        &update.unshallow,
+        &wanted_refs,
+    ));
+    let chunks = fetch::pack(
+        odb,
+        &snapshot.manifest,
+        FetchRequest {
+            wants: fetch.wants.clone(),
+            common,
+            include_tag: fetch.include_tag,
+            limits,
+            unshallow: update.unshallow,
+            thin_pack: fetch.thin_pack,
+        },
+    );
+    let framing = Framing::from_caps(true, false);
+    Ok(Answer {
+        content_type: UPLOAD_RESULT,
+        body: Reply::Stream(super::pack_response(
+            Bytes::from(lines),
+            chunks,
+            framing,
+            !fetch.no_progress,
+            Bytes::from_static(b"0000"),
+        )),
+    })
+}
+
+/// What a push did, beside its answer.
+#[derive(Debug)]
+pub struct Pushed {
+    pub answer: Answer,
+    /// Whether the push created the repository.
+    pub created: bool,
+}
+
+/// `POST git-receive-pack`: reads the commands and the pack from `body`, applies what
+/// `policy` allows, and reports per ref.
+pub async fn receive_pack(
+    repos: &Repos,
+    repo: &RepoName,
+    mut body: Box<dyn AsyncRead + Send + Unpin>,
+    policy: &dyn RefPolicy,
+) -> Result<Pushed, Refusal> {
+    let answer = |bytes: Bytes, created| Pushed {
+        answer: Answer::whole(RECEIVE_RESULT, bytes),
+        created,
+    };
+    let parsed = match receive_pack::read_request(&mut body).await {
+        Ok(parsed) => parsed,
+        Err((e, framing)) => return Ok(answer(receive_pack::fatal(&e.0, framing), false)),
+    };
+    log_client_session(repo, &parsed.caps);
+    if parsed.commands.is_empty() {
+        // git's probe before a large push, or a push with nothing to do.
+        return Ok(answer(Bytes::new(), false));
+    }
+    let framing = parsed.framing();
+    let atomic = parsed.has("atomic");
+    let outcome = push::receive(repos, repo, parsed.commands, Some(body), atomic, policy).await;
+    match outcome {
+        Ok(report) => {
+            for (name, result) in &report.refs {
+                if let Err(reason) = result {
+                    tracing::info!(repo = %repo, r#ref = %name, %reason, "ref update refused");
+                }
+            }
+            Ok(answer(
+                receive_pack::report(&report, framing),
+                report.created,
+            ))
+        }
+        Err(RepoError::NotFound(name)) => Err(Refusal::NotFound(name)),
+        Err(e) => {
+            tracing::error!(repo = %repo, error = %e, "push failed");
+            Ok(answer(
+                receive_pack::fatal(&format!("push failed: {e}"), framing),
+                false,
+            ))
+        }
+    }
+}
