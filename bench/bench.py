@@ -127,7 +127,9 @@ class Stowage:
         self.latency_ms = latency_ms
         self.store_url = f"file://{store_dir}"
         port = free_port()
-        args = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--store", self.store_url]
+        # git http-backend has no access control of its own: compare like with like.
+        args = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--store", self.store_url,
+                "--no-auth"]
         if latency_ms:
             args += ["--inject-latency-ms", str(latency_ms)]
         self.log = open(os.path.join(work, f"{name}.log"), "w")

@@ -43,7 +43,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 peak_rss_mb() { awk '/VmHWM/ { printf "%.0f", $2/1024 }' "/proc/$1/status"; }
 start_stowage() { # store-url -> sets SPID and SURL
   local port; port=$(free_port)
-  "$STOWAGE" serve --listen "127.0.0.1:$port" --store "$1" >"$WORK/stowage-$port.log" 2>&1 &
+  # Without access control, as git http-backend is measured.
+  "$STOWAGE" serve --listen "127.0.0.1:$port" --store "$1" --no-auth >"$WORK/stowage-$port.log" 2>&1 &
   SPID=$!; PIDS+=("$SPID"); SURL="http://127.0.0.1:$port"
   for _ in $(seq 1 100); do curl -fs "$SURL/-/stats" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "stowage did not start" >&2; exit 1

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Sandbox, Server, admin_token, stowage};
+use common::{Backend, Sandbox, Server, admin_token, stat, stowage};
 
 on_every_backend!(
     private_repositories_need_valid_tokens,
@@ -24,6 +24,7 @@ on_every_backend!(
     creating_by_push_needs_write_on_a_prefix,
     the_first_start_and_no_auth,
     a_trusted_proxy_names_the_user,
+    checking_access_costs_no_store_requests,
 );
 
 /// Runs `stowage ARGS --store <backend>`; returns stdout, panics on failure.
@@ -1009,4 +1010,51 @@ fn a_trusted_proxy_names_the_user(backend: Backend) {
         .status,
         401
     );
+}
+
+fn checking_access_costs_no_store_requests(backend: Backend) {
+    let seeding = Server::start(&backend);
+    let sb = Sandbox::new();
+    for mode in ["on", "off"] {
+        seeded(&sb, &seeding, &format!("demo-{mode}.git"));
+    }
+    let quiet = ["--no-background-compaction"];
+    let on = Server::start_with(&backend, &quiet);
+    let off = Server::start_with(&backend, &["--no-background-compaction", "--no-auth"]);
+    // Store requests of a clone and of a push of one commit, each right after the
+    // management API made the server read the access state afresh (so that no
+    // background refresh of its cache falls inside them).
+    let measure = |server: &Server, mode: &str| -> (u64, u64) {
+        let fresh = || {
+            let users = curl_str(&[
+                "-H",
+                &format!("Authorization: Bearer {}", admin_token(&backend)),
+                &server.anon_url("-/api/v1/users"),
+            ]);
+            assert_eq!(users.status, 200);
+        };
+        let dir = sb.path(&format!("measure-{mode}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        fresh();
+        let before = stat(server, "store_requests_total");
+        let url = server.url(&format!("demo-{mode}.git"));
+        sb.git(
+            sb.dir.path(),
+            &["clone", "-q", &url, dir.to_str().expect("utf-8")],
+        );
+        let clone = stat(server, "store_requests_total") - before;
+        sb.commit(&dir, "m.txt", &format!("{mode}\n"), "measured push");
+        fresh();
+        let before = stat(server, "store_requests_total");
+        sb.git(&dir, &["push", "-q", "origin", "main"]);
+        let push = stat(server, "store_requests_total") - before;
+        (clone, push)
+    };
+    let with = measure(&on, "on");
+    let without = measure(&off, "off");
+    eprintln!(
+        "store requests with access control on / off: clone {} / {}, push {} / {}",
+        with.0, without.0, with.1, without.1
+    );
+    assert_eq!(with, without);
 }
