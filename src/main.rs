@@ -332,8 +332,8 @@ fn print_start(access: Option<&Bootstrap>, base: &str) {
         }
         Some(Bootstrap::Existing { users, admins }) => {
             println!(
-                "Access control is on ({users} users, {admins} server admins). A new token: \
-                 stowage token create USER"
+                "Access control is on (users: {users}, server admins: {admins}). A new \
+                 token: stowage token create USER"
             );
             if *admins == 0 {
                 println!(

@@ -465,15 +465,7 @@ fn a_push_larger_than_the_post_buffer_authenticates_first(backend: Backend) {
     let server = Server::start(&backend);
     let sb = Sandbox::new();
     let src = seeded(&sb, &server, "demo.git");
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let random: Vec<u8> = (0..2_000_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
+    let random = common::random_bytes(2_000_000, 0x2545_f491_4f6c_dd1d);
     std::fs::write(src.join("random.bin"), &random).expect("write");
     sb.git(&src, &["add", "random.bin"]);
     sb.git(&src, &["commit", "-q", "-m", "big binary"]);

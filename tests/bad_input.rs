@@ -224,15 +224,7 @@ fn gzip_negotiation_and_chunked_push(backend: Backend) {
     let sb = Sandbox::new();
     let src = seeded(&sb, &server);
     // A push larger than git's 1 MiB post buffer is sent chunked.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let random: Vec<u8> = (0..3_000_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
+    let random = common::random_bytes(3_000_000, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(src.join("random.bin"), &random).expect("write");
     sb.git(&src, &["add", "random.bin"]);
     sb.git(&src, &["commit", "-q", "-m", "big binary"]);

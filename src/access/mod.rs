@@ -495,14 +495,14 @@ impl Access {
         let mut unanswered: Option<T> = None;
         for attempt in 0..MAX_ATTEMPTS {
             if let Some(result) = unanswered.take()
-                && view.state.has_txn(&txn)
+                && view.state.txns.has(&txn)
             {
                 return Ok(result);
             }
             let mut next = view.state.clone();
             next.format = state::FORMAT;
             let result = change(&mut next)?;
-            next.record_txn(&txn);
+            next.txns.record(&txn);
             let body = Bytes::from(serde_json::to_vec_pretty(&next).expect("state serializes"));
             let mode = match &view.etag {
                 Some(etag) => PutMode::Update(etag.clone()),

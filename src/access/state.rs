@@ -14,12 +14,10 @@ use super::refs::Protection;
 use super::token::{self, Secret, TokenHash};
 use super::{AccessError, Role};
 use crate::repo::RepoName;
+use crate::repo::manifest::RecentTxns;
 
 /// Format version written in the document; a reader refuses newer ones.
 pub const FORMAT: u32 = 1;
-
-/// How many transaction ids the document remembers (see [`State::txns`]).
-const RECENT_TXNS: usize = 32;
 
 /// The whole access state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,10 +32,10 @@ pub struct State {
     /// Settings of repositories that have any: absent means private, unprotected.
     #[serde(default)]
     pub repos: BTreeMap<String, RepoSettings>,
-    /// Ids of the last writes, newest last: a writer whose compare-and-swap answer was
-    /// lost recognises its own write, and does not apply its change twice.
+    /// The last writes: a writer whose compare-and-swap answer was lost recognises its
+    /// own write, and does not apply its change twice.
     #[serde(default)]
-    pub txns: Vec<String>,
+    pub txns: RecentTxns,
 }
 
 /// One user.
@@ -376,16 +374,6 @@ impl State {
         {
             self.repos.remove(repo.as_str());
         }
-    }
-
-    pub fn record_txn(&mut self, txn: &str) {
-        self.txns.push(txn.to_owned());
-        let excess = self.txns.len().saturating_sub(RECENT_TXNS);
-        self.txns.drain(..excess);
-    }
-
-    pub fn has_txn(&self, txn: &str) -> bool {
-        self.txns.iter().any(|t| t == txn)
     }
 }
 

@@ -165,7 +165,7 @@ pub async fn compact(
         next.retired
             .extend(selected.iter().map(|&hash| Retired { hash, at: now }));
         next.add_pack(pack.clone(), first);
-        next.record_txn(&txn);
+        next.txns.record(&txn);
         match repos
             .store
             .put(
@@ -184,7 +184,7 @@ pub async fn compact(
             .snapshot(repo)
             .await?
             .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
-        if snapshot.manifest.has_txn(&txn) {
+        if snapshot.manifest.txns.has(&txn) {
             return listed().await;
         }
         let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;

@@ -30,15 +30,34 @@ pub struct Manifest {
     pub refs: BTreeMap<String, RefValue>,
     /// The live packs, oldest first.
     pub packs: Vec<PackEntry>,
-    /// Ids of the last [`RECENT_TXNS`] transactions that wrote this manifest, newest
-    /// last: a writer whose compare-and-swap answer was lost recognises its own write
-    /// even after others wrote on top of it.
+    /// The transactions that wrote this manifest last.
     #[serde(default)]
-    pub txns: Vec<String>,
+    pub txns: RecentTxns,
     /// Packs that left `packs` (replaced by compaction) and when: garbage collection
     /// counts their grace period from then, not from when their files were written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<Retired>,
+}
+
+/// Ids of the last [`RECENT_TXNS`] transactions that wrote a document (a manifest, the
+/// access state), newest last: a writer whose compare-and-swap answer was lost
+/// recognises its own write even after others wrote on top of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecentTxns(Vec<String>);
+
+impl RecentTxns {
+    /// Records that transaction `txn` wrote the document.
+    pub fn record(&mut self, txn: &str) {
+        self.0.push(txn.to_owned());
+        let excess = self.0.len().saturating_sub(RECENT_TXNS);
+        self.0.drain(..excess);
+    }
+
+    /// Whether transaction `txn` is among the recent writers.
+    pub fn has(&self, txn: &str) -> bool {
+        self.0.iter().any(|t| t == txn)
+    }
 }
 
 /// A pack that a compaction took out of the manifest.
@@ -90,7 +109,7 @@ impl Manifest {
             head: head.into(),
             refs: BTreeMap::new(),
             packs: Vec::new(),
-            txns: Vec::new(),
+            txns: RecentTxns::default(),
             retired: Vec::new(),
         }
     }
@@ -105,18 +124,6 @@ impl Manifest {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest always serializes")
-    }
-
-    /// Records that transaction `txn` wrote this manifest.
-    pub fn record_txn(&mut self, txn: &str) {
-        self.txns.push(txn.to_owned());
-        let excess = self.txns.len().saturating_sub(RECENT_TXNS);
-        self.txns.drain(..excess);
-    }
-
-    /// Whether transaction `txn` is among the recent writers of this manifest.
-    pub fn has_txn(&self, txn: &str) -> bool {
-        self.txns.iter().any(|t| t == txn)
     }
 
     /// Lists `pack` (once), taking it off the retired list if it was there: the same

@@ -634,7 +634,7 @@ async fn swap_manifest(
         if let Some(pack) = &new_pack {
             next.add_pack(pack.clone(), usize::MAX);
         }
-        next.record_txn(&txn);
+        next.txns.record(&txn);
         last_results = report.clone();
         let mode = match &snapshot {
             Some(s) => PutMode::Update(s.etag.clone()),
@@ -654,7 +654,7 @@ async fn swap_manifest(
         let existed = snapshot.is_some();
         snapshot = repos.snapshot(repo).await?;
         match &snapshot {
-            Some(s) if s.manifest.has_txn(&txn) => {
+            Some(s) if s.manifest.txns.has(&txn) => {
                 // Our write landed; only its answer was lost.
                 return Ok((report, Some(s.manifest.clone())));
             }

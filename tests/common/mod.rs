@@ -362,6 +362,19 @@ fn parse_curl(out: Output) -> (u16, Vec<u8>) {
     (status, text[..split].to_vec())
 }
 
+/// `len` bytes that do not compress (xorshift from `seed`).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
 /// A pkt-line.
 pub fn pkt(data: &[u8]) -> Vec<u8> {
     let mut out = format!("{:04x}", data.len() + 4).into_bytes();
