@@ -141,6 +141,10 @@ struct Serve {
     /// server that the proxy alone can reach.
     #[arg(long, value_name = "HEADER")]
     trust_proxy_user: Option<String>,
+    /// Where the proxy of --trust-proxy-user connects from: an address or a network
+    /// (CIDR); repeatable. The header from anywhere else is refused.
+    #[arg(long, value_name = "ADDR", default_values = ["127.0.0.1/32", "::1/128"])]
+    trusted_proxy_addr: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,12 +324,15 @@ fn print_start(access: Option<&Bootstrap>, base: &str) {
         Some(Bootstrap::Created(token)) => {
             let token = token.expose();
             let with_token = base.replacen("://", &format!("://admin:{token}@"), 1);
+            let as_admin = base.replacen("://", "://admin@", 1);
             println!(
                 "Access control is on. This store had no users, so the server admin \"admin\" was \
                  created with this token (shown only this once; keep it):\n\n    {token}\n\n\
                  Push a first repository from any git repository:\n\n    \
                  git push {with_token}/demo.git main\n\n\
-                 then clone it:\n\n    git clone {with_token}/demo.git\n\n\
+                 then clone it (give the token when git asks for the password; \
+                 `git config --global credential.helper store` makes git remember it):\n\n    \
+                 git clone {as_admin}/demo.git\n\n\
                  Add users and tokens with `stowage user add NAME` and `stowage token create \
                  NAME`; give access with `stowage repo grant`."
             );
@@ -529,7 +536,22 @@ async fn main() -> anyhow::Result<()> {
                     ..AccessConfig::default()
                 },
             );
+            let trusted_proxies = args
+                .trusted_proxy_addr
+                .iter()
+                .map(|a| {
+                    a.parse::<ipnet::IpNet>()
+                        .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .with_context(|| format!("--trusted-proxy-addr {a:?} is not an address"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            // Read the access state now: a store that cannot be read stops the start,
+            // and the first requests find it cached.
             let bootstrap = if args.no_auth {
+                access
+                    .reload()
+                    .await
+                    .context("cannot read the access state")?;
                 None
             } else {
                 Some(
@@ -548,7 +570,15 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 tracing::info!(listen = %local, store = %args.store.store, "serving");
             }
-            print_start(bootstrap.as_ref(), &format!("http://{local}"));
+            // An address that listens everywhere is reached at the loopback one.
+            let mut reach = local;
+            if reach.ip().is_unspecified() {
+                reach.set_ip(match reach.ip() {
+                    std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            print_start(bootstrap.as_ref(), &format!("http://{reach}"));
             // Tests and scripts read the address from this line.
             println!("listening on http://{local}");
             let shutdown = async {
@@ -561,6 +591,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 disk_cache,
                 trust_proxy_user,
+                trusted_proxies,
                 ..Options::default()
             };
             http::serve(listener, repos, access, options, shutdown).await?;

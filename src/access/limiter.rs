@@ -30,13 +30,22 @@ impl Default for LimiterConfig {
     }
 }
 
-/// Addresses remembered at most, before those with a full budget are forgotten.
+/// Addresses remembered at most. When full, those whose budget has refilled are
+/// forgotten, then the longest quiet half; at most once per refill interval, so a
+/// flood of new addresses costs no more than that. Until then a new address goes
+/// uncounted.
 const MAX_ADDRESSES: usize = 100_000;
 
 #[derive(Debug)]
 pub struct Limiter {
     config: LimiterConfig,
-    budgets: Mutex<HashMap<IpAddr, Budget>>,
+    budgets: Mutex<Budgets>,
+}
+
+#[derive(Debug)]
+struct Budgets {
+    by_address: HashMap<IpAddr, Budget>,
+    swept: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,18 +84,21 @@ impl Limiter {
     pub fn new(config: LimiterConfig) -> Self {
         Limiter {
             config,
-            budgets: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(Budgets {
+                by_address: HashMap::new(),
+                swept: None,
+            }),
         }
     }
 
-    fn budgets(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Budget>> {
+    fn budgets(&self) -> std::sync::MutexGuard<'_, Budgets> {
         self.budgets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `Err(wait)` while `addr` has no failures left: how long until it has one.
     pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
-        let Some(budget) = self.budgets().get(&group(addr)).copied() else {
+        let Some(budget) = self.budgets().by_address.get(&group(addr)).copied() else {
             return Ok(());
         };
         let budget = budget.refilled(&self.config, now);
@@ -100,16 +112,32 @@ impl Limiter {
     /// Counts a failure of `addr`.
     pub fn failed(&self, addr: IpAddr) {
         let now = Instant::now();
+        let config = self.config;
         let mut budgets = self.budgets();
-        if budgets.len() >= MAX_ADDRESSES {
-            let config = self.config;
-            budgets.retain(|_, b| b.refilled(&config, now).left < f64::from(config.burst));
+        let key = group(addr);
+        if budgets.by_address.len() >= MAX_ADDRESSES && !budgets.by_address.contains_key(&key) {
+            if budgets
+                .swept
+                .is_some_and(|at| now.duration_since(at) < config.refill)
+            {
+                return;
+            }
+            budgets.swept = Some(now);
+            let map = &mut budgets.by_address;
+            map.retain(|_, b| b.refilled(&config, now).left < f64::from(config.burst));
+            if map.len() >= MAX_ADDRESSES / 2 {
+                let mut times: Vec<Instant> = map.values().map(|b| b.at).collect();
+                let middle = times.len() / 2;
+                let (_, cut, _) = times.select_nth_unstable(middle);
+                let cut = *cut;
+                map.retain(|_, b| b.at > cut);
+            }
         }
         let full = Budget {
-            left: f64::from(self.config.burst),
+            left: f64::from(config.burst),
             at: now,
         };
-        let budget = budgets.entry(group(addr)).or_insert(full);
+        let budget = budgets.by_address.entry(key).or_insert(full);
         let refilled = budget.refilled(&self.config, now);
         *budget = Budget {
             left: (refilled.left - 1.0).max(0.0),

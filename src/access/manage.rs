@@ -92,9 +92,6 @@ pub async fn repo_created(
     public: bool,
     creator: Option<&str>,
 ) -> Result<(), AccessError> {
-    if creator.is_none() && !public {
-        return Ok(());
-    }
     access
         .update(|s| {
             s.created(name, creator, public);

@@ -13,8 +13,9 @@
 //! grant is in force on every instance within `max_age`. A request with credentials
 //! that the cache would refuse is decided again on a fresh read (one read for
 //! concurrent requests), so a token, user or grant made on another instance works
-//! everywhere at once; failed credentials are throttled per address before they can
-//! cause many reads. Changes made through this process are in its cache at once.
+//! everywhere at once; failed credentials are throttled per address, and a throttled
+//! address causes no reads. Changes made through this process are in its cache at
+//! once; of two copies, the one with the higher [`State::serial`] wins.
 //!
 //! - [`token`]: the token format, hashing and constant-time comparison;
 //! - [`state`]: the document and its pure mutations;
@@ -167,10 +168,11 @@ pub enum Denied {
     BadCredentials,
     /// Too many failed credentials from this address; try again after this long.
     Throttled(Duration),
-    /// The caller may not know the repository exists: answered as a missing one.
-    Hidden,
+    /// The caller (this user) may not know the repository exists: answered as a
+    /// missing one.
+    Hidden { user: String },
     /// The caller may read, but not do this; the reason is shown to them.
-    Forbidden(String),
+    Forbidden { user: String, reason: String },
 }
 
 /// A request that may go ahead.
@@ -178,6 +180,9 @@ pub enum Denied {
 pub struct Allowed {
     pub caller: Caller,
     pub role: Role,
+    /// Whether the caller may create the repository if it does not exist: write on a
+    /// prefix covering its name, or server admin.
+    pub may_create: bool,
     /// The repository's settings as the check saw them.
     pub settings: RepoSettings,
 }
@@ -258,9 +263,10 @@ impl View {
                     server_admin: user.admin,
                     read_only: false,
                 }),
-                None => Err(Denied::Forbidden(format!(
-                    "user {name:?} is not a user of this server"
-                ))),
+                None => Err(Denied::Forbidden {
+                    user: name.clone(),
+                    reason: format!("user {name:?} is not a user of this server"),
+                }),
             },
         }
     }
@@ -299,6 +305,25 @@ impl View {
         role
     }
 
+    /// Whether `caller` may create `repo`: a server admin, or write on a prefix covering
+    /// the name (a grant on the name itself is for a repository that exists).
+    pub fn may_create(&self, caller: &Caller, repo: &RepoName) -> bool {
+        if caller.read_only {
+            return false;
+        }
+        if caller.server_admin {
+            return true;
+        }
+        let Some(user) = caller.user.as_deref() else {
+            return false;
+        };
+        Target::repo(repo)
+            .covering()
+            .filter(|t| t.ends_with('/'))
+            .filter_map(|t| self.state.grants.get(t).and_then(|g| g.get(user)))
+            .any(|role| *role >= Role::Write)
+    }
+
     /// The role `caller` holds on a repository or prefix through being a server admin
     /// or through grants (not visibility).
     pub fn role_on(&self, caller: &Caller, target: &Target) -> Option<Role> {
@@ -328,21 +353,28 @@ impl View {
         let allowed = |role| Allowed {
             caller: caller.clone(),
             role,
+            may_create: need == Need::Write && self.may_create(&caller, repo),
             settings: self.state.settings(repo),
         };
         match (role, need) {
             (Some(role), Need::Read) => Ok(allowed(role)),
             (Some(role), Need::Write) if role >= Role::Write => Ok(allowed(role)),
             (_, _) if caller.user.is_none() => Err(Denied::Unauthenticated),
-            (None, _) => Err(Denied::Hidden),
-            (Some(_), Need::Write) if caller.read_only => Err(Denied::Forbidden(format!(
-                "this token is read-only: it cannot push to {repo}"
-            ))),
-            (Some(_), Need::Write) => Err(Denied::Forbidden(format!(
-                "{} may read {repo} but not push to it; an admin of the repository can \
-                 grant write access",
-                caller.name()
-            ))),
+            (None, _) => Err(Denied::Hidden {
+                user: caller.name().to_owned(),
+            }),
+            (Some(_), Need::Write) if caller.read_only => Err(Denied::Forbidden {
+                user: caller.name().to_owned(),
+                reason: format!("this token is read-only: it cannot push to {repo}"),
+            }),
+            (Some(_), Need::Write) => Err(Denied::Forbidden {
+                user: caller.name().to_owned(),
+                reason: format!(
+                    "{} may read {repo} but not push to it; an admin of the repository can \
+                     grant write access",
+                    caller.name()
+                ),
+            }),
         }
     }
 }
@@ -405,7 +437,8 @@ impl Access {
             .clone()
     }
 
-    /// Makes `view` the cached one, unless the cache holds a view read later.
+    /// Makes `view` the cached one, unless the cache holds a newer state (a higher
+    /// serial, or the same one read later) that is still fresh enough to use.
     fn install(&self, view: View) -> Arc<View> {
         let view = Arc::new(view);
         let mut current = self
@@ -414,7 +447,12 @@ impl Access {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         match &*current {
-            Some(newer) if newer.read_at > view.read_at => newer.clone(),
+            Some(kept)
+                if kept.age() < self.inner.config.max_age
+                    && (kept.state.serial, kept.read_at) > (view.state.serial, view.read_at) =>
+            {
+                kept.clone()
+            }
             _ => {
                 *current = Some(view.clone());
                 view
@@ -491,18 +529,20 @@ impl Access {
     ) -> Result<T, AccessError> {
         let txn = crate::repo::push::transaction_id();
         let mut view = self.reload().await?;
-        // The result of an attempt whose answer was lost: it may have been stored.
-        let mut unanswered: Option<T> = None;
+        // Each attempt's result, under its own transaction id: a write whose answer was
+        // lost (or refused by a retry of a request that had landed) is found in the
+        // state read next, and its result is the one to return.
+        let mut attempts: Vec<(String, Option<T>)> = Vec::new();
         for attempt in 0..MAX_ATTEMPTS {
-            if let Some(result) = unanswered.take()
-                && view.state.txns.has(&txn)
-            {
-                return Ok(result);
+            if let Some((_, result)) = attempts.iter_mut().find(|(id, _)| view.state.txns.has(id)) {
+                return Ok(result.take().expect("an attempt's result is taken once"));
             }
             let mut next = view.state.clone();
             next.format = state::FORMAT;
+            next.serial = view.state.serial + 1;
             let result = change(&mut next)?;
-            next.txns.record(&txn);
+            let id = format!("{txn}.{attempt}");
+            next.txns.record(&id);
             let body = Bytes::from(serde_json::to_vec_pretty(&next).expect("state serializes"));
             let mode = match &view.etag {
                 Some(etag) => PutMode::Update(etag.clone()),
@@ -515,9 +555,10 @@ impl Access {
                     return Ok(result);
                 }
                 Err(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => {}
-                Err(e) if e.is_retryable() => unanswered = Some(result),
+                Err(e) if e.is_retryable() => {}
                 Err(e) => return Err(e.into()),
             }
+            attempts.push((id, Some(result)));
             let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
             tokio::time::sleep(Duration::from_millis(backoff)).await;
             view = self.reload().await?;
@@ -556,10 +597,13 @@ impl Access {
         need: Need,
     ) -> Result<Result<Allowed, Denied>, AccessError> {
         if !self.enabled() {
+            // Everyone may read and write; protections still hold, admins-only ones
+            // for everyone.
             let view = self.view().await?;
             return Ok(Ok(Allowed {
                 caller: Caller::unrestricted(),
-                role: Role::Admin,
+                role: Role::Write,
+                may_create: true,
                 settings: view.state.settings(repo),
             }));
         }
@@ -589,27 +633,41 @@ impl Access {
         Ok(caller.map(|c| (c, seen.expect("the check saw a view"))))
     }
 
-    /// Runs `decide` on the cached view; a refusal of a request with credentials is
-    /// decided again on a fresh view if the cached one is older than `recheck_after`.
-    /// Failed credentials count against `addr`, and an address out of budget is refused
-    /// before anything is checked.
+    /// Runs `decide` on the cached view. A refusal of a request with credentials is
+    /// decided again on a fresh view if the cached one is older than `recheck_after`,
+    /// unless the credentials cannot be a token or their address is out of budget for
+    /// failures (then a failure is answered as throttled). Credentials that the cache
+    /// accepts always pass, so nobody at a throttled address is locked out; only failed
+    /// tokens count against an address.
     async fn checked<T>(
         &self,
         credentials: &Credentials,
         addr: IpAddr,
         mut decide: impl FnMut(&Arc<View>) -> Result<T, Denied>,
     ) -> Result<Result<T, Denied>, AccessError> {
-        let has_credentials = !matches!(credentials, Credentials::None);
-        if has_credentials && let Err(wait) = self.inner.limiter.check(addr) {
-            return Ok(Err(Denied::Throttled(wait)));
-        }
         let mut view = self.view().await?;
         let mut decision = decide(&view);
-        if has_credentials && decision.is_err() && view.age() > self.inner.config.recheck_after {
+        if decision.is_ok() {
+            return Ok(decision);
+        }
+        let recheck = match credentials {
+            Credentials::None => false,
+            Credentials::ProxyUser(_) => true,
+            Credentials::Token(secret) => {
+                if let Err(wait) = self.inner.limiter.check(addr) {
+                    return Ok(match decision {
+                        Err(Denied::BadCredentials) => Err(Denied::Throttled(wait)),
+                        other => other,
+                    });
+                }
+                token::well_formed(secret)
+            }
+        };
+        if recheck && view.age() > self.inner.config.recheck_after {
             view = self.reload().await?;
             decision = decide(&view);
         }
-        if let Err(Denied::BadCredentials) = decision {
+        if let (Err(Denied::BadCredentials), Credentials::Token(_)) = (&decision, credentials) {
             self.inner.limiter.failed(addr);
         }
         Ok(decision)
@@ -692,12 +750,12 @@ mod tests {
         assert!(check(bob.clone(), "org/team/x", Need::Write).await.is_ok());
         assert_eq!(
             check(bob.clone(), "other", Need::Read).await.err(),
-            Some(Denied::Hidden)
+            Some(Denied::Hidden { user: "bob".into() })
         );
         assert!(check(bob_ro.clone(), "org/x", Need::Read).await.is_ok());
         assert!(matches!(
             check(bob_ro, "org/x", Need::Write).await,
-            Err(Denied::Forbidden(reason)) if reason.contains("read-only")
+                        Err(Denied::Forbidden { reason, .. }) if reason.contains("read-only")
         ));
         assert!(check(Credentials::None, "pub", Need::Read).await.is_ok());
         assert_eq!(
@@ -710,7 +768,7 @@ mod tests {
         );
         assert!(matches!(
             check(bob, "pub", Need::Write).await,
-            Err(Denied::Forbidden(_))
+            Err(Denied::Forbidden { .. })
         ));
         let junk = Credentials::Token(Secret::new("not-a-token"));
         assert_eq!(
@@ -819,6 +877,75 @@ mod tests {
         );
     }
 
+    /// A store whose first write of the access state lands, but answers as a lost
+    /// race (as an S3 client's retry of a conditional write that had landed does).
+    #[derive(Debug, Default)]
+    struct LandsThenRefuses {
+        inner: MemoryStore,
+        done: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for LandsThenRefuses {
+        async fn get(&self, key: &Key) -> stowage_store::Result<stowage_store::GetResult> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &Key,
+            range: stowage_store::ByteRange,
+        ) -> stowage_store::Result<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> stowage_store::Result<stowage_store::ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn put(&self, key: &Key, body: Bytes, mode: PutMode) -> stowage_store::Result<ETag> {
+            let etag = self.inner.put(key, body, mode).await?;
+            if !self.done.swap(true, Ordering::SeqCst) {
+                return Err(StoreError::Precondition {
+                    key: key.to_string(),
+                });
+            }
+            Ok(etag)
+        }
+        async fn put_stream(
+            &self,
+            key: &Key,
+            body: stowage_store::ByteStream,
+            mode: PutMode,
+        ) -> stowage_store::Result<ETag> {
+            self.inner.put_stream(key, body, mode).await
+        }
+        async fn delete(&self, key: &Key) -> stowage_store::Result<()> {
+            self.inner.delete(key).await
+        }
+        fn list(
+            &self,
+            prefix: &str,
+        ) -> futures::stream::BoxStream<'_, stowage_store::Result<stowage_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_answer_was_lost_is_applied_once() {
+        let store = Arc::new(LandsThenRefuses::default());
+        let a = Access::new(store.clone(), AccessConfig::default());
+        let Bootstrap::Created(token) = a.bootstrap().await.expect("bootstrap") else {
+            panic!("the first admin's token was lost");
+        };
+        let view = a.reload().await.expect("view");
+        assert_eq!(view.state.users.len(), 1);
+        assert_eq!(view.state.users[FIRST_ADMIN].tokens.len(), 1);
+        assert!(
+            view.authenticate(&Credentials::Token(token), state::now())
+                .is_ok(),
+            "the token returned is the one stored"
+        );
+    }
+
     #[tokio::test]
     async fn failed_credentials_are_throttled_per_address() {
         let store = Arc::new(MemoryStore::new());
@@ -861,6 +988,13 @@ mod tests {
                 .expect("ok")
                 .is_ok(),
             "the real user elsewhere is not locked out"
+        );
+        assert!(
+            a.authorize(&good, HERE, &name, Need::Read)
+                .await
+                .expect("ok")
+                .is_ok(),
+            "nor at the throttled address"
         );
     }
 }

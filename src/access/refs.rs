@@ -7,9 +7,13 @@
 //! The rules bind every user and credential, admins included: to do what a protection
 //! forbids, an admin first changes the protection.
 
+use std::net::IpAddr;
+use std::sync::RwLock;
+
 use serde::{Deserialize, Serialize};
 
-use super::AccessError;
+use super::{Access, AccessError, Allowed, Credentials, Denied, Need};
+use crate::repo::RepoName;
 use crate::repo::push::{RefChange, RefPolicy, check_ref_name};
 
 /// Longest pattern accepted, in bytes.
@@ -113,12 +117,14 @@ impl Protections {
     }
 }
 
-impl RefPolicy for Protections {
-    fn needs_fast_forward(&self, name: &str) -> bool {
+impl Protections {
+    /// Whether judging an update of `name` needs to know if it is a fast-forward.
+    pub fn needs_fast_forward(&self, name: &str) -> bool {
         self.matching(name).any(|p| !p.allow_force_push)
     }
 
-    fn check(&self, change: &RefChange<'_>) -> Result<(), String> {
+    /// `Ok`, or why the protections refuse `change`.
+    pub fn check(&self, change: &RefChange<'_>) -> Result<(), String> {
         let what = if change.name.starts_with("refs/heads/") {
             "protected branch"
         } else if change.name.starts_with("refs/tags/") {
@@ -144,10 +150,133 @@ impl RefPolicy for Protections {
     }
 }
 
+/// The rules one push follows: whether its pusher may create the repository, and the
+/// protections that bind them; read again (from the cache, at most its maximum age
+/// old) once the pack is in, so that a token revoked, a grant removed or a protection
+/// added while a long push was uploading is in force when its refs would move.
+#[derive(Debug)]
+pub struct PushPolicy {
+    access: Access,
+    credentials: Credentials,
+    addr: IpAddr,
+    repo: RepoName,
+    /// May create, and the protections, as last checked.
+    current: RwLock<(bool, Protections)>,
+}
+
+impl PushPolicy {
+    /// The policy of a push that `allowed` let in.
+    pub fn new(
+        access: Access,
+        credentials: Credentials,
+        addr: IpAddr,
+        repo: RepoName,
+        allowed: &Allowed,
+    ) -> Self {
+        PushPolicy {
+            access,
+            credentials,
+            addr,
+            repo,
+            current: RwLock::new((allowed.may_create, allowed.protections())),
+        }
+    }
+
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, (bool, Protections)> {
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl RefPolicy for PushPolicy {
+    fn may_create(&self) -> bool {
+        self.current().0
+    }
+
+    fn needs_fast_forward(&self, name: &str) -> bool {
+        self.current().1.needs_fast_forward(name)
+    }
+
+    async fn refresh(&self) -> Result<(), String> {
+        let decision = self
+            .access
+            .authorize(&self.credentials, self.addr, &self.repo, Need::Write)
+            .await;
+        match decision {
+            Ok(Ok(allowed)) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    (allowed.may_create, allowed.protections());
+                Ok(())
+            }
+            Ok(Err(Denied::Forbidden { reason, .. })) => Err(reason),
+            Ok(Err(Denied::Hidden { .. })) => Err(format!("no access to {} any more", self.repo)),
+            Ok(Err(_)) => Err("the credentials of this push are no longer valid".into()),
+            Err(e) => {
+                tracing::error!(error = %e, "checking access failed");
+                Err("access control is unavailable; try again".into())
+            }
+        }
+    }
+
+    fn check(&self, change: &RefChange<'_>) -> Result<(), String> {
+        self.current().1.check(change)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::{AccessConfig, state};
     use gix_hash::ObjectId;
+    use std::sync::Arc;
+    use stowage_store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_push_is_judged_by_the_rules_when_it_lands() {
+        let access = Access::new(Arc::new(MemoryStore::new()), AccessConfig::default());
+        let repo = RepoName::new("demo").expect("valid");
+        let (token, id) = access
+            .update(|s| {
+                s.add_user("root", true, 0)?;
+                s.add_user("bob", false, 0)?;
+                s.grant(
+                    &state::Target::repo(&repo),
+                    "bob",
+                    super::super::Role::Write,
+                )?;
+                state::new_token(s, "bob", &Default::default(), 0).map(|(t, r)| (t, r.id))
+            })
+            .await
+            .expect("setup");
+        let credentials = Credentials::Token(token);
+        let here = IpAddr::from([127, 0, 0, 1]);
+        let allowed = access
+            .authorize(&credentials, here, &repo, Need::Write)
+            .await
+            .expect("checked")
+            .expect("bob may push");
+        let policy = PushPolicy::new(access.clone(), credentials, here, repo.clone(), &allowed);
+        assert!(!policy.may_create(), "a grant on the name creates nothing");
+        assert!(!policy.needs_fast_forward("refs/heads/main"));
+
+        // A protection added while the pack uploads binds the push.
+        access
+            .update(|s| {
+                s.protect(&repo, Protection::new("main")?);
+                Ok(())
+            })
+            .await
+            .expect("protect");
+        policy.refresh().await.expect("still allowed");
+        assert!(policy.needs_fast_forward("refs/heads/main"));
+
+        // A token revoked meanwhile refuses it.
+        access
+            .update(|s| s.revoke_token("bob", &id))
+            .await
+            .expect("revoke");
+        assert!(policy.refresh().await.is_err());
+    }
 
     fn p(pattern: &str) -> Protection {
         Protection::new(pattern).expect("valid pattern")

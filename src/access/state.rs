@@ -23,6 +23,10 @@ pub const FORMAT: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub format: u32,
+    /// One more with every write: of two copies, the one with the higher serial is the
+    /// newer, whatever the clocks of the processes that read them say.
+    #[serde(default)]
+    pub serial: u64,
     /// Every user, by name.
     #[serde(default)]
     pub users: BTreeMap<String, User>,
@@ -249,21 +253,16 @@ impl State {
         }
         if spec.note.len() > 200 || spec.note.chars().any(char::is_control) {
             return Err(AccessError::Invalid(
-                "a token note is at most 200 characters, without control characters".into(),
+                "a token note is at most 200 bytes, without control characters".into(),
             ));
         }
         let expires = match spec.expires_days {
-            Some(0) => {
+            Some(days @ 1..=36_500) => Some(now + days * 86_400),
+            Some(_) => {
                 return Err(AccessError::Invalid(
-                    "--expires-days must be at least 1".into(),
+                    "a token expires after 1 to 36500 days".into(),
                 ));
             }
-            Some(days) if days > 36_500 => {
-                return Err(AccessError::Invalid(
-                    "--expires-days is at most 36500".into(),
-                ));
-            }
-            Some(days) => Some(now + days * 86_400),
             None => None,
         };
         let record = TokenRecord {
@@ -347,7 +346,10 @@ impl State {
     }
 
     /// A repository was just created, by `creator` if a user did: they become its admin.
+    /// Whatever was recorded for the name before (left by a change that raced with its
+    /// deletion) is dropped.
     pub fn created(&mut self, repo: &RepoName, creator: Option<&str>, public: bool) {
+        self.forget(repo);
         if let Some(user) = creator.filter(|u| self.users.contains_key(*u)) {
             self.grants
                 .entry(repo.to_string())

@@ -177,7 +177,35 @@ pub(super) async fn handle(
     rest: &str,
     request: Request,
 ) -> Result<Response, Failure> {
-    let (caller, _) = auth::authenticate(state, peer, request.headers()).await?;
+    Ok(match checked(state, peer, rest, request).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_json(),
+    })
+}
+
+async fn checked(
+    state: &AppState,
+    peer: SocketAddr,
+    rest: &str,
+    request: Request,
+) -> Result<Response, Failure> {
+    if !state.access.enabled() {
+        return Err(Failure::status(
+            StatusCode::FORBIDDEN,
+            "the management API is off while access control is (--no-auth); use the stowage \
+             commands",
+        ));
+    }
+    // Refused on the cache first (no store request for a stranger), then decided on
+    // the state read afresh: an admin sees what other instances and the CLI changed a
+    // moment ago, and a revoked token is refused at once.
+    auth::authenticate(state, peer, request.headers()).await?;
+    state
+        .access
+        .reload()
+        .await
+        .map_err(|e| Failure::internal(&e))?;
+    let (caller, view) = auth::authenticate(state, peer, request.headers()).await?;
     let method = request.method().clone();
     let has_body = matches!(method, Method::POST | Method::PUT);
     if has_body {
@@ -200,7 +228,7 @@ pub(super) async fn handle(
     } else {
         Vec::new()
     };
-    let response = match operation(state, &caller, &method, rest, &body).await {
+    let response = match operation(state, &caller, &view, &method, rest, &body).await {
         Ok(response) => response,
         Err(refused) => refused.into_response(),
     };
@@ -210,6 +238,7 @@ pub(super) async fn handle(
 async fn operation(
     state: &AppState,
     caller: &Caller,
+    view: &View,
     method: &Method,
     rest: &str,
     body: &[u8],
@@ -222,9 +251,7 @@ async fn operation(
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let access = &state.access;
     let repos = state.repos.as_ref();
-    // Management reads the state afresh (one store request): an admin sees what other
-    // instances and the CLI changed a moment ago.
-    let view = access.reload().await.map_err(from_access)?;
+
     let done = |()| StatusCode::NO_CONTENT.into_response();
     match (method.clone(), segments.as_slice()) {
         (Method::GET, ["users"]) => {
@@ -351,8 +378,8 @@ async fn operation(
         (Method::GET, ["repos", name]) => {
             let name = repo_name(name)?;
             let t = Target::repo(&name);
-            if !manage::may_inspect(&view, caller, &t) {
-                administer(&view, caller, &t)?;
+            if !manage::may_inspect(view, caller, &t) {
+                administer(view, caller, &t)?;
             }
             if repos
                 .snapshot(&name)
@@ -365,11 +392,11 @@ async fn operation(
                     format!("repository {name} not found"),
                 ));
             }
-            Ok(reply(StatusCode::OK, settings_json(&view, &name)))
+            Ok(reply(StatusCode::OK, settings_json(view, &name)))
         }
         (Method::DELETE, ["repos", name]) => {
             let name = repo_name(name)?;
-            administer(&view, caller, &Target::repo(&name))?;
+            administer(view, caller, &Target::repo(&name))?;
             manage::delete_repo(access, repos, &name)
                 .await
                 .map(done)
@@ -377,7 +404,7 @@ async fn operation(
         }
         (Method::PUT, ["repos", name, "visibility"]) => {
             let name = repo_name(name)?;
-            administer(&view, caller, &Target::repo(&name))?;
+            administer(view, caller, &Target::repo(&name))?;
             #[derive(Deserialize)]
             struct Visibility {
                 visibility: String,
@@ -400,7 +427,7 @@ async fn operation(
         }
         (Method::PUT, ["repos", t, "grants", user]) => {
             let t = target(t)?;
-            administer(&view, caller, &t)?;
+            administer(view, caller, &t)?;
             #[derive(Deserialize)]
             struct Grant {
                 role: String,
@@ -416,7 +443,7 @@ async fn operation(
         }
         (Method::DELETE, ["repos", t, "grants", user]) => {
             let t = target(t)?;
-            administer(&view, caller, &t)?;
+            administer(view, caller, &t)?;
             manage::ungrant(access, &t, user)
                 .await
                 .map(done)
@@ -424,7 +451,7 @@ async fn operation(
         }
         (Method::POST, ["repos", name, "protections"]) => {
             let name = repo_name(name)?;
-            administer(&view, caller, &Target::repo(&name))?;
+            administer(view, caller, &Target::repo(&name))?;
             #[derive(Deserialize)]
             struct NewProtection {
                 pattern: String,
@@ -448,7 +475,7 @@ async fn operation(
         }
         (Method::DELETE, ["repos", name, "protections", pattern]) => {
             let name = repo_name(name)?;
-            administer(&view, caller, &Target::repo(&name))?;
+            administer(view, caller, &Target::repo(&name))?;
             manage::unprotect(access, &name, pattern)
                 .await
                 .map(done)

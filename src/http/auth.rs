@@ -29,14 +29,45 @@ fn bad(message: &str) -> Failure {
     Failure::status(StatusCode::BAD_REQUEST, message)
 }
 
+/// Where a trusted proxy's user header is looked for, and whom it is taken from.
+#[derive(Debug, Clone, Copy)]
+struct Proxy<'a> {
+    header: &'a HeaderName,
+    trusted: &'a [ipnet::IpNet],
+    peer: std::net::IpAddr,
+}
+
+impl AppState {
+    fn proxy(&self, peer: SocketAddr) -> Option<Proxy<'_>> {
+        let header = self.options.trust_proxy_user.as_ref()?;
+        Some(Proxy {
+            header,
+            trusted: &self.options.trusted_proxies,
+            peer: peer.ip(),
+        })
+    }
+}
+
 /// The credentials `headers` carry.
-fn credentials(
-    headers: &HeaderMap,
-    proxy_user: Option<&HeaderName>,
-) -> Result<Credentials, Failure> {
-    if let Some(name) = proxy_user
-        && let Some(value) = headers.get(name)
+fn credentials(headers: &HeaderMap, proxy: Option<Proxy<'_>>) -> Result<Credentials, Failure> {
+    if let Some(proxy) = proxy
+        && let Some(value) = headers.get(proxy.header)
     {
+        let peer = match proxy.peer {
+            std::net::IpAddr::V6(v6) => {
+                v6.to_ipv4_mapped().map_or(proxy.peer, std::net::IpAddr::V4)
+            }
+            v4 => v4,
+        };
+        if !proxy.trusted.iter().any(|net| net.contains(&peer)) {
+            return Err(Failure::status(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the {} header is accepted only from trusted proxies",
+                    proxy.header
+                ),
+            ));
+        }
         let user = value
             .to_str()
             .map_err(|_| bad("the proxy's user header is not ASCII"))?;
@@ -97,11 +128,17 @@ fn denied(denied: Denied, repo: Option<&RepoName>) -> Failure {
     match denied {
         Denied::Unauthenticated | Denied::BadCredentials => Failure::Unauthorized,
         Denied::Throttled(wait) => Failure::Throttled(wait),
-        Denied::Hidden => match repo {
-            Some(repo) => Failure::NotFound(repo.clone()),
-            None => Failure::status(StatusCode::NOT_FOUND, "not found"),
-        },
-        Denied::Forbidden(reason) => Failure::Status(StatusCode::FORBIDDEN, reason),
+        Denied::Hidden { user } => Failure::Of(
+            user,
+            Box::new(match repo {
+                Some(repo) => Failure::NotFound(repo.clone()),
+                None => Failure::status(StatusCode::NOT_FOUND, "not found"),
+            }),
+        ),
+        Denied::Forbidden { user, reason } => Failure::Of(
+            user,
+            Box::new(Failure::Status(StatusCode::FORBIDDEN, reason)),
+        ),
     }
 }
 
@@ -113,13 +150,27 @@ pub(super) async fn authorize(
     repo: &RepoName,
     need: Need,
 ) -> Result<Allowed, Failure> {
-    let credentials = credentials(headers, state.options.trust_proxy_user.as_ref())?;
+    authorize_with(state, peer, headers, repo, need)
+        .await
+        .map(|(allowed, _)| allowed)
+}
+
+/// [`authorize`], also returning the credentials (for checks again later in the same
+/// request).
+pub(super) async fn authorize_with(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    repo: &RepoName,
+    need: Need,
+) -> Result<(Allowed, Credentials), Failure> {
+    let credentials = credentials(headers, state.proxy(peer))?;
     match state
         .access
         .authorize(&credentials, peer.ip(), repo, need)
         .await
     {
-        Ok(Ok(allowed)) => Ok(allowed),
+        Ok(Ok(allowed)) => Ok((allowed, credentials)),
         Ok(Err(refusal)) => Err(denied(refusal, Some(repo))),
         Err(e) => Err(access_failure(e)),
     }
@@ -132,7 +183,7 @@ pub(super) async fn authenticate(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<(Caller, Arc<View>), Failure> {
-    let credentials = credentials(headers, state.options.trust_proxy_user.as_ref())?;
+    let credentials = credentials(headers, state.proxy(peer))?;
     match state.access.authenticate(&credentials, peer.ip()).await {
         Ok(Ok((caller, _))) if caller.user.is_none() && !caller.server_admin => {
             Err(Failure::Unauthorized)
@@ -213,17 +264,33 @@ mod tests {
     #[test]
     fn a_trusted_proxy_names_the_user() {
         let name = HeaderName::from_static("x-remote-user");
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let from = |peer: &str| {
+            Some(Proxy {
+                header: &name,
+                trusted: &trusted,
+                peer: peer.parse().expect("ip"),
+            })
+        };
         let mut h = HeaderMap::new();
         h.insert(&name, HeaderValue::from_static("alice"));
         assert!(matches!(
-            credentials(&h, Some(&name)).expect("valid"),
+            credentials(&h, from("10.1.2.3")).expect("valid"),
             Credentials::ProxyUser(u) if u == "alice"
         ));
+        assert!(matches!(
+            credentials(&h, from("::ffff:10.1.2.3")).expect("valid"),
+            Credentials::ProxyUser(_)
+        ));
+        assert!(
+            credentials(&h, from("192.0.2.1")).is_err(),
+            "not from a trusted proxy"
+        );
         assert!(matches!(
             credentials(&h, None).expect("ignored without the option"),
             Credentials::None
         ));
         h.insert(&name, HeaderValue::from_static("../x"));
-        assert!(credentials(&h, Some(&name)).is_err());
+        assert!(credentials(&h, from("10.1.2.3")).is_err());
     }
 }

@@ -57,6 +57,8 @@ pub struct Options {
     /// A header set by an authenticating reverse proxy that names the user (as git
     /// http-backend takes `REMOTE_USER`); `None` unless configured.
     pub trust_proxy_user: Option<HeaderName>,
+    /// The addresses the proxy's header is accepted from.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Options {
@@ -66,6 +68,10 @@ impl Default for Options {
             features: Features::default(),
             disk_cache: None,
             trust_proxy_user: None,
+            trusted_proxies: vec![
+                ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
         }
     }
 }
@@ -122,6 +128,8 @@ enum Failure {
     /// A protocol-level refusal, sent as an `ERR` pkt-line with status 200 so that git
     /// shows the message to its user.
     Git(String),
+    /// A refusal of a known user (named in the request log).
+    Of(String, Box<Failure>),
 }
 
 impl Failure {
@@ -136,39 +144,91 @@ impl Failure {
             "internal error; see the server log",
         )
     }
+
+    /// Status, headers and message of every failure but [`Failure::Git`] and
+    /// [`Failure::Of`].
+    fn parts(self) -> (StatusCode, Option<(header::HeaderName, String)>, String) {
+        match self {
+            Failure::Status(status, message) => (status, None, message),
+            Failure::NotFound(repo) => (
+                StatusCode::NOT_FOUND,
+                None,
+                format!("repository {repo} not found"),
+            ),
+            Failure::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                Some((
+                    header::WWW_AUTHENTICATE,
+                    r#"Basic realm="stowage""#.to_owned(),
+                )),
+                "authentication required: use a stowage access token as the password".into(),
+            ),
+            Failure::Throttled(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some((
+                    header::RETRY_AFTER,
+                    wait.as_secs_f64().ceil().max(1.0).to_string(),
+                )),
+                "too many failed attempts to authenticate from this address; try again later"
+                    .into(),
+            ),
+            Failure::Git(message) => (StatusCode::BAD_REQUEST, None, message),
+            Failure::Of(_, inner) => inner.parts(),
+        }
+    }
+
+    /// The failure as JSON (`{"error": "..."}`), for the management API.
+    fn into_json(self) -> Response {
+        let user = self.user();
+        let (status, extra, message) = self.parts();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": message }).to_string(),
+        )
+            .into_response();
+        add_header(&mut response, extra);
+        tag_user(response, user)
+    }
+
+    fn user(&self) -> Option<String> {
+        match self {
+            Failure::Of(user, _) => Some(user.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn add_header(response: &mut Response, header: Option<(header::HeaderName, String)>) {
+    if let Some((name, value)) = header
+        && let Ok(value) = HeaderValue::from_str(&value)
+    {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+fn tag_user(mut response: Response, user: Option<String>) -> Response {
+    if let Some(user) = user {
+        response.extensions_mut().insert(LoggedUser(user));
+    }
+    response
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        match self {
-            Failure::Status(status, message) => (status, format!("{message}\n")).into_response(),
-            Failure::NotFound(repo) => (
-                StatusCode::NOT_FOUND,
-                format!("repository {repo} not found\n"),
-            )
-                .into_response(),
-            Failure::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, r#"Basic realm="stowage""#)],
-                "authentication required: use a stowage access token as the password\n",
-            )
-                .into_response(),
-            Failure::Throttled(wait) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(
-                    header::RETRY_AFTER,
-                    wait.as_secs_f64().ceil().max(1.0).to_string(),
-                )],
-                "too many failed attempts to authenticate from this address; try again later\n",
-            )
-                .into_response(),
-            Failure::Git(message) => (
+        if let Failure::Git(message) = self {
+            return (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/x-git-upload-pack-result")],
                 err_line(&message),
             )
-                .into_response(),
+                .into_response();
         }
+        let user = self.user();
+        let (status, extra, message) = self.parts();
+        let mut response = (status, format!("{message}\n")).into_response();
+        add_header(&mut response, extra);
+        tag_user(response, user)
     }
 }
 
@@ -190,11 +250,8 @@ impl From<Refusal> for Failure {
 struct LoggedUser(String);
 
 /// Marks `response` as made for `caller`.
-fn for_caller(mut response: Response, caller: &Caller) -> Response {
-    response
-        .extensions_mut()
-        .insert(LoggedUser(caller.name().to_owned()));
-    response
+fn for_caller(response: Response, caller: &Caller) -> Response {
+    tag_user(response, Some(caller.name().to_owned()))
 }
 
 async fn handle(

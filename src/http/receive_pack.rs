@@ -8,6 +8,7 @@ use axum::extract::Request;
 use axum::response::Response;
 
 use super::{AppState, Failure, auth, body_reader, for_caller, git_response};
+use crate::access::refs::PushPolicy;
 use crate::access::{Need, manage};
 use crate::protocol::serve;
 use crate::repo::RepoName;
@@ -18,8 +19,15 @@ pub(super) async fn handle(
     repo: &RepoName,
     request: Request,
 ) -> Result<Response, Failure> {
-    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Write).await?;
-    let policy = allowed.protections();
+    let (allowed, credentials) =
+        auth::authorize_with(state, peer, request.headers(), repo, Need::Write).await?;
+    let policy = PushPolicy::new(
+        state.access.clone(),
+        credentials,
+        peer.ip(),
+        repo.clone(),
+        &allowed,
+    );
     let pushed = serve::receive_pack(&state.repos, repo, body_reader(request), &policy).await?;
     if pushed.created
         && let Err(e) =

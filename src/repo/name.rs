@@ -2,8 +2,9 @@
 //!
 //! Invariant: a [`RepoName`] is one or more `/`-separated segments of ASCII letters,
 //! digits, `-`, `_` and `.`, none empty, none starting with `.`, none ending in `.git`
-//! or `.lock`; so a name can never leave its place in the store or reach another
-//! repository's objects. The repository `org/name` lives under `org/name.git/` in the
+//! or `.lock`, and the first not `-` (the server's own routes live under `/-/`); so a
+//! name can never leave its place in the store, reach another repository's objects or
+//! the access state (under `.access/`), or shadow a route. The repository `org/name` lives under `org/name.git/` in the
 //! store; a `.git` suffix in the URL is optional.
 
 use std::fmt;
@@ -38,6 +39,9 @@ impl RepoName {
         }
         if bare.len() > Self::MAX_LEN {
             return Err(invalid("name too long"));
+        }
+        if bare == "-" || bare.starts_with("-/") {
+            return Err(invalid("`-` is reserved for the server's own routes"));
         }
         for segment in bare.split('/') {
             if segment.is_empty() {
@@ -122,8 +126,25 @@ mod tests {
     #[test]
     fn refuses_hostile_names() {
         for bad in [
-            "", ".git", "..", "../etc", "a/../b", "/abs", "a//b", "a/", ".hidden", "a/.git/x",
-            "a.git/b", "a\0b", "a b", "a%2e%2e", "x.lock", "a\\b", "ü",
+            "",
+            ".git",
+            "..",
+            "../etc",
+            "a/../b",
+            "/abs",
+            "a//b",
+            "a/",
+            ".hidden",
+            "a/.git/x",
+            "a.git/b",
+            "a\0b",
+            "a b",
+            "a%2e%2e",
+            "x.lock",
+            "a\\b",
+            "ü",
+            "-",
+            "-/api/v1/x",
         ] {
             assert!(RepoName::new(bad).is_err(), "{bad:?} was accepted");
         }

@@ -67,10 +67,17 @@ pub struct RefChange<'a> {
 }
 
 /// Rules a push must follow, given by the layer above (access control, locks, hooks).
+#[async_trait::async_trait]
 pub trait RefPolicy: Send + Sync {
+    /// Whether the push may create the repository when it does not exist.
+    fn may_create(&self) -> bool;
     /// Whether [`RefPolicy::check`] needs to know if an update of `name` is a
     /// fast-forward (a walk of the history, so only when it matters).
     fn needs_fast_forward(&self, name: &str) -> bool;
+    /// Brings the rules up to date once the pack is received and stored, right before
+    /// the refs move: a long push is judged by the rules as they are when it lands, not
+    /// as they were when it began. `Err` refuses every command with that reason.
+    async fn refresh(&self) -> Result<(), String>;
     /// `Ok`, or the reason the command is refused (git shows it after `ng <ref>`).
     fn check(&self, change: &RefChange<'_>) -> Result<(), String>;
 }
@@ -79,9 +86,16 @@ pub trait RefPolicy: Send + Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
 
+#[async_trait::async_trait]
 impl RefPolicy for AllowAll {
+    fn may_create(&self) -> bool {
+        true
+    }
     fn needs_fast_forward(&self, _: &str) -> bool {
         false
+    }
+    async fn refresh(&self) -> Result<(), String> {
+        Ok(())
     }
     fn check(&self, _: &RefChange<'_>) -> Result<(), String> {
         Ok(())
@@ -141,7 +155,12 @@ pub async fn receive(
     policy: &dyn RefPolicy,
 ) -> Result<Report, RepoError> {
     let snapshot = repos.snapshot(repo).await?;
-    if snapshot.is_none() && !repos.config.auto_create {
+    // A push creates a missing repository only if it may, and if it sets a ref.
+    if snapshot.is_none()
+        && (!repos.config.auto_create
+            || !policy.may_create()
+            || commands.iter().all(|c| c.new.is_null()))
+    {
         return Err(RepoError::NotFound(repo.clone()));
     }
     let base = snapshot
@@ -243,12 +262,43 @@ pub async fn receive(
         });
     }
 
-    let existed_before = snapshot.is_some();
-    let (refs, written) = swap_manifest(
+    // The rules as they stand now that the pack is in; updates they newly need to know
+    // about are walked now.
+    if let Err(reason) = policy.refresh().await {
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = Err(reason.clone());
+        }
+    }
+    if snapshot.is_none() && !policy.may_create() {
+        return Err(RepoError::NotFound(repo.clone()));
+    }
+    let late: Vec<usize> = (0..commands.len())
+        .filter(|&i| {
+            let c = &commands[i];
+            matches!(&results[i], Ok(checked) if checked.fast_forward.is_none())
+                && !c.old.is_null()
+                && !c.new.is_null()
+                && policy.needs_fast_forward(&c.name)
+        })
+        .collect();
+    if !late.is_empty() {
+        let pairs = late
+            .iter()
+            .map(|&i| (commands[i].old, commands[i].new))
+            .collect();
+        let local_index = received.as_ref().map(|r| r.2.clone());
+        let found = fast_forwards(odb.clone(), local_index, pairs).await?;
+        for (&i, ff) in late.iter().zip(found) {
+            if let Ok(checked) = &mut results[i] {
+                checked.fast_forward = Some(ff);
+            }
+        }
+    }
+
+    let (refs, written, created) = swap_manifest(
         repos, repo, snapshot, &commands, results, new_pack, atomic, policy,
     )
     .await?;
-    let created = !existed_before && written.is_some();
     if let Some(written) = written {
         if let (true, Some((_, hash, index_path, data_path))) = (existed, &received) {
             ensure_pack_stored(repos, repo, hash, index_path, data_path).await?;
@@ -405,6 +455,34 @@ fn check_command(
     }))
 }
 
+/// Whether each `(old, new)` is a fast-forward, looked up in the received pack (by its
+/// index, when there is one) and the repository; blocking walks, off the runtime.
+async fn fast_forwards(
+    odb: Arc<Odb>,
+    local_index: Option<std::path::PathBuf>,
+    pairs: Vec<(ObjectId, ObjectId)>,
+) -> Result<Vec<bool>, OdbError> {
+    tokio::task::spawn_blocking(move || {
+        let local = match &local_index {
+            Some(path) => Some(LocalPack::open(path)?),
+            None => None,
+        };
+        let source: &dyn ObjectSource = match &local {
+            Some(local) => &Layered {
+                first: local,
+                then: odb.as_ref(),
+            },
+            None => odb.as_ref(),
+        };
+        pairs
+            .iter()
+            .map(|(old, new)| Ok(source.contains(old) && is_ancestor(source, *old, *new)?))
+            .collect()
+    })
+    .await
+    .expect("the walk does not panic")
+}
+
 /// `&dyn ObjectSource` as a sized source.
 struct DynSource<'a>(&'a dyn ObjectSource);
 
@@ -550,7 +628,8 @@ fn initial_head(commands: &[Command]) -> String {
 
 /// Applies the checked commands to the manifest by compare-and-swap, re-reading and
 /// re-checking (old values, the default branch, `policy`) after every lost race.
-/// Returns the outcome per command and, when it wrote one, the manifest as written.
+/// Returns the outcome per command, the manifest as written when it wrote one, and
+/// whether its write created the repository.
 #[allow(clippy::too_many_arguments)]
 async fn swap_manifest(
     repos: &Repos,
@@ -561,7 +640,7 @@ async fn swap_manifest(
     new_pack: Option<PackEntry>,
     atomic: bool,
     policy: &dyn RefPolicy,
-) -> Result<(Vec<(String, Result<(), String>)>, Option<Manifest>), RepoError> {
+) -> Result<Swapped, RepoError> {
     let deny_nff = repos.config.deny_non_fast_forwards;
     let key = repo.key("manifest");
     let txn = transaction_id();
@@ -629,7 +708,7 @@ async fn swap_manifest(
             .zip(results.iter().cloned())
             .collect();
         if results.iter().all(Result::is_err) {
-            return Ok((report, None));
+            return Ok((report, None, false));
         }
         if let Some(pack) = &new_pack {
             next.add_pack(pack.clone(), usize::MAX);
@@ -640,12 +719,13 @@ async fn swap_manifest(
             Some(s) => PutMode::Update(s.etag.clone()),
             None => PutMode::Create,
         };
+        let creating = mode == PutMode::Create;
         match repos
             .store
             .put(&key, Bytes::from(next.to_bytes()), mode)
             .await
         {
-            Ok(_) => return Ok((report, Some(next))),
+            Ok(_) => return Ok((report, Some(next), creating)),
             Err(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => {}
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
@@ -656,7 +736,7 @@ async fn swap_manifest(
         match &snapshot {
             Some(s) if s.manifest.txns.has(&txn) => {
                 // Our write landed; only its answer was lost.
-                return Ok((report, Some(s.manifest.clone())));
+                return Ok((report, Some(s.manifest.clone()), !existed));
             }
             None if existed => {
                 // Deleted meanwhile: recreating it would list a pack whose history
@@ -677,8 +757,11 @@ async fn swap_manifest(
             )
         })
         .collect();
-    Ok((refused, None))
+    Ok((refused, None, false))
 }
+
+/// What [`swap_manifest`] did: per command, the manifest written, whether it created.
+type Swapped = (Vec<(String, Result<(), String>)>, Option<Manifest>, bool);
 
 #[cfg(test)]
 mod tests {
@@ -760,5 +843,140 @@ mod tests {
             initial_head(&[cmd("refs/heads/a"), cmd("refs/heads/b")]),
             "refs/heads/main"
         );
+    }
+}
+
+#[cfg(test)]
+mod creation_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::process::{Command as Process, Stdio};
+    use std::sync::atomic::AtomicBool;
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+    use stowage_store::{
+        ByteRange, ByteStream, ETag, GetResult, Key, MemoryStore, ObjectMeta, ObjectStore,
+        Result as StoreResult,
+    };
+
+    use super::*;
+    use crate::repo::{Caches, RepoConfig};
+
+    /// A store where another writer creates the first manifest just before this
+    /// process's own `Create` of it arrives.
+    #[derive(Debug, Default)]
+    struct Preempted {
+        inner: MemoryStore,
+        done: AtomicBool,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Preempted {
+        async fn get(&self, key: &Key) -> StoreResult<GetResult> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &Key, range: ByteRange) -> StoreResult<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> StoreResult<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn put(&self, key: &Key, body: Bytes, mode: PutMode) -> StoreResult<ETag> {
+            if key.as_str().ends_with("/manifest")
+                && mode == PutMode::Create
+                && !self.done.swap(true, Ordering::SeqCst)
+            {
+                let other = Manifest::empty("refs/heads/main");
+                self.inner
+                    .put(key, Bytes::from(other.to_bytes()), PutMode::Create)
+                    .await?;
+            }
+            self.inner.put(key, body, mode).await
+        }
+        async fn put_stream(
+            &self,
+            key: &Key,
+            body: ByteStream,
+            mode: PutMode,
+        ) -> StoreResult<ETag> {
+            self.inner.put_stream(key, body, mode).await
+        }
+        async fn delete(&self, key: &Key) -> StoreResult<()> {
+            self.inner.delete(key).await
+        }
+        fn list(&self, prefix: &str) -> BoxStream<'_, StoreResult<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+    }
+
+    /// A one-commit repository's pack and its commit id.
+    fn one_commit_pack() -> (Vec<u8>, ObjectId) {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = Process::new("git")
+                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+                .args(args)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}");
+            out.stdout
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+        let head = String::from_utf8(git(&["rev-parse", "HEAD"])).unwrap();
+        let mut child = Process::new("git")
+            .args(["pack-objects", "--stdout", "--revs", "-q"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"HEAD\n").unwrap();
+        let pack = child.wait_with_output().unwrap().stdout;
+        (pack, ObjectId::from_hex(head.trim().as_bytes()).unwrap())
+    }
+
+    async fn push_new(store: Arc<dyn ObjectStore>) -> Report {
+        let repos = Repos::new(
+            store,
+            Caches::new(1 << 20, 1 << 20, 1 << 20),
+            RepoConfig {
+                compact_after_push: false,
+                ..RepoConfig::default()
+            },
+        );
+        let (pack, id) = one_commit_pack();
+        let command = Command {
+            old: ObjectId::null(gix_hash::Kind::Sha1),
+            new: id,
+            name: "refs/heads/main".into(),
+        };
+        let body: Box<dyn AsyncRead + Send + Unpin> = Box::new(std::io::Cursor::new(pack));
+        let repo = RepoName::new("new").unwrap();
+        receive(&repos, &repo, vec![command], Some(body), false, &AllowAll)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_push_that_creates_says_so() {
+        let report = push_new(Arc::new(MemoryStore::new())).await;
+        assert_eq!(report.refs[0].1, Ok(()));
+        assert!(report.created);
+    }
+
+    #[tokio::test]
+    async fn a_push_that_lost_the_race_to_create_did_not_create() {
+        let report = push_new(Arc::new(Preempted::default())).await;
+        assert_eq!(
+            report.refs[0].1,
+            Ok(()),
+            "applied on top of the other creation"
+        );
+        assert!(!report.created, "another writer created the repository");
     }
 }
