@@ -236,6 +236,10 @@ impl ObjectStore for DiskCacheStore {
         self.inner.remote.put_stream(key, body, mode).await
     }
 
+    async fn put_file(&self, key: &Key, path: &std::path::Path, mode: PutMode) -> Result<ETag> {
+        self.inner.remote.put_file(key, path, mode).await
+    }
+
     async fn delete(&self, key: &Key) -> Result<()> {
         self.inner.remote.delete(key).await?;
         if cacheable(key)

@@ -15,6 +15,8 @@ use stowage::http::{self, Options};
 use stowage::protocol::Features;
 use stowage::repo::maintenance::{self, Plan};
 use stowage::repo::{Caches, RepoConfig, RepoName, Repos};
+use stowage::store_url::{Layers, open_layered};
+use stowage_store::retry::RetryStats;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -133,6 +135,9 @@ struct Serve {
     /// made to answer like a remote store).
     #[arg(long, default_value_t = 0)]
     inject_latency_ms: u64,
+    /// Fail the store requests SPEC chooses (a test tool: see README, "Failure").
+    #[arg(long, value_name = "SPEC")]
+    inject_faults: Option<String>,
     /// Turn access control off: every request may read and write every repository.
     #[arg(long)]
     no_auth: bool,
@@ -273,24 +278,22 @@ enum TokenCommand {
     },
 }
 
+/// The repositories of `store`, which retries transient faults.
 async fn repos(store: &str, config: RepoConfig, caches: Caches) -> anyhow::Result<Repos> {
-    let store = stowage::store_url::open(store).await?;
+    let (store, _) = open_layered(store, &Layers::default()).await?;
     Ok(Repos::new(store, caches, config))
 }
 
-/// [`repos`], with every store request delayed by `latency` when it is not zero, and
-/// packs copied to `disk_cache` (directory, bytes) when given (returned too).
+/// [`repos`] with the `layers` given, and packs copied to `disk_cache` (directory,
+/// bytes) when given; also returns the disk cache and the retry counts, for stats.
 async fn repos_for_serving(
     store: &str,
     config: RepoConfig,
     caches: Caches,
-    latency: std::time::Duration,
+    layers: &Layers,
     disk_cache: Option<(PathBuf, u64)>,
-) -> anyhow::Result<(Repos, Option<DiskCacheStore>)> {
-    let mut store = stowage::store_url::open(store).await?;
-    if !latency.is_zero() {
-        store = std::sync::Arc::new(stowage_store::LatencyStore::new(store, latency));
-    }
+) -> anyhow::Result<(Repos, Option<DiskCacheStore>, RetryStats)> {
+    let (mut store, retries) = open_layered(store, layers).await?;
     let mut cache = None;
     if let Some((dir, bytes)) = disk_cache {
         let cached = DiskCacheStore::open(store, &dir, bytes)
@@ -299,7 +302,7 @@ async fn repos_for_serving(
         store = std::sync::Arc::new(cached.clone());
         cache = Some(cached);
     }
-    Ok((Repos::new(store, caches, config), cache))
+    Ok((Repos::new(store, caches, config), cache, retries))
 }
 
 fn small_caches() -> Caches {
@@ -518,12 +521,19 @@ async fn main() -> anyhow::Result<()> {
                 args.pack_cache_mb << 20,
                 args.object_cache_mb << 20,
             );
-            let latency = std::time::Duration::from_millis(args.inject_latency_ms);
+            let layers = Layers {
+                latency: std::time::Duration::from_millis(args.inject_latency_ms),
+                faults: args.inject_faults.clone(),
+                ..Layers::default()
+            };
+            if let Some(spec) = &layers.faults {
+                tracing::warn!(spec, "injecting store faults (a test tool)");
+            }
             let disk_cache = args
                 .pack_cache_dir
                 .map(|dir| (dir, args.pack_cache_dir_mb << 20));
-            let (repos, disk_cache) =
-                repos_for_serving(&args.store.store, config, caches, latency, disk_cache).await?;
+            let (repos, disk_cache, retries) =
+                repos_for_serving(&args.store.store, config, caches, &layers, disk_cache).await?;
             let trust_proxy_user = args
                 .trust_proxy_user
                 .map(|h| axum::http::HeaderName::try_from(h.to_ascii_lowercase()))
@@ -592,6 +602,7 @@ async fn main() -> anyhow::Result<()> {
                 disk_cache,
                 trust_proxy_user,
                 trusted_proxies,
+                retries,
                 ..Options::default()
             };
             http::serve(listener, repos, access, options, shutdown).await?;

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use stowage_store::{MemoryStore, ObjectStore};
+use stowage_store::retry::RetryStats;
+use stowage_store::{FaultStore, LatencyStore, MemoryStore, ObjectStore, RetryPolicy, RetryStore};
 
 /// Why a store URL could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,8 @@ pub enum StoreUrlError {
     Open { url: String, message: String },
     #[error("this build of stowage has no S3 support (built without the `s3` feature)")]
     NoS3,
+    #[error(transparent)]
+    Faults(stowage_store::faults::SpecError),
 }
 
 /// Opens the store `url` names.
@@ -40,4 +43,36 @@ pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
         return Err(StoreUrlError::NoS3);
     }
     Err(StoreUrlError::Scheme(url.to_owned()))
+}
+
+/// The layers a store gets under the server and the maintenance commands.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    /// Delay every request by this much (benchmarks: a local disk made to answer like
+    /// a remote store).
+    pub latency: std::time::Duration,
+    /// Fail the requests this spec chooses (tests; see [`stowage_store::faults`]).
+    pub faults: Option<String>,
+    /// How transient faults are retried.
+    pub retry: RetryPolicy,
+}
+
+/// Opens the store `url` names with its layers, from the store outwards: latency,
+/// faults, then the retries (so that injected faults are retried as real ones are).
+/// Returns the retry layer's counts with it.
+pub async fn open_layered(
+    url: &str,
+    layers: &Layers,
+) -> Result<(Arc<dyn ObjectStore>, RetryStats), StoreUrlError> {
+    let mut store = open(url).await?;
+    if !layers.latency.is_zero() {
+        store = Arc::new(LatencyStore::new(store, layers.latency));
+    }
+    if let Some(spec) = &layers.faults {
+        let faults = FaultStore::new(store, spec).map_err(StoreUrlError::Faults)?;
+        store = Arc::new(faults);
+    }
+    let retrying = RetryStore::new(store, layers.retry.clone());
+    let stats = retrying.stats();
+    Ok((Arc::new(retrying), stats))
 }

@@ -59,6 +59,8 @@ pub struct Options {
     pub trust_proxy_user: Option<HeaderName>,
     /// The addresses the proxy's header is accepted from.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The store's retry counts (for `/-/stats`).
+    pub retries: stowage_store::retry::RetryStats,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
                 ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
+            retries: Default::default(),
         }
     }
 }

@@ -48,6 +48,11 @@ pub(super) async fn handle(
         "object_cache_hits": cache.object_hits,
         "object_cache_misses": cache.object_misses,
     });
+    let retries = state.options.retries.counts();
+    body["store_retries"] = retries.retries.into();
+    body["store_retries_exhausted"] = retries.exhausted.into();
+    body["store_timeouts"] = retries.timeouts.into();
+    body["store_creates_recognised"] = retries.recognised.into();
     if let Some(disk) = &state.options.disk_cache {
         let (hits, misses) = disk.hits_and_misses();
         body["disk_cache_bytes"] = disk.held_bytes().into();

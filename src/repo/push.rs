@@ -512,11 +512,11 @@ pub(super) async fn store_pack(
     let mut existed = false;
     let mut mode = PutMode::Create;
     loop {
-        let file = tokio::fs::File::open(data_path)
+        match repos
+            .store
+            .put_file(&pack_key, data_path, mode.clone())
             .await
-            .map_err(|e| StoreError::from_io(pack_key.as_str(), e))?;
-        let body = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
-        match repos.store.put_stream(&pack_key, body, mode.clone()).await {
+        {
             Ok(_) => break,
             Err(StoreError::AlreadyExists { .. }) if mode == PutMode::Create => {
                 existed = true;

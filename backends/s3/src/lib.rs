@@ -126,6 +126,12 @@ impl S3Store {
         );
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(path_style)
+            // stowage's retry layer retries (see `stowage_store::retry`): the SDK
+            // would multiply its attempts. Only the parts of a multipart upload, which
+            // that layer cannot send again, keep the SDK's retries (see
+            // `upload_parts`).
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .timeout_config(timeouts())
             .build();
         Ok(Self::new(Client::from_conf(config), location))
     }
@@ -261,6 +267,11 @@ impl S3Store {
                 .upload_id(upload_id)
                 .part_number(number)
                 .body(S3Body::from(part))
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard()),
+                )
                 .send()
                 .await
                 .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
@@ -292,6 +303,25 @@ impl S3Store {
             .map_err(|e| map_sdk_error(key, intent, e))?;
         etag_from(key, output.e_tag())
     }
+}
+
+/// The time limits of every request: to connect, between two reads of an answer (a
+/// stalled body), and for one attempt of a request. `STOWAGE_S3_READ_TIMEOUT_SECS` and
+/// `STOWAGE_S3_ATTEMPT_TIMEOUT_SECS` change the last two (defaults 30 and 120).
+pub(crate) fn timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
+    let secs = |name: &str, default: u64| {
+        std::time::Duration::from_secs(
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default),
+        )
+    };
+    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_millis(3100))
+        .read_timeout(secs("STOWAGE_S3_READ_TIMEOUT_SECS", 30))
+        .operation_attempt_timeout(secs("STOWAGE_S3_ATTEMPT_TIMEOUT_SECS", 120))
+        .build()
 }
 
 /// Fills `buf` from `body` up to [`PART_SIZE`]; returns the part, or `None` at the end.
@@ -426,12 +456,14 @@ impl ObjectStore for S3Store {
         self.put_once(key, body, &mode).await
     }
 
-    async fn put_stream(&self, key: &Key, mut body: ByteStream, mode: PutMode) -> Result<ETag> {
+        async fn put_stream(&self, key: &Key, body: ByteStream, mode: PutMode) -> Result<ETag> {
         if matches!(mode, PutMode::Update(_)) {
             return Err(Error::Unsupported {
                 operation: "streaming compare-and-swap",
             });
         }
+        // Parts are read until the body ends, and once more after that.
+        let mut body = body.fuse().boxed();
         let mut buf = BytesMut::with_capacity(PART_SIZE);
         let first = next_part(key, &mut body, &mut buf)
             .await?

@@ -9,10 +9,10 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
 use crate::{Location, S3Store, wants_path_style};
 
@@ -48,11 +48,10 @@ pub fn client() -> Client {
             None,
             "stowage-tests",
         ))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build(),
-        )
+        // As in production: no SDK retries (stowage's retry layer retries), and the
+        // same time limits.
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .timeout_config(crate::timeouts())
         .build();
     Client::from_conf(config)
 }

@@ -23,7 +23,7 @@ macro_rules! contract_suite {
     ($make:expr) => {
         $crate::contract_suite!(@cases $make;
             round_trip, ranges, list_with_prefix, create_twice, stale_update,
-            update_missing, streaming_put, streaming_put_failure, delete,
+                        update_missing, streaming_put, streaming_put_failure, file_put, delete,
             compare_and_swap_race);
     };
     (@cases $make:expr; $($case:ident),*) => {
@@ -471,6 +471,38 @@ pub async fn streaming_put_failure<S: ObjectStore>(store: &S) {
         keys_of(store, "stream/").await.is_empty(),
         "no partial object listed"
     );
+}
+
+/// A file is stored whole by `put_file`, which keeps `Create`'s meaning.
+pub async fn file_put<S: ObjectStore>(store: &S) {
+    let dir = std::env::temp_dir().join(format!(
+        "stowage-contract-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("body");
+    let data = pattern(9 * 1024 * 1024 + 5, 4);
+    std::fs::write(&path, &data).expect("write the file");
+    let k = key("file/pack");
+    let etag = store
+        .put_file(&k, &path, PutMode::Create)
+        .await
+        .expect("file put");
+    assert_eq!(store.head(&k).await.expect("head").etag, etag);
+    assert!(content(store, &k).await == data, "the file round-trips");
+    let again = store.put_file(&k, &path, PutMode::Create).await;
+    assert!(
+        matches!(again, Err(Error::AlreadyExists { .. })),
+        "second create: {again:?}"
+    );
+    let missing = store
+        .put_file(&key("file/none"), &dir.join("missing"), PutMode::Create)
+        .await;
+    assert!(missing.is_err(), "a missing file is an error");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `delete` removes the object and is idempotent.

@@ -125,6 +125,10 @@ impl<S: ObjectStore> ObjectStore for CountingStore<S> {
         bump(&self.counters.put_stream);
         self.inner.put_stream(key, body, mode).await
     }
+    async fn put_file(&self, key: &Key, path: &std::path::Path, mode: PutMode) -> Result<ETag> {
+        bump(&self.counters.put_stream);
+        self.inner.put_file(key, path, mode).await
+    }
     async fn delete(&self, key: &Key) -> Result<()> {
         bump(&self.counters.delete);
         self.inner.delete(key).await

@@ -62,6 +62,11 @@ impl<S: ObjectStore> ObjectStore for LatencyStore<S> {
         self.inner.put_stream(key, body, mode).await
     }
 
+    async fn put_file(&self, key: &Key, path: &std::path::Path, mode: PutMode) -> Result<ETag> {
+        self.wait().await;
+        self.inner.put_file(key, path, mode).await
+    }
+
     async fn delete(&self, key: &Key) -> Result<()> {
         self.wait().await;
         self.inner.delete(key).await

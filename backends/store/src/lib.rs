@@ -15,6 +15,8 @@
 //! - [`memory`]: [`MemoryStore`], the in-memory backend for unit tests;
 //! - [`counting`]: [`CountingStore`], a layer that counts requests by kind;
 //! - [`latency`]: [`LatencyStore`], a layer that delays every request (benchmarks);
+//! - [`faults`]: [`FaultStore`], a layer that fails chosen requests (tests);
+//! - [`retry`]: [`RetryStore`], the one layer that retries transient faults;
 //! - [`contract`]: the test suite that defines a backend. Every
 //!   backend (memory, filesystem, S3) runs it.
 //!
@@ -22,15 +24,18 @@
 
 pub mod counting;
 pub mod error;
+pub mod faults;
 pub mod key;
 pub mod latency;
 pub mod memory;
+pub mod retry;
 
 pub mod contract;
 
 use std::fmt;
 use std::io;
 use std::ops::Range;
+use std::path::Path;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -40,9 +45,11 @@ use sha2::{Digest, Sha256};
 
 pub use counting::{CountingStore, StoreCounts};
 pub use error::{Error, Result};
+pub use faults::FaultStore;
 pub use key::Key;
 pub use latency::LatencyStore;
 pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStore};
 
 /// An opaque version tag of a stored object, as returned by a put, `get` or `head`.
 ///
@@ -178,6 +185,28 @@ impl ByteRange {
 /// A body for [`ObjectStore::put_stream`]: chunks as they arrive.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 
+/// The file at `path` as a [`ByteStream`] of 1 MiB chunks.
+pub async fn file_stream(key: &Key, path: &Path) -> Result<ByteStream> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::from_io(key.as_str(), e))?;
+    let chunks = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 1 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+        // Fused: a reader may ask again after the end.
+    Ok(chunks.fuse().boxed())
+}
+
 /// The storage contract. See the crate documentation for the guarantees; the
 /// `contract` module is their executable definition.
 ///
@@ -211,6 +240,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug + 'static {
     /// with [`Error::Unsupported`], since compare-and-swap is for small mutable objects.
     /// Nothing is visible at `key` until the whole body has been stored.
     async fn put_stream(&self, key: &Key, body: ByteStream, mode: PutMode) -> Result<ETag>;
+
+    /// Stores the file at `path` as [`ObjectStore::put_stream`] does. Unlike a stream, a
+    /// file can be read again, so layers that retry can retry this. Layers that wrap a
+    /// store must pass it on to the store they wrap.
+    async fn put_file(&self, key: &Key, path: &Path, mode: PutMode) -> Result<ETag> {
+        let body = file_stream(key, path).await?;
+        self.put_stream(key, body, mode).await
+    }
 
     /// Removes the object. Deleting a key that does not exist succeeds.
     async fn delete(&self, key: &Key) -> Result<()>;
@@ -261,6 +298,9 @@ impl<T: ObjectStore + ?Sized> ObjectStore for std::sync::Arc<T> {
     }
     async fn put_stream(&self, key: &Key, body: ByteStream, mode: PutMode) -> Result<ETag> {
         (**self).put_stream(key, body, mode).await
+    }
+    async fn put_file(&self, key: &Key, path: &Path, mode: PutMode) -> Result<ETag> {
+        (**self).put_file(key, path, mode).await
     }
     async fn delete(&self, key: &Key) -> Result<()> {
         (**self).delete(key).await
