@@ -456,7 +456,7 @@ impl ObjectStore for S3Store {
         self.put_once(key, body, &mode).await
     }
 
-        async fn put_stream(&self, key: &Key, body: ByteStream, mode: PutMode) -> Result<ETag> {
+    async fn put_stream(&self, key: &Key, body: ByteStream, mode: PutMode) -> Result<ETag> {
         if matches!(mode, PutMode::Update(_)) {
             return Err(Error::Unsupported {
                 operation: "streaming compare-and-swap",

@@ -203,7 +203,7 @@ pub async fn file_stream(key: &Key, path: &Path) -> Result<ByteStream> {
             Err(e) => Some((Err(e), None)),
         }
     });
-        // Fused: a reader may ask again after the end.
+    // Fused: a reader may ask again after the end.
     Ok(chunks.fuse().boxed())
 }
 

@@ -334,7 +334,7 @@ impl<S: ObjectStore> ObjectStore for RetryStore<S> {
                         self.stats.0.retries.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(self.pause(attempt)).await;
                     }
-                                        // An ended listing is not polled again.
+                    // An ended listing is not polled again.
                     None => return stream::empty().boxed(),
                     Some(first) => return stream::once(async { first }).chain(listing).boxed(),
                 }
@@ -508,7 +508,7 @@ mod tests {
             .put(&key("p/a"), Bytes::from_static(b"x"), PutMode::Create)
             .await
             .expect("put");
-                assert_eq!(store.list_all("p/").await.expect("retried").len(), 1);
+        assert_eq!(store.list_all("p/").await.expect("retried").len(), 1);
         assert!(store.list_all("q/").await.expect("empty").is_empty());
     }
 
