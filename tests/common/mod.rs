@@ -103,14 +103,13 @@ impl Server {
     }
 
     pub fn start_with(backend: &Backend, extra: &[&str]) -> Server {
+        Self::start_at(backend, "127.0.0.1:0", extra)
+    }
+
+    /// A server listening on `listen` (an address and port).
+    pub fn start_at(backend: &Backend, listen: &str, extra: &[&str]) -> Server {
         let mut child = stowage()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--store",
-                &backend.url(),
-            ])
+            .args(["serve", "--listen", listen, "--store", &backend.url()])
             .args(extra)
             .env("RUST_LOG", "stowage=warn")
             .stdout(Stdio::piped())
@@ -172,10 +171,17 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
+impl Server {
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to end.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
