@@ -138,6 +138,12 @@ struct Serve {
     /// Fail the store requests SPEC chooses (a test tool: see README, "Failure").
     #[arg(long, value_name = "SPEC")]
     inject_faults: Option<String>,
+    /// Accept pushed objects without checking them as git's transfer.fsckObjects does.
+    #[arg(long)]
+    no_fsck_objects: bool,
+    /// The longest delta chain a pushed pack may hold.
+    #[arg(long, default_value_t = 4095)]
+    max_delta_depth: u32,
     /// Turn access control off: every request may read and write every repository.
     #[arg(long)]
     no_auth: bool,
@@ -514,6 +520,8 @@ async fn main() -> anyhow::Result<()> {
                 max_pack_bytes: args.max_push_mb << 20,
                 compact_after_push: !args.no_background_compaction,
                 gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
+                fsck_objects: !args.no_fsck_objects,
+                max_delta_depth: args.max_delta_depth,
                 ..RepoConfig::default()
             };
             let caches = Caches::new(

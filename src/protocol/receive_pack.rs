@@ -187,6 +187,9 @@ pub fn report(report: &Report, framing: Framing) -> Bytes {
         Framing::Raw => inner,
         Framing::Sideband(max) => {
             let mut w = PktWriter::new();
+            for message in &report.messages {
+                w.band(2, format!("{}\n", one_line(message)).as_bytes(), max);
+            }
             w.band(1, &inner, max).flush();
             w.finish()
         }
@@ -288,6 +291,7 @@ mod tests {
                 ("refs/heads/main".into(), Ok(())),
                 ("refs/heads/x".into(), Err("fetch first".into())),
             ],
+            messages: Vec::new(),
             created: false,
         };
         let raw = report(&r, Framing::Raw);

@@ -22,6 +22,7 @@ use gix_hash::ObjectId;
 use gix_object::Kind;
 use sha1::{Digest, Sha1};
 
+use super::object_check::{Finding, ObjectChecker};
 use super::odb::ObjectSource;
 
 /// A pack and its index, written and named `pack-<hash>.{pack,idx}`.
@@ -41,6 +42,18 @@ pub struct Indexed {
 pub struct Limits {
     /// The largest object (or delta) accepted, inflated.
     pub max_object_bytes: u64,
+    /// The longest chain of deltas accepted (git writes at most 50 by default, and
+    /// never more than 4095).
+    pub max_delta_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_object_bytes: u64::MAX,
+            max_delta_depth: 4095,
+        }
+    }
 }
 
 /// Why a pack was refused, as git shows it to its user.
@@ -52,6 +65,8 @@ pub enum IndexError {
     Io(std::io::Error),
     /// Reading a base from the repository failed.
     Source(super::OdbError),
+    /// An object failed the checks of [`ObjectChecker`].
+    Fsck(Vec<Finding>),
 }
 
 impl std::fmt::Display for IndexError {
@@ -60,6 +75,10 @@ impl std::fmt::Display for IndexError {
             IndexError::Invalid(reason) => f.write_str(reason),
             IndexError::Io(e) => write!(f, "reading the pack failed: {e}"),
             IndexError::Source(e) => write!(f, "reading a delta base failed: {e}"),
+            IndexError::Fsck(findings) => {
+                let text: Vec<String> = findings.iter().map(Finding::to_string).collect();
+                f.write_str(&text.join("; "))
+            }
         }
     }
 }
@@ -102,12 +121,15 @@ struct Entry {
 }
 
 /// Indexes the pack read from `input` into `dir`. `bases` supplies the bases of a thin
-/// pack; `None` accepts only self-contained packs.
+/// pack; `None` accepts only self-contained packs. With a `checker`, every commit, tree
+/// and tag of the pack is checked as it is resolved (the bases taken from the
+/// repository were checked when they arrived).
 pub fn index_pack(
     input: impl Read,
     dir: &Path,
     bases: Option<&dyn ObjectSource>,
     limits: Limits,
+    mut checker: Option<&mut ObjectChecker>,
 ) -> Result<Indexed, IndexError> {
     let incoming = dir.join("incoming.pack");
     let mut writer = Writer {
@@ -123,12 +145,12 @@ pub fn index_pack(
         crc: crc32fast::Hasher::new(),
         offset: 0,
     };
-    let (mut entries, trailer) = read_entries(input, &mut writer, limits)?;
+    let (mut entries, trailer) = read_entries(input, &mut writer, limits, &mut checker)?;
     let mut file = writer.file.into_inner().map_err(|e| e.into_error())?;
 
     let mut resolver = Resolver::new(&entries, limits);
     let mut reader = File::open(&incoming)?;
-    resolver.resolve_in_pack(&mut entries, &mut reader)?;
+    resolver.resolve_in_pack(&mut entries, &mut reader, &mut checker)?;
 
     // Thin bases, appended after the last entry.
     let mut appended = 0u32;
@@ -158,7 +180,7 @@ pub fn index_pack(
             let index = (entries.len() - 1) as u32;
             resolver.known.insert(id);
             let base = Arc::new(std::mem::take(&mut buf));
-            resolver.resolve_from(&mut entries, &mut reader, index, base, kind)?;
+            resolver.resolve_from(&mut entries, &mut reader, index, base, kind, &mut checker)?;
             progress = true;
         }
         if !progress {
@@ -239,6 +261,7 @@ fn read_entries(
     input: impl Read,
     out: &mut Writer,
     limits: Limits,
+    checker: &mut Option<&mut ObjectChecker>,
 ) -> Result<(Vec<Entry>, [u8; 20]), IndexError> {
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
     let mut header = [0u8; 12];
@@ -327,9 +350,16 @@ fn read_entries(
         }
         let data_start = out.offset;
 
-        // Inflate in pieces; hash a whole object as it comes.
+        // Inflate in pieces; hash a whole object as it comes (and keep commits, trees
+        // and tags whole, to check them).
         let mut sha = match what {
             What::Whole(kind) => Some(object_hasher(kind, size)),
+            _ => None,
+        };
+        let mut whole = match what {
+            What::Whole(kind) if kind != Kind::Blob && checker.is_some() => {
+                Some(Vec::with_capacity(size.min(1 << 20) as usize))
+            }
             _ => None,
         };
         inflate.reset(true);
@@ -356,6 +386,9 @@ fn read_entries(
             if let Some(sha) = sha.as_mut() {
                 sha.update(&chunk[..made]);
             }
+            if let Some(whole) = whole.as_mut() {
+                whole.extend_from_slice(&chunk[..made]);
+            }
             out.take(&available[..used])?;
             input.consume(used);
             if status == Status::StreamEnd {
@@ -373,13 +406,19 @@ fn read_entries(
                 inflate.total_out()
             )));
         }
+        let id = sha.map(|sha| ObjectId::from_bytes_or_panic(&sha.finalize()));
+        if let (Some(checker), Some(whole), Some(id), What::Whole(kind)) =
+            (checker.as_deref_mut(), &whole, id, what)
+        {
+            checker.check(id, kind, whole).map_err(IndexError::Fsck)?;
+        }
         entries.push(Entry {
             offset,
             data: (data_start, out.offset),
             size,
             crc32: out.crc.clone().finalize(),
             what,
-            id: sha.map(|sha| ObjectId::from_bytes_or_panic(&sha.finalize())),
+            id,
         });
     }
     out.file.flush()?;
@@ -455,6 +494,7 @@ impl Resolver {
         &mut self,
         entries: &mut [Entry],
         file: &mut File,
+        checker: &mut Option<&mut ObjectChecker>,
     ) -> Result<(), IndexError> {
         for i in 0..entries.len() {
             let (What::Whole(kind), Some(id)) = (entries[i].what, entries[i].id) else {
@@ -464,7 +504,7 @@ impl Resolver {
                 continue;
             }
             let data = inflate_entry(file, &entries[i])?;
-            self.resolve_from(entries, file, i as u32, Arc::new(data), kind)?;
+            self.resolve_from(entries, file, i as u32, Arc::new(data), kind, checker)?;
         }
         Ok(())
     }
@@ -477,28 +517,44 @@ impl Resolver {
         root: u32,
         data: Arc<Vec<u8>>,
         kind: Kind,
+        checker: &mut Option<&mut ObjectChecker>,
     ) -> Result<(), IndexError> {
         let root_id = entries[root as usize].id.expect("a base is resolved");
-        let mut pending: Vec<(u32, Arc<Vec<u8>>)> = self
+        let mut pending: Vec<(u32, Arc<Vec<u8>>, u32)> = self
             .deltas_on(root, &root_id)
-            .map(|d| (d, data.clone()))
+            .map(|d| (d, data.clone(), 1))
             .collect();
         drop(data);
-        while let Some((delta, base)) = pending.pop() {
+        while let Some((delta, base, depth)) = pending.pop() {
             let entry = &entries[delta as usize];
             if entry.id.is_some() {
                 continue;
+            }
+            if depth > self.limits.max_delta_depth {
+                return Err(invalid(format!(
+                    "the delta at offset {} ends a chain of more than {} deltas, longer than \
+                     this server accepts",
+                    entry.offset, self.limits.max_delta_depth
+                )));
             }
             let instructions = inflate_entry(file, entry)?;
             let result = apply_delta(&base, &instructions, self.limits)
                 .map_err(|why| invalid(format!("bad delta at offset {}: {why}", entry.offset)))?;
             drop(base);
             let id = object_id(kind, &result);
+            if let Some(checker) = checker.as_deref_mut()
+                && kind != Kind::Blob
+            {
+                checker.check(id, kind, &result).map_err(IndexError::Fsck)?;
+            }
             entries[delta as usize].id = Some(id);
             self.known.insert(id);
             if self.has_deltas(delta, &id) {
                 let result = Arc::new(result);
-                pending.extend(self.deltas_on(delta, &id).map(|d| (d, result.clone())));
+                pending.extend(
+                    self.deltas_on(delta, &id)
+                        .map(|d| (d, result.clone(), depth + 1)),
+                );
             }
         }
         Ok(())
@@ -741,6 +797,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         max_object_bytes: 1 << 30,
+        max_delta_depth: 4095,
     };
 
     fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
@@ -808,7 +865,7 @@ mod tests {
         let repo = repository(30);
         let pack = pack_of(repo.path(), "main\n", false);
         let out = tempfile::tempdir().unwrap();
-        let indexed = index_pack(&pack[..], out.path(), None, LIMITS).unwrap();
+        let indexed = index_pack(&pack[..], out.path(), None, LIMITS, None).unwrap();
         assert_eq!(std::fs::read(&indexed.data_path).unwrap(), pack);
 
         std::fs::write(out.path().join("theirs.pack"), &pack).unwrap();
@@ -828,18 +885,19 @@ mod tests {
         let full = pack_of(repo.path(), "main~4\n", false);
         let thin = pack_of(repo.path(), "main\n^main~4\n", true);
         let base_dir = tempfile::tempdir().unwrap();
-        let base = index_pack(&full[..], base_dir.path(), None, LIMITS).unwrap();
+        let base = index_pack(&full[..], base_dir.path(), None, LIMITS, None).unwrap();
         let existing = LocalPack::open(&base.index_path).unwrap();
 
         let out = tempfile::tempdir().unwrap();
-        let Err(IndexError::Invalid(reason)) = index_pack(&thin[..], out.path(), None, LIMITS)
+        let Err(IndexError::Invalid(reason)) =
+            index_pack(&thin[..], out.path(), None, LIMITS, None)
         else {
             panic!("a thin pack without its bases is refused");
         };
         assert!(reason.contains("unresolved deltas"), "{reason}");
 
         let out = tempfile::tempdir().unwrap();
-        let indexed = index_pack(&thin[..], out.path(), Some(&existing), LIMITS).unwrap();
+        let indexed = index_pack(&thin[..], out.path(), Some(&existing), LIMITS, None).unwrap();
         std::fs::write(out.path().join("thin.pack"), &thin).unwrap();
         // git's own completion of the same pack, in the repository that has the bases.
         let theirs = git(
@@ -875,7 +933,7 @@ mod tests {
         let pack = pack_of(repo.path(), "main\n", false);
         let reason = |bytes: &[u8]| {
             let out = tempfile::tempdir().unwrap();
-            match index_pack(bytes, out.path(), None, LIMITS) {
+            match index_pack(bytes, out.path(), None, LIMITS, None) {
                 Err(IndexError::Invalid(reason)) => reason,
                 other => panic!("expected a refusal, got {other:?}"),
             }
@@ -895,9 +953,11 @@ mod tests {
         assert!(reason(&junk).contains("unexpected data"));
         let small = Limits {
             max_object_bytes: 100,
+            ..LIMITS
         };
         let out = tempfile::tempdir().unwrap();
-        let Err(IndexError::Invalid(text)) = index_pack(&pack[..], out.path(), None, small) else {
+        let Err(IndexError::Invalid(text)) = index_pack(&pack[..], out.path(), None, small, None)
+        else {
             panic!("an object over the limit is refused");
         };
         assert!(text.contains("larger than this server accepts"), "{text}");

@@ -209,14 +209,13 @@ fn index_merged(
             message,
         })
     };
-    let limits = Limits {
-        max_object_bytes: u64::MAX,
-    };
-    let indexed =
-        index_pack(&mut reader, dir, None, limits).map_err(|e| match reader.failure.take() {
+    // The objects were checked when they were pushed.
+    let indexed = index_pack(&mut reader, dir, None, Limits::default(), None).map_err(|e| {
+        match reader.failure.take() {
             Some(e) => RepoError::Odb(e),
             None => corrupt(e.to_string()),
-        })?;
+        }
+    })?;
     let index = gix_pack::index::File::at(&indexed.index_path, gix_hash::Kind::Sha1)
         .map_err(|e| corrupt(e.to_string()))?;
     let count = index.num_objects();

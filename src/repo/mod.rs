@@ -16,6 +16,7 @@ pub mod indexer;
 pub mod maintenance;
 pub mod manifest;
 pub mod name;
+pub mod object_check;
 pub mod odb;
 pub mod packgen;
 pub mod push;
@@ -53,6 +54,10 @@ pub struct RepoConfig {
     pub compact_after_push: bool,
     /// How long a pack no manifest lists is kept before garbage collection deletes it.
     pub gc_grace: std::time::Duration,
+    /// Whether received objects are checked as git's `transfer.fsckObjects` does.
+    pub fsck_objects: bool,
+    /// The longest delta chain a pushed pack may hold.
+    pub max_delta_depth: u32,
 }
 
 impl Default for RepoConfig {
@@ -65,6 +70,8 @@ impl Default for RepoConfig {
             max_pack_bytes: 64 << 30,
             compact_after_push: true,
             gc_grace: maintenance::DEFAULT_GRACE,
+            fsck_objects: true,
+            max_delta_depth: 4095,
         }
     }
 }

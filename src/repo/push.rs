@@ -26,8 +26,9 @@ use gix_object::Kind;
 use stowage_store::{Error as StoreError, PutMode};
 use tokio::io::AsyncRead;
 
-use super::indexer::{Limits, index_pack as index_stream};
+use super::indexer::{IndexError, Limits, index_pack as index_stream};
 use super::manifest::{Manifest, PackEntry, RefValue};
+use super::object_check::{Finding, ObjectChecker, check_gitmodules};
 use super::odb::{Layered, LocalPack, ObjectSource, Odb, OdbError, pack_keys};
 use super::walk::{check_pack_closed, is_ancestor, peel};
 use super::{RepoError, RepoName, Repos, Snapshot};
@@ -46,6 +47,9 @@ pub struct Command {
 pub struct Report {
     /// `Err(reason)` when the pack could not be read or indexed.
     pub unpack: Result<(), String>,
+    /// Lines for the client to show before the report (`remote: ...`), such as what
+    /// the object checks found.
+    pub messages: Vec<String>,
     /// Per command, in request order: `Ok` or the reason it was refused.
     pub refs: Vec<(String, Result<(), String>)>,
     /// Whether this push created the repository.
@@ -191,9 +195,10 @@ pub async fn receive(
         match index_pack(repos, odb.clone(), pack, tmp.path()).await {
             Ok(Some(r)) => received = Some(r),
             Ok(None) => {}
-            Err(reason) => {
+            Err(Unpacking { reason, messages }) => {
                 return Ok(Report {
                     unpack: Err(reason),
+                    messages,
                     refs: commands
                         .iter()
                         .map(|c| (c.name.clone(), Err("unpacker error".to_owned())))
@@ -307,9 +312,38 @@ pub async fn receive(
     }
     Ok(Report {
         unpack: Ok(()),
+        messages: Vec::new(),
         refs,
         created,
     })
+}
+
+/// Why a received pack was refused: the reason after `unpack`, and lines to show.
+#[derive(Debug)]
+struct Unpacking {
+    reason: String,
+    messages: Vec<String>,
+}
+
+impl From<String> for Unpacking {
+    fn from(reason: String) -> Self {
+        Unpacking {
+            reason,
+            messages: Vec::new(),
+        }
+    }
+}
+
+impl Unpacking {
+    /// Objects that failed their checks, told as git's `index-pack --strict` tells it.
+    fn fsck(findings: &[Finding]) -> Self {
+        let mut messages: Vec<String> = findings.iter().map(|f| format!("error: {f}")).collect();
+        messages.push("fatal: fsck error in packed object".into());
+        Unpacking {
+            reason: "index-pack abnormal exit".into(),
+            messages,
+        }
+    }
 }
 
 /// Streams the pack into `dir` and indexes it. `Ok(None)` for an empty body; `Err` with
@@ -319,8 +353,10 @@ async fn index_pack(
     odb: Arc<Odb>,
     pack: Box<dyn AsyncRead + Send + Unpin>,
     dir: &Path,
-) -> Result<Option<(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>, String> {
+) -> Result<Option<(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>, Unpacking> {
     let limit = repos.config.max_pack_bytes;
+    let fsck_objects = repos.config.fsck_objects;
+    let max_delta_depth = repos.config.max_delta_depth;
     let bridge = tokio_util::io::SyncIoBridge::new(pack);
     let dir = dir.to_owned();
     let max_object = repos.config.max_object_bytes;
@@ -335,9 +371,9 @@ async fn index_pack(
         while got < header.len() {
             match bridge.read(&mut header[got..]) {
                 Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err("the pack ended inside its header".to_owned()),
+                Ok(0) => return Err("the pack ended inside its header".to_owned().into()),
                 Ok(n) => got += n,
-                Err(e) => return Err(format!("reading the pack failed: {e}")),
+                Err(e) => return Err(format!("reading the pack failed: {e}").into()),
             }
         }
         if &header[..4] == b"PACK" && header[8..12] == [0, 0, 0, 0] {
@@ -350,7 +386,9 @@ async fn index_pack(
                 .map_err(|e| format!("reading the pack failed: {e}"))?;
             use sha1::Digest;
             if rest[..] != sha1::Sha1::digest(header)[..] {
-                return Err("pack checksum mismatch: the pack is corrupt".to_owned());
+                return Err("pack checksum mismatch: the pack is corrupt"
+                    .to_owned()
+                    .into());
             }
             return Ok(None);
         }
@@ -361,16 +399,32 @@ async fn index_pack(
         };
         let limits = Limits {
             max_object_bytes: max_object as u64,
+            max_delta_depth,
         };
-        let indexed =
-            index_stream(&mut limited, &dir, Some(odb.as_ref()), limits).map_err(|e| {
-                if limited.exceeded {
-                    too_large.clone()
-                } else {
-                    e.to_string()
-                }
-            })?;
+        let mut checker = fsck_objects.then(ObjectChecker::new);
+        let indexed = index_stream(
+            &mut limited,
+            &dir,
+            Some(odb.as_ref()),
+            limits,
+            checker.as_mut(),
+        )
+        .map_err(|e| match e {
+            _ if limited.exceeded => Unpacking::from(too_large.clone()),
+            IndexError::Fsck(findings) => Unpacking::fsck(&findings),
+            other => other.to_string().into(),
+        })?;
         let local = LocalPack::open(&indexed.index_path).map_err(|e| e.to_string())?;
+        // The `.gitmodules` the pack's trees name, once every object is in.
+        if let Some(checker) = &checker {
+            let mut data = Vec::new();
+            for id in checker.gitmodules() {
+                let Some(kind) = local.read(id, &mut data).map_err(|e| e.to_string())? else {
+                    continue; // the repository's own, checked when it arrived
+                };
+                check_gitmodules(*id, kind, &data).map_err(|f| Unpacking::fsck(&f))?;
+            }
+        }
         Ok(Some((
             local,
             indexed.hash,
@@ -379,7 +433,7 @@ async fn index_pack(
         )))
     })
     .await
-    .map_err(|e| format!("indexing failed: {e}"))?
+    .map_err(|e| Unpacking::from(format!("indexing failed: {e}")))?
 }
 
 /// A reader that fails once more than `left` bytes were asked of it.
