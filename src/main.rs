@@ -11,8 +11,9 @@ use stowage::access::refs::Protection;
 use stowage::access::state::{Target, TokenSpec};
 use stowage::access::{Access, AccessConfig, Bootstrap, Role};
 use stowage::disk_cache::DiskCacheStore;
+use stowage::http::ConnectionLimits;
 use stowage::http::{self, Options};
-use stowage::protocol::Features;
+use stowage::protocol::{Features, RequestLimits};
 use stowage::repo::maintenance::{self, Plan};
 use stowage::repo::{Caches, RepoConfig, RepoName, Repos};
 use stowage::store_url::{Layers, open_layered};
@@ -114,6 +115,8 @@ struct Serve {
     /// Largest pack one push may send, in MiB.
     #[arg(long, default_value_t = 64 << 10)]
     max_push_mb: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Where received packs are indexed before they are stored.
     #[arg(long, env = "STOWAGE_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
@@ -141,9 +144,7 @@ struct Serve {
     /// Accept pushed objects without checking them as git's transfer.fsckObjects does.
     #[arg(long)]
     no_fsck_objects: bool,
-    /// The longest delta chain a pushed pack may hold.
-    #[arg(long, default_value_t = 4095)]
-    max_delta_depth: u32,
+
     /// Turn access control off: every request may read and write every repository.
     #[arg(long)]
     no_auth: bool,
@@ -156,6 +157,57 @@ struct Serve {
     /// (CIDR); repeatable. The header from anywhere else is refused.
     #[arg(long, value_name = "ADDR", default_values = ["127.0.0.1/32", "::1/128"])]
     trusted_proxy_addr: Vec<String>,
+}
+
+/// What one request or connection may ask of the server (README, "Limits").
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Largest fetch negotiation request, after decompression, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_request_mb: usize,
+    /// Most pkt-lines in one fetch request.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_pkt_lines: usize,
+    /// Most wants in one fetch request.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_wants: usize,
+    /// Most haves in one fetch request.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_haves: usize,
+    /// Deepest shallow fetch (`deepen N`); git asks 2147483647 to unshallow.
+    #[arg(long, default_value_t = i32::MAX as u32)]
+    max_depth: u32,
+    /// Longest filter spec, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    max_filter_bytes: usize,
+    /// Most ref updates in one push.
+    #[arg(long, default_value_t = 100_000)]
+    max_push_commands: usize,
+    /// Longest ref name a push may set, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    max_ref_name_bytes: usize,
+    /// Largest object (or delta) a push may carry, inflated, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    max_object_mb: usize,
+    /// Longest delta chain a pushed pack may hold.
+    #[arg(long, default_value_t = 4095)]
+    max_delta_depth: u32,
+    /// Deepest nesting of trees a push may bring (git's core.maxTreeDepth).
+    #[arg(long, default_value_t = 2048)]
+    max_tree_depth: u32,
+    /// Largest request head (start line and headers), in KiB; bigger ones get 431.
+    #[arg(long, default_value_t = 64)]
+    max_header_kb: usize,
+    /// Seconds a client has to send a request's headers (also how long an idle
+    /// connection stays open).
+    #[arg(long, default_value_t = 30)]
+    header_timeout_secs: u64,
+    /// Bytes per second a request body must bring at least (0: no minimum).
+    #[arg(long, default_value_t = 1024)]
+    min_request_rate: u64,
+    /// Seconds over which that rate is measured.
+    #[arg(long, default_value_t = 30)]
+    request_rate_window_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -521,7 +573,10 @@ async fn main() -> anyhow::Result<()> {
                 compact_after_push: !args.no_background_compaction,
                 gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
                 fsck_objects: !args.no_fsck_objects,
-                max_delta_depth: args.max_delta_depth,
+                max_object_bytes: args.limits.max_object_mb << 20,
+                max_delta_depth: args.limits.max_delta_depth,
+                max_tree_depth: args.limits.max_tree_depth,
+                max_ref_name_bytes: args.limits.max_ref_name_bytes,
                 ..RepoConfig::default()
             };
             let caches = Caches::new(
@@ -611,6 +666,26 @@ async fn main() -> anyhow::Result<()> {
                 trust_proxy_user,
                 trusted_proxies,
                 retries,
+                max_negotiation_bytes: args.limits.max_request_mb << 20,
+                limits: RequestLimits {
+                    max_pkt_lines: args.limits.max_pkt_lines,
+                    max_wants: args.limits.max_wants,
+                    max_haves: args.limits.max_haves,
+                    max_depth: args.limits.max_depth,
+                    max_filter_bytes: args.limits.max_filter_bytes,
+                    max_push_commands: args.limits.max_push_commands,
+                },
+                connections: ConnectionLimits {
+                    header_timeout: std::time::Duration::from_secs(
+                        args.limits.header_timeout_secs.max(1),
+                    ),
+                    max_header_bytes: args.limits.max_header_kb.max(1) << 10,
+                    min_request_rate: args.limits.min_request_rate,
+                    rate_window: std::time::Duration::from_secs(
+                        args.limits.request_rate_window_secs.max(1),
+                    ),
+                    ..ConnectionLimits::default()
+                },
                 ..Options::default()
             };
             http::serve(listener, repos, access, options, shutdown).await?;

@@ -224,7 +224,7 @@ async fn checked(
         }
     }
     let body = if has_body {
-        read_limited(request, MAX_BODY).await?
+        read_limited(request, MAX_BODY, &state.options.connections).await?
     } else {
         Vec::new()
     };

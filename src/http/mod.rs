@@ -34,7 +34,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -50,6 +49,8 @@ use crate::repo::{RepoError, RepoName, Repos};
 pub struct Options {
     /// Largest upload-pack (negotiation) request body, after decompression.
     pub max_negotiation_bytes: usize,
+    /// What one request may ask.
+    pub limits: crate::protocol::RequestLimits,
     /// Optional protocol features.
     pub features: Features,
     /// The local pack cache in front of the store, if any (for `/-/stats`).
@@ -61,12 +62,46 @@ pub struct Options {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The store's retry counts (for `/-/stats`).
     pub retries: stowage_store::retry::RetryStats,
+    /// What a connection may take of the server's time and memory.
+    pub connections: ConnectionLimits,
+}
+
+/// Limits on each connection and request body, against clients that are slow, idle,
+/// or send too much before the request even starts.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this time (an idle kept-alive connection
+    /// is closed after it too). `--header-timeout-secs`.
+    pub header_timeout: Duration,
+    /// The largest request head, start line and headers (`--max-header-kb`); a bigger
+    /// one gets `431`.
+    pub max_header_bytes: usize,
+    /// The most headers in a request.
+    pub max_headers: usize,
+    /// A request body must bring at least this many bytes per second
+    /// (`--min-request-rate`; 0: no minimum), measured over each `rate_window`
+    /// (`--request-rate-window-secs`): a client that sends a byte a second is cut off.
+    pub min_request_rate: u64,
+    pub rate_window: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            min_request_rate: 1024,
+            rate_window: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_negotiation_bytes: 64 << 20,
+            limits: Default::default(),
             features: Features::default(),
             disk_cache: None,
             trust_proxy_user: None,
@@ -75,6 +110,7 @@ impl Default for Options {
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
             retries: Default::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -96,6 +132,10 @@ pub fn router(repos: Repos, access: Access, options: Options) -> Router {
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains open requests.
+///
+/// Connections are served by hyper's HTTP/1 with a timer, so that the header timeout
+/// of [`ConnectionLimits`] holds (axum's own `serve` runs hyper without one, which
+/// leaves a client that sends a byte a second connected forever).
 pub async fn serve(
     listener: TcpListener,
     repos: Repos,
@@ -103,17 +143,52 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    // Responses go out in many small writes (pkt-lines, side-band frames): without
-    // TCP_NODELAY the last of them can wait for the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
+    let limits = options.connections.clone();
+    let app = router(repos, access, options);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192).max(64 << 10))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses go out in many small writes (pkt-lines, side-band frames): without
+        // TCP_NODELAY the last of them can wait for the client's delayed ACK.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
-    });
-    let app = router(repos, access, options).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), request.map(Body::new))
+            });
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// An answer that is not a success.
@@ -362,8 +437,9 @@ fn git_response(answer: Answer) -> Response {
     response
 }
 
-/// The request body as a reader, gunzipped if the client compressed it.
-fn body_reader(request: Request) -> Box<dyn AsyncRead + Send + Unpin> {
+/// The request body as a reader, gunzipped if the client compressed it, and cut off
+/// if it arrives slower than the limits allow.
+fn body_reader(request: Request, limits: &ConnectionLimits) -> Box<dyn AsyncRead + Send + Unpin> {
     let gzip = request
         .headers()
         .get(header::CONTENT_ENCODING)
@@ -373,6 +449,7 @@ fn body_reader(request: Request) -> Box<dyn AsyncRead + Send + Unpin> {
         .into_body()
         .into_data_stream()
         .map_err(io::Error::other);
+    let stream = MinRate::new(stream, limits.min_request_rate, limits.rate_window);
     let reader = tokio_util::io::StreamReader::new(stream);
     if gzip {
         Box::new(async_compression::tokio::bufread::GzipDecoder::new(
@@ -383,9 +460,75 @@ fn body_reader(request: Request) -> Box<dyn AsyncRead + Send + Unpin> {
     }
 }
 
+/// A body stream that fails once a window of time passes in which it brought fewer
+/// bytes than the minimum rate asks.
+struct MinRate<S> {
+    inner: S,
+    /// Bytes each window must bring (0: no minimum).
+    per_window: u64,
+    window: Duration,
+    got: u64,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> MinRate<S> {
+    fn new(inner: S, rate: u64, window: Duration) -> Self {
+        MinRate {
+            inner,
+            per_window: rate.saturating_mul(window.as_secs().max(1)),
+            window,
+            got: 0,
+            deadline: Box::pin(tokio::time::sleep(window)),
+        }
+    }
+}
+
+impl<S> futures::Stream for MinRate<S>
+where
+    S: futures::Stream<Item = io::Result<bytes::Bytes>> + Unpin,
+{
+    type Item = io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let item = std::pin::Pin::new(&mut this.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &item {
+            this.got += chunk.len() as u64;
+        }
+        if matches!(item, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || this.per_window == 0 {
+            return item;
+        }
+        // Judged whether data came or not: a trickle is as slow as silence.
+        while this.deadline.as_mut().poll(cx).is_ready() {
+            if this.got < this.per_window {
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the request body arrived slower than this server accepts (at least {} \
+                         bytes in {:?})",
+                        this.per_window, this.window
+                    ),
+                ))));
+            }
+            this.got = 0;
+            let next = tokio::time::Instant::now() + this.window;
+            this.deadline.as_mut().reset(next);
+        }
+        item
+    }
+}
+
 /// The whole request body, refused past `limit` bytes (after decompression).
-async fn read_limited(request: Request, limit: usize) -> Result<Vec<u8>, Failure> {
-    let mut reader = body_reader(request).take(limit as u64 + 1);
+async fn read_limited(
+    request: Request,
+    limit: usize,
+    limits: &ConnectionLimits,
+) -> Result<Vec<u8>, Failure> {
+    let mut reader = body_reader(request, limits).take(limit as u64 + 1);
     let mut body = Vec::new();
     reader.read_to_end(&mut body).await.map_err(|e| {
         Failure::status(

@@ -28,7 +28,9 @@ pub(super) async fn handle(
         repo.clone(),
         &allowed,
     );
-    let pushed = serve::receive_pack(&state.repos, repo, body_reader(request), &policy).await?;
+    let limits = &state.options.limits;
+    let body = body_reader(request, &state.options.connections);
+    let pushed = serve::receive_pack(&state.repos, limits, repo, body, &policy).await?;
     if pushed.created
         && let Err(e) =
             manage::repo_created(&state.access, repo, false, allowed.caller.user.as_deref()).await

@@ -18,7 +18,17 @@ pub(super) async fn handle(
 ) -> Result<Response, Failure> {
     let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Read).await?;
     let v2 = wants_v2(request.headers());
-    let body = read_limited(request, state.options.max_negotiation_bytes).await?;
-    let answer = serve::upload_pack(&state.repos, &state.options.features, repo, &body, v2).await?;
+    let options = &state.options;
+    let body = read_limited(request, options.max_negotiation_bytes, &options.connections).await?;
+    let options = &state.options;
+    let answer = serve::upload_pack(
+        &state.repos,
+        &options.features,
+        &options.limits,
+        repo,
+        &body,
+        v2,
+    )
+    .await?;
     Ok(for_caller(git_response(answer), &allowed.caller))
 }

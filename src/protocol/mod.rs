@@ -102,6 +102,90 @@ fn session_id() -> String {
     format!("stowage-{start}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// What one request may ask of the server. Each limit has a default and a
+/// `stowage serve` flag (README, "Limits"); a request past one is refused with a
+/// message git shows its user.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// pkt-lines in one fetch request (`--max-pkt-lines`).
+    pub max_pkt_lines: usize,
+    /// `want` lines in one fetch request (`--max-wants`).
+    pub max_wants: usize,
+    /// `have` lines in one fetch request (`--max-haves`).
+    pub max_haves: usize,
+    /// The deepest `deepen <n>` (`--max-depth`); git asks 2147483647 to unshallow.
+    pub max_depth: u32,
+    /// The longest `filter` spec, in bytes (`--max-filter-bytes`).
+    pub max_filter_bytes: usize,
+    /// Ref updates in one push (`--max-push-commands`).
+    pub max_push_commands: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_pkt_lines: 2_000_000,
+            max_wants: 1_000_000,
+            max_haves: 1_000_000,
+            max_depth: i32::MAX as u32,
+            max_filter_bytes: 4096,
+            max_push_commands: 100_000,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// Counts one more line of a request, refusing past the limit.
+    pub(crate) fn line(&self, count: &mut usize) -> Result<(), BadRequest> {
+        *count += 1;
+        if *count > self.max_pkt_lines {
+            return Err(BadRequest::new(format!(
+                "the request has more than {} lines, more than this server accepts",
+                self.max_pkt_lines
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks what a fetch asks for, whichever protocol version carried it.
+    pub(crate) fn check_fetch(
+        &self,
+        wants: usize,
+        haves: usize,
+        deepen: &upload_pack::Deepen,
+        filter: Option<&str>,
+    ) -> Result<(), BadRequest> {
+        let over = |what: &str, limit: usize| {
+            Err(BadRequest::new(format!(
+                "the request has more than {limit} {what}, more than this server accepts"
+            )))
+        };
+        if wants > self.max_wants {
+            return over("wants", self.max_wants);
+        }
+        if haves > self.max_haves {
+            return over("haves", self.max_haves);
+        }
+        if let Some(depth) = deepen.depth
+            && depth > self.max_depth
+        {
+            return Err(BadRequest::new(format!(
+                "deepen {depth} is deeper than this server accepts ({})",
+                self.max_depth
+            )));
+        }
+        if let Some(spec) = filter
+            && spec.len() > self.max_filter_bytes
+        {
+            return Err(BadRequest::new(format!(
+                "the filter spec is longer than this server accepts ({} bytes)",
+                self.max_filter_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A request the protocol layer refuses, with the text git shows to its user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -16,9 +16,6 @@ use super::pktline::{MAX_PKT_LEN, PktLine, PktWriter};
 use super::{BadRequest, Framing, parse_oid};
 use crate::repo::push::{Command, Report};
 
-/// Most commands one push may carry.
-pub const MAX_COMMANDS: usize = 100_000;
-
 /// The command section of a push.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
@@ -81,13 +78,15 @@ async fn read_pkt<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads the command list (and push options) from the start of a push body. On error,
-/// also says how to frame the answer, as far as the capabilities were read.
+/// Reads the command list (and push options) from the start of a push body, at most
+/// `max_commands` ref updates. On error, also says how to frame the answer, as far as
+/// the capabilities were read.
 pub async fn read_request<R: AsyncRead + Unpin>(
     reader: &mut R,
+    max_commands: usize,
 ) -> Result<Request, (BadRequest, Framing)> {
     let mut request = Request::default();
-    match read_sections(reader, &mut request).await {
+    match read_sections(reader, &mut request, max_commands).await {
         Ok(()) => Ok(request),
         Err(e) => Err((e, request.framing())),
     }
@@ -96,6 +95,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(
 async fn read_sections<R: AsyncRead + Unpin>(
     reader: &mut R,
     request: &mut Request,
+    max_commands: usize,
 ) -> Result<(), BadRequest> {
     let mut buf = Vec::new();
     loop {
@@ -108,9 +108,10 @@ async fn read_sections<R: AsyncRead + Unpin>(
             }
             Some(PktLine::Flush) => break,
             Some(PktLine::Data(_)) => {
-                if request.commands.len() >= MAX_COMMANDS {
+                if request.commands.len() >= max_commands {
                     return Err(BadRequest::new(format!(
-                        "more than {MAX_COMMANDS} ref updates in one push"
+                        "more than {max_commands} ref updates in one push, more than this \
+                         server accepts"
                     )));
                 }
                 let (line, caps) = match buf.iter().position(|b| *b == 0) {
@@ -243,7 +244,7 @@ mod tests {
         let mut body = w.finish().to_vec();
         body.extend_from_slice(b"PACK....");
         let mut reader = &body[..];
-        let request = read_request(&mut reader)
+        let request = read_request(&mut reader, 100_000)
             .await
             .map_err(|e| e.0)
             .expect("valid");
@@ -260,7 +261,7 @@ mod tests {
         for bad in [&b"0010short"[..], b"zzzz", b"0009xxxxx0000", b"0003"] {
             let mut reader = bad;
             assert!(
-                read_request(&mut reader).await.is_err(),
+                read_request(&mut reader, 100_000).await.is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -275,7 +276,7 @@ mod tests {
             .flush();
         let body = w.finish();
         let mut reader = &body[..];
-        let request = read_request(&mut reader)
+        let request = read_request(&mut reader, 100_000)
             .await
             .map_err(|e| e.0)
             .expect("valid");

@@ -12,7 +12,8 @@ use tokio::io::AsyncRead;
 
 use super::pktline::PktWriter;
 use super::{
-    BadRequest, Body, Features, Framing, Service, advertise, receive_pack, upload_pack, v2,
+    BadRequest, Body, Features, Framing, RequestLimits, Service, advertise, receive_pack,
+    upload_pack, v2,
 };
 use crate::repo::fetch::{self, FetchRequest};
 use crate::repo::odb::ObjectSource;
@@ -134,14 +135,15 @@ pub async fn info_refs(
 pub async fn upload_pack(
     repos: &Repos,
     features: &Features,
+    limits: &RequestLimits,
     repo: &RepoName,
     body: &[u8],
     v2: bool,
 ) -> Result<Answer, Refusal> {
     if v2 {
-        upload_pack_v2(repos, features, repo, body).await
+        upload_pack_v2(repos, features, limits, repo, body).await
     } else {
-        upload_pack_v0(repos, repo, body).await
+        upload_pack_v0(repos, limits, repo, body).await
     }
 }
 
@@ -291,8 +293,13 @@ async fn negotiation(
     })
 }
 
-async fn upload_pack_v0(repos: &Repos, repo: &RepoName, body: &[u8]) -> Result<Answer, Refusal> {
-    let request = upload_pack::Request::parse(body)?;
+async fn upload_pack_v0(
+    repos: &Repos,
+    limits: &RequestLimits,
+    repo: &RepoName,
+    body: &[u8],
+) -> Result<Answer, Refusal> {
+    let request = upload_pack::Request::parse_within(body, limits)?;
     log_client_session(repo, &request.caps);
     let snapshot = repos
         .snapshot(repo)
@@ -363,10 +370,11 @@ async fn upload_pack_v0(repos: &Repos, repo: &RepoName, body: &[u8]) -> Result<A
 async fn upload_pack_v2(
     repos: &Repos,
     features: &Features,
+    limits: &RequestLimits,
     repo: &RepoName,
     body: &[u8],
 ) -> Result<Answer, Refusal> {
-    let request = v2::CommandRequest::parse(body)?;
+    let request = v2::CommandRequest::parse_within(body, limits)?;
     log_client_session(repo, &request.caps);
     // The v2 capability advertisement did not look for the repository (it names no
     // ref), so a missing one is reported here, in words git shows its user.
@@ -379,7 +387,7 @@ async fn upload_pack_v2(
             let lines = v2::ls_refs(&snapshot.manifest, &request.args)?;
             Ok(Answer::whole(UPLOAD_RESULT, lines))
         }
-        "fetch" => v2_fetch(repos, features, repo, &snapshot, &request.args).await,
+        "fetch" => v2_fetch(repos, features, limits, repo, &snapshot, &request.args).await,
         "object-info" => {
             let ids = v2::object_info_request(&request.args)?;
             let odb = Arc::new(repos.odb(repo, &snapshot.manifest).await?);
@@ -401,11 +409,12 @@ async fn upload_pack_v2(
 async fn v2_fetch(
     repos: &Repos,
     features: &Features,
+    limits: &RequestLimits,
     repo: &RepoName,
     snapshot: &Snapshot,
     args: &[String],
 ) -> Result<Answer, Refusal> {
-    let mut fetch = v2::Fetch::parse(args)?;
+    let mut fetch = v2::Fetch::parse_within(args, limits)?;
     if let Some(name) = fetch.want_refs.first()
         && !features.ref_in_want
     {
@@ -489,6 +498,7 @@ pub struct Pushed {
 /// `policy` allows, and reports per ref.
 pub async fn receive_pack(
     repos: &Repos,
+    limits: &RequestLimits,
     repo: &RepoName,
     mut body: Box<dyn AsyncRead + Send + Unpin>,
     policy: &dyn RefPolicy,
@@ -497,7 +507,7 @@ pub async fn receive_pack(
         answer: Answer::whole(RECEIVE_RESULT, bytes),
         created,
     };
-    let parsed = match receive_pack::read_request(&mut body).await {
+    let parsed = match receive_pack::read_request(&mut body, limits.max_push_commands).await {
         Ok(parsed) => parsed,
         Err((e, framing)) => return Ok(answer(receive_pack::fatal(&e.0, framing), false)),
     };

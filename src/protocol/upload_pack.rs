@@ -17,7 +17,7 @@ use bytes::Bytes;
 use gix_hash::ObjectId;
 
 use super::pktline::{PktLine, PktReader, PktWriter};
-use super::{BadRequest, Framing, parse_oid};
+use super::{BadRequest, Framing, RequestLimits, parse_oid};
 
 /// A parsed v0/v1 upload-pack request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,13 +43,20 @@ impl Request {
         Framing::from_caps(self.has("side-band-64k"), self.has("side-band"))
     }
 
-    /// Parses a request body, refusing what this server does not support with a
-    /// message for the user.
+    /// Parses a request body within the default limits.
     pub fn parse(body: &[u8]) -> Result<Self, BadRequest> {
+        Self::parse_within(body, &RequestLimits::default())
+    }
+
+    /// Parses a request body, refusing what this server does not support, or what is
+    /// past `limits`, with a message for the user.
+    pub fn parse_within(body: &[u8], limits: &RequestLimits) -> Result<Self, BadRequest> {
         let mut request = Request::default();
         let mut reader = PktReader::new(body);
         let mut first = true;
+        let mut lines = 0;
         while let Some(line) = reader.next_line()? {
+            limits.line(&mut lines)?;
             let data = match line {
                 PktLine::Data(data) => data,
                 PktLine::Flush => continue,
@@ -92,6 +99,12 @@ impl Request {
         if request.wants.is_empty() {
             return Err(BadRequest::new("no want lines in the request"));
         }
+        limits.check_fetch(
+            request.wants.len(),
+            request.haves.len(),
+            &request.deepen,
+            request.filter.as_deref(),
+        )?;
         // In v0/v1, `deepen-relative` is a capability of the first want line.
         request.deepen.relative |= request.has("deepen-relative");
         Ok(request)

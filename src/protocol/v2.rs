@@ -11,7 +11,7 @@ use bytes::Bytes;
 use gix_hash::ObjectId;
 
 use super::pktline::{PktLine, PktReader, PktWriter};
-use super::{BadRequest, parse_oid};
+use super::{BadRequest, RequestLimits, parse_oid};
 use crate::repo::Manifest;
 
 /// One v2 command request.
@@ -25,13 +25,21 @@ pub struct CommandRequest {
 }
 
 impl CommandRequest {
+    /// Parses a request within the default limits.
     pub fn parse(body: &[u8]) -> Result<Self, BadRequest> {
+        Self::parse_within(body, &RequestLimits::default())
+    }
+
+    /// Parses a request, refusing one of more lines than `limits` allow.
+    pub fn parse_within(body: &[u8], limits: &RequestLimits) -> Result<Self, BadRequest> {
         let mut reader = PktReader::new(body);
         let mut command = None;
         let mut caps = Vec::new();
         let mut args = Vec::new();
         let mut in_args = false;
+        let mut lines = 0;
         loop {
+            limits.line(&mut lines)?;
             match reader.next_line()? {
                 None => return Err(BadRequest::new("v2 request ended without a flush")),
                 Some(PktLine::Flush) => break,
@@ -204,7 +212,13 @@ pub struct Fetch {
 }
 
 impl Fetch {
+    /// Parses the arguments of a `fetch` within the default limits.
     pub fn parse(args: &[String]) -> Result<Self, BadRequest> {
+        Self::parse_within(args, &RequestLimits::default())
+    }
+
+    /// Parses the arguments of a `fetch`, refusing what is past `limits`.
+    pub fn parse_within(args: &[String], limits: &RequestLimits) -> Result<Self, BadRequest> {
         let mut fetch = Fetch::default();
         for arg in args {
             let arg = arg.as_str();
@@ -243,6 +257,12 @@ impl Fetch {
         if fetch.wants.is_empty() && fetch.want_refs.is_empty() {
             return Err(BadRequest::new("fetch without any want"));
         }
+        limits.check_fetch(
+            fetch.wants.len() + fetch.want_refs.len(),
+            fetch.haves.len(),
+            &fetch.deepen,
+            fetch.filter.as_deref(),
+        )?;
         Ok(fetch)
     }
 }

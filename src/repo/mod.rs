@@ -58,6 +58,10 @@ pub struct RepoConfig {
     pub fsck_objects: bool,
     /// The longest delta chain a pushed pack may hold.
     pub max_delta_depth: u32,
+    /// How deep the trees of a push may nest (git's `core.maxTreeDepth`).
+    pub max_tree_depth: u32,
+    /// The longest ref name a push may set, in bytes.
+    pub max_ref_name_bytes: usize,
 }
 
 impl Default for RepoConfig {
@@ -72,6 +76,8 @@ impl Default for RepoConfig {
             gc_grace: maintenance::DEFAULT_GRACE,
             fsck_objects: true,
             max_delta_depth: 4095,
+            max_tree_depth: 2048,
+            max_ref_name_bytes: 1024,
         }
     }
 }

@@ -116,9 +116,6 @@ pub fn check_ref_name(name: &str) -> Result<(), String> {
     if !name.starts_with("refs/") {
         return bad("it is not under refs/");
     }
-    if name.len() > 1024 {
-        return bad("too long");
-    }
     if name.ends_with('/') || name.ends_with('.') {
         return bad("it ends with `/` or `.`");
     }
@@ -176,6 +173,12 @@ pub async fn receive(
     let mut results: Vec<Result<Checked, String>> = commands
         .iter()
         .map(|c| {
+            if c.name.len() > repos.config.max_ref_name_bytes {
+                return Err(format!(
+                    "invalid ref name: longer than this server accepts ({} bytes)",
+                    repos.config.max_ref_name_bytes
+                ));
+            }
             check_ref_name(&c.name).map(|()| Checked {
                 peeled: None,
                 fast_forward: None,
@@ -215,6 +218,7 @@ pub async fn receive(
         let commands = commands.clone();
         let local_index = received.as_ref().map(|r| r.2.clone());
         let deny_nff = repos.config.deny_non_fast_forwards;
+        let max_tree_depth = repos.config.max_tree_depth;
         let wants_ff: Vec<bool> = commands
             .iter()
             .map(|c| deny_nff || policy.needs_fast_forward(&c.name))
@@ -227,7 +231,7 @@ pub async fn receive(
             };
             // A pack joins the live packs only if it is closed over them.
             let gap = match &local {
-                Some(local) => check_pack_closed(local, odb.as_ref())?.err(),
+                Some(local) => check_pack_closed(local, odb.as_ref(), max_tree_depth)?.err(),
                 None => None,
             };
             for ((command, result), wants_ff) in
@@ -237,7 +241,7 @@ pub async fn receive(
                     continue;
                 }
                 *result = match (&gap, &local) {
-                    (Some(gap), _) => Err(format!("missing necessary objects: {gap}")),
+                    (Some(fault), _) => Err(fault.to_string()),
                     (None, Some(local)) => check_command(local, &odb, command, wants_ff)?,
                     (None, None) => check_command(&NoObjects, &odb, command, wants_ff)?,
                 };

@@ -726,15 +726,34 @@ pub struct NotConnected {
     pub referenced_by: String,
 }
 
+/// Why a received pack may not join the live packs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackFault {
+    #[error("missing necessary objects: {0}")]
+    NotConnected(NotConnected),
+    /// A tree nested deeper than the limit through trees of the pack.
+    #[error(
+        "tree {tree} is nested more than {max} levels deep, deeper than this server accepts \
+         (git's core.maxTreeDepth)"
+    )]
+    TooDeep { tree: ObjectId, max: u32 },
+}
+
 /// Checks that every object `pack` refers to is in `pack` or in `existing`, so that
-/// the pack may join the live packs without breaking their closure under reachability.
-/// Only commits, trees and tags are read; blobs are recognised from entry headers.
+/// the pack may join the live packs without breaking their closure under reachability,
+/// and that no tree of the pack nests trees of the pack more than `max_tree_depth`
+/// deep (trees the repository has end a path, as git's walk of new objects stops at
+/// them). Only commits, trees and tags are read; blobs are recognised from entry
+/// headers.
 pub fn check_pack_closed(
     pack: &LocalPack,
     existing: &dyn ObjectSource,
-) -> Result<Result<(), NotConnected>, OdbError> {
+    max_tree_depth: u32,
+) -> Result<Result<(), PackFault>, OdbError> {
     let mut buf = Vec::new();
     let present = |id: &ObjectId| pack.contains(id) || existing.contains(id);
+    // The trees of the pack, with the trees of the pack each holds.
+    let mut subtrees: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
     for id in pack.ids() {
         let kind = match pack.kind_of(&id)? {
             Some(Kind::Blob) | None => continue,
@@ -746,21 +765,70 @@ pub fn check_pack_closed(
                 let info = parse_commit(id, &buf)?;
                 std::iter::once(info.tree).chain(info.parents).collect()
             }
-            Kind::Tree => tree_children(id, &buf)?
-                .into_iter()
-                .map(|(c, _)| c)
-                .collect(),
+            Kind::Tree => {
+                let children = tree_children(id, &buf)?;
+                subtrees.insert(
+                    id,
+                    children
+                        .iter()
+                        .filter(|(c, is_tree)| *is_tree && pack.contains(c))
+                        .map(|(c, _)| *c)
+                        .collect(),
+                );
+                children.into_iter().map(|(c, _)| c).collect()
+            }
             Kind::Tag => vec![tag_target(id, &buf)?.0],
             Kind::Blob => Vec::new(),
         };
         if let Some(missing) = refs.into_iter().find(|r| !present(r)) {
-            return Ok(Err(NotConnected {
+            return Ok(Err(PackFault::NotConnected(NotConnected {
                 missing,
                 referenced_by: format!("{kind} {id}"),
-            }));
+            })));
         }
     }
+    if let Some(tree) = too_deep(&subtrees, max_tree_depth) {
+        return Ok(Err(PackFault::TooDeep {
+            tree,
+            max: max_tree_depth,
+        }));
+    }
     Ok(Ok(()))
+}
+
+/// A tree more than `max` levels of `subtrees` deep, if there is one: heights are
+/// worked out from the leaves, without recursion, each tree once.
+fn too_deep(subtrees: &HashMap<ObjectId, Vec<ObjectId>>, max: u32) -> Option<ObjectId> {
+    let mut height: HashMap<ObjectId, u32> = HashMap::with_capacity(subtrees.len());
+    for root in subtrees.keys() {
+        let mut stack = vec![(*root, false)];
+        while let Some((tree, expanded)) = stack.pop() {
+            if height.contains_key(&tree) {
+                continue;
+            }
+            let children = subtrees.get(&tree).map_or(&[][..], Vec::as_slice);
+            if expanded {
+                let h = children
+                    .iter()
+                    .map(|c| height.get(c).map_or(0, |h| h + 1))
+                    .max()
+                    .unwrap_or(0);
+                if h > max {
+                    return Some(tree);
+                }
+                height.insert(tree, h);
+            } else {
+                stack.push((tree, true));
+                stack.extend(
+                    children
+                        .iter()
+                        .filter(|c| !height.contains_key(*c))
+                        .map(|c| (*c, false)),
+                );
+            }
+        }
+    }
+    None
 }
 
 /// Whether `ancestor` is reachable from `descendant` (both commits).
