@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve git over HTTP.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Manage repositories, their visibility, grants and protected refs.
     #[command(subcommand)]
     Repo(Repo),
@@ -577,7 +577,6 @@ async fn main() -> anyhow::Result<()> {
                 max_delta_depth: args.limits.max_delta_depth,
                 max_tree_depth: args.limits.max_tree_depth,
                 max_ref_name_bytes: args.limits.max_ref_name_bytes,
-                ..RepoConfig::default()
             };
             let caches = Caches::new(
                 args.index_cache_mb << 20,
@@ -686,7 +685,6 @@ async fn main() -> anyhow::Result<()> {
                     ),
                     ..ConnectionLimits::default()
                 },
-                ..Options::default()
             };
             http::serve(listener, repos, access, options, shutdown).await?;
         }

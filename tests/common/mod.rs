@@ -350,8 +350,14 @@ pub fn post_with(url: &str, content_type: &str, body: &[u8], headers: &[&str]) -
 
 /// GETs `url` with curl; returns (HTTP status, response body).
 pub fn get(url: &str) -> (u16, Vec<u8>) {
+    get_with(url, &[])
+}
+
+/// [`get`] with extra request headers.
+pub fn get_with(url: &str, headers: &[&str]) -> (u16, Vec<u8>) {
     let out = Command::new("curl")
         .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--path-as-is"])
+        .args(headers.iter().flat_map(|h| ["-H", h]))
         .arg(url)
         .output()
         .expect("curl runs");
