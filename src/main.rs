@@ -65,9 +65,15 @@ struct Gc {
     #[arg(long)]
     geometric: bool,
     /// Keep unlisted pack files younger than this many seconds (requests that began
-    /// before a compaction may still read them).
+    /// before a compaction may still read them); also how long objects no ref reaches
+    /// stay before they are pruned.
     #[arg(long, default_value_t = 3600)]
     grace_secs: u64,
+    /// Drop every object no ref reaches now, and delete the packs that held them now:
+    /// after a secret was pushed by mistake and force-pushed away. Requests reading
+    /// those packs at that moment fail.
+    #[arg(long, conflicts_with = "geometric")]
+    prune_now: bool,
 }
 
 #[derive(Debug, Args)]
@@ -711,21 +717,51 @@ async fn main() -> anyhow::Result<()> {
         Command::Gc(args) => {
             let name = RepoName::new(&args.name)?;
             let repos = repos(&args.store.store, RepoConfig::default(), small_caches()).await?;
-            let plan = if args.geometric {
-                Plan::Geometric
-            } else {
-                Plan::All
-            };
-            match maintenance::compact(&repos, &name, plan).await? {
-                Some(done) => println!(
-                    "{name}: merged {} packs into pack-{} ({} objects)",
-                    done.merged.len(),
-                    done.pack.hash,
-                    done.pack.objects
-                ),
-                None => println!("{name}: nothing to merge"),
-            }
             let grace = std::time::Duration::from_secs(args.grace_secs);
+            let report_pruned = |done: &maintenance::Pruned| {
+                println!(
+                    "{name}: pruned {} packs into one of {} objects ({} dropped)",
+                    done.replaced.len(),
+                    done.kept,
+                    done.before.saturating_sub(done.kept)
+                )
+            };
+            if args.prune_now {
+                let Some((pruned, collected)) = maintenance::prune_now(&repos, &name).await? else {
+                    anyhow::bail!("{name}: the refs kept changing; prune again");
+                };
+                report_pruned(&pruned);
+                println!(
+                    "{name}: deleted {} pack files no manifest lists",
+                    collected.deleted.len()
+                );
+                return Ok(());
+            }
+            let snapshot = repos
+                .snapshot(&name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("repository {name} not found"))?;
+            if maintenance::prune_due(&snapshot.manifest, grace) {
+                match maintenance::prune(&repos, &name).await? {
+                    Some(done) => report_pruned(&done),
+                    None => println!("{name}: prune superseded by a push; run gc again"),
+                }
+            } else {
+                let plan = if args.geometric {
+                    Plan::Geometric
+                } else {
+                    Plan::All
+                };
+                match maintenance::compact(&repos, &name, plan).await? {
+                    Some(done) => println!(
+                        "{name}: merged {} packs into pack-{} ({} objects)",
+                        done.merged.len(),
+                        done.pack.hash,
+                        done.pack.objects
+                    ),
+                    None => println!("{name}: nothing to merge"),
+                }
+            }
             let collected = maintenance::collect_garbage(&repos, &name, grace).await?;
             println!(
                 "{name}: deleted {} unlisted pack files, kept {} younger than {}s",

@@ -118,11 +118,6 @@ impl Protections {
 }
 
 impl Protections {
-    /// Whether judging an update of `name` needs to know if it is a fast-forward.
-    pub fn needs_fast_forward(&self, name: &str) -> bool {
-        self.matching(name).any(|p| !p.allow_force_push)
-    }
-
     /// `Ok`, or why the protections refuse `change`.
     pub fn check(&self, change: &RefChange<'_>) -> Result<(), String> {
         let what = if change.name.starts_with("refs/heads/") {
@@ -193,10 +188,6 @@ impl RefPolicy for PushPolicy {
         self.current().0
     }
 
-    fn needs_fast_forward(&self, name: &str) -> bool {
-        self.current().1.needs_fast_forward(name)
-    }
-
     async fn refresh(&self) -> Result<(), String> {
         let decision = self
             .access
@@ -257,7 +248,13 @@ mod tests {
             .expect("bob may push");
         let policy = PushPolicy::new(access.clone(), credentials, here, repo.clone(), &allowed);
         assert!(!policy.may_create(), "a grant on the name creates nothing");
-        assert!(!policy.needs_fast_forward("refs/heads/main"));
+        let forced = RefChange {
+            name: "refs/heads/main",
+            old: Some(ObjectId::null(gix_hash::Kind::Sha1)),
+            new: Some(ObjectId::null(gix_hash::Kind::Sha1)),
+            fast_forward: Some(false),
+        };
+        assert!(policy.check(&forced).is_ok());
 
         // A protection added while the pack uploads binds the push.
         access
@@ -268,7 +265,7 @@ mod tests {
             .await
             .expect("protect");
         policy.refresh().await.expect("still allowed");
-        assert!(policy.needs_fast_forward("refs/heads/main"));
+        assert!(policy.check(&forced).is_err(), "the new protection binds");
 
         // A token revoked meanwhile refuses it.
         access
@@ -313,8 +310,6 @@ mod tests {
             fast_forward: ff,
         };
         let main = Protections::new(vec![p("main")], false);
-        assert!(main.needs_fast_forward("refs/heads/main"));
-        assert!(!main.needs_fast_forward("refs/heads/dev"));
         assert!(main.check(&change(Some(id), Some(id), Some(true))).is_ok());
         assert!(main.check(&change(None, Some(id), None)).is_ok());
         assert_eq!(

@@ -270,7 +270,10 @@ async fn negotiation(
     wanted: Wanted<'_>,
 ) -> Result<Negotiation, Refusal> {
     let odb = Arc::new(repos.odb(repo, &snapshot.manifest).await?);
-    if let Some(id) = fetch::unknown_wants(&odb, wanted.wants).first() {
+    let unserved = repos
+        .unserved_wants(repo, snapshot, &odb, wanted.wants)
+        .await?;
+    if let Some(id) = unserved.first() {
         return Err(Refusal::Git(format!("upload-pack: not our ref {id}")));
     }
     let (update, limits) = limits(
@@ -391,9 +394,18 @@ async fn upload_pack_v2(
         "object-info" => {
             let ids = v2::object_info_request(&request.args)?;
             let odb = Arc::new(repos.odb(repo, &snapshot.manifest).await?);
+            // Objects no ref reaches are answered as unknown ones are (no size).
+            let hidden: HashSet<ObjectId> = repos
+                .unserved_wants(repo, &snapshot, &odb, &ids)
+                .await?
+                .into_iter()
+                .collect();
             let sizes = tokio::task::spawn_blocking(move || {
                 ids.into_iter()
-                    .map(|id| Ok((id, odb.size(&id)?)))
+                    .map(|id| match hidden.contains(&id) {
+                        true => Ok((id, None)),
+                        false => Ok((id, odb.size(&id)?)),
+                    })
                     .collect::<Result<Vec<_>, OdbError>>()
             })
             .await

@@ -65,6 +65,22 @@ pub fn unknown_wants(odb: &Odb, wants: &[ObjectId]) -> Vec<ObjectId> {
     wants.iter().filter(|w| !odb.contains(w)).copied().collect()
 }
 
+/// Every ref value of `manifest`, and the objects annotated tags peel to.
+pub fn ref_tips(manifest: &Manifest) -> HashSet<ObjectId> {
+    manifest
+        .refs
+        .values()
+        .flat_map(|r| std::iter::once(r.id).chain(r.peeled))
+        .collect()
+}
+
+/// Every object the refs of `manifest` reach (blocking work: a walk of everything).
+pub fn reachable(odb: &Odb, manifest: &Manifest) -> Result<HashSet<ObjectId>, super::OdbError> {
+    let tips: Vec<ObjectId> = manifest.refs.values().map(|r| r.id).collect();
+    let ids = super::walk::objects_to_send(odb, &tips, &[], &WalkLimits::default())?;
+    Ok(ids.into_iter().collect())
+}
+
 /// The haves the repository has, in the order given.
 pub fn common_haves(odb: &Odb, haves: &[ObjectId]) -> Vec<ObjectId> {
     haves.iter().filter(|h| odb.contains(h)).copied().collect()
@@ -150,15 +166,19 @@ pub fn v2_acknowledged(odb: &Odb, common: &[ObjectId]) -> Result<Vec<ObjectId>, 
 
 /// Starts producing the pack for `request`.
 pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
-    // Everything stored is what a client with nothing that wants every ref gets
-    // (objects no ref reaches any more included, which does no harm); with
-    // `blob:none`, every stored commit, tree and tag, when every want leads to a commit
-    // (a wanted blob or tree is sent whatever the filter). A client that wants some
-    // refs only (`--single-branch`, `--no-tags`) gets what they reach.
+    // Everything stored is what a client with nothing that wants every ref gets, while
+    // the packs hold no object that no ref reaches; with `blob:none`, every stored
+    // commit, tree and tag, when every want leads to a commit (a wanted blob or tree is
+    // sent whatever the filter). Otherwise, and for a client that wants some refs only
+    // (`--single-branch`, `--no-tags`), what the wants reach is walked and sent.
     let wants: HashSet<&ObjectId> = request.wants.iter().collect();
     let wants_every_ref = manifest.refs.values().all(|r| wants.contains(&r.id));
     let shallow = !request.limits.shallow.is_empty() || !request.limits.client_shallow.is_empty();
-    let everything = request.common.is_empty() && !shallow && wants_every_ref;
+    // Stored entries go out as they are only while every one of them is reachable.
+    let everything = request.common.is_empty()
+        && !shallow
+        && wants_every_ref
+        && manifest.unreachable_since.is_none();
     if everything && request.limits.filter == Filter::None {
         return packgen::stream_stored_packs(odb, Stored::All);
     }
@@ -214,6 +234,20 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
                 }
                 packgen::write_objects(odb.as_ref(), &ids, &client_has, &tx)
             });
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+/// A pack of every object `tips` reach, walked and written (never stored entries as
+/// they are): what pruning keeps.
+pub fn pack_of_reachable(odb: Arc<Odb>, tips: Vec<ObjectId>) -> PackChunks {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let result = super::walk::objects_to_send(odb.as_ref(), &tips, &[], &WalkLimits::default())
+            .and_then(|ids| packgen::write_objects(odb.as_ref(), &ids, &HashSet::new(), &tx));
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }

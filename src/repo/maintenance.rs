@@ -10,6 +10,13 @@
 //! push that lands meanwhile is kept, and a compaction that finds its packs already
 //! replaced gives up.
 //!
+//! Pruning is the one way objects leave a repository: once its packs may hold objects
+//! no ref reaches (a ref was deleted or rewound) for longer than the grace period, or
+//! at once with `stowage gc --prune-now`, every pack is rewritten into one holding
+//! only what the refs reach. The prune gives up if a ref or the packs changed
+//! meanwhile, and counts itself in the manifest, so that a push checked against the
+//! packs before it checks again.
+//!
 //! A pack that leaves the manifest is not deleted at once: requests that read the
 //! previous manifest may still be streaming it. Garbage collection deletes pack files
 //! that no manifest lists only once they are older than a grace period (an hour by
@@ -194,6 +201,218 @@ pub async fn compact(
     Ok(None)
 }
 
+/// One round of background maintenance: a prune when one is due, else a geometric
+/// compaction when the packs need one. Whether it changed anything.
+pub async fn maintain(repos: &Repos, repo: &RepoName) -> Result<bool, RepoError> {
+    let Some(snapshot) = repos.snapshot(repo).await? else {
+        return Ok(false);
+    };
+    if prune_due(&snapshot.manifest, repos.config.gc_grace) {
+        let pruned = prune(repos, repo).await?;
+        if let Some(done) = &pruned {
+            tracing::info!(
+                repo = %repo,
+                replaced = done.replaced.len(),
+                dropped = done.before.saturating_sub(done.kept),
+                "pruned objects no ref reaches"
+            );
+        }
+        return Ok(pruned.is_some());
+    }
+    let compacted = compact(repos, repo, Plan::Geometric).await?;
+    if let Some(done) = &compacted {
+        tracing::info!(
+            repo = %repo,
+            merged = done.merged.len(),
+            objects = done.pack.objects,
+            "compacted"
+        );
+    }
+    Ok(compacted.is_some())
+}
+
+/// What a prune did.
+#[derive(Debug, Clone)]
+pub struct Pruned {
+    /// The packs it replaced.
+    pub replaced: Vec<ObjectId>,
+    /// The pack of what the refs reach (`None` when no ref is left).
+    pub pack: Option<PackEntry>,
+    /// Objects in the packs before (counting copies), and kept.
+    pub before: u64,
+    pub kept: u64,
+}
+
+/// Whether `manifest`'s packs have held objects no ref reaches for longer than
+/// `grace`, so that a prune is due.
+pub fn prune_due(manifest: &Manifest, grace: Duration) -> bool {
+    manifest
+        .unreachable_since
+        .is_some_and(|since| unix_now().saturating_sub(since) >= grace.as_secs())
+}
+
+/// Rewrites every pack of `repo` into one that holds only the objects its refs reach.
+/// `Ok(None)` when a ref or the packs changed meanwhile (a later run does it).
+pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, RepoError> {
+    let snapshot = repos
+        .snapshot(repo)
+        .await?
+        .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
+    let manifest = &snapshot.manifest;
+    let before: u64 = manifest.packs.iter().map(|p| u64::from(p.objects)).sum();
+    let tips: Vec<ObjectId> = manifest.refs.values().map(|r| r.id).collect();
+    let tmp = tempfile::Builder::new()
+        .prefix("stowage-prune-")
+        .tempdir_in(&repos.config.tmp_dir)
+        .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
+    let written = if tips.is_empty() {
+        None
+    } else {
+        let odb = Arc::new(repos.odb(repo, manifest).await?);
+        let chunks = super::fetch::pack_of_reachable(odb, tips.clone());
+        let dir = tmp.path().to_owned();
+        let written = tokio::task::spawn_blocking(move || index_reachable(chunks, &dir, &tips))
+            .await
+            .expect("indexing does not panic")?;
+        let (pack, index_path, data_path) = &written;
+        store_pack(repos, repo, &pack.hash, index_path, data_path).await?;
+        Some(written)
+    };
+    let new_pack = written.as_ref().map(|(pack, _, _)| pack.clone());
+    let key = repo.key("manifest");
+    let txn = transaction_id();
+    let same_packs = |m: &Manifest| {
+        let set = |m: &Manifest| m.packs.iter().map(|p| p.hash).collect::<HashSet<_>>();
+        set(m) == set(manifest)
+    };
+    let mut current = snapshot.clone();
+    for attempt in 0..MAX_ATTEMPTS {
+        if current.manifest.refs != manifest.refs || !same_packs(&current.manifest) {
+            tracing::info!(repo = %repo, "prune superseded: refs or packs changed meanwhile");
+            return Ok(None);
+        }
+        let mut next = current.manifest.clone();
+        let now = unix_now();
+        let keep = new_pack.as_ref().map(|p| p.hash);
+        let replaced: Vec<ObjectId> = next
+            .packs
+            .iter()
+            .map(|p| p.hash)
+            .filter(|h| Some(*h) != keep)
+            .collect();
+        next.retired.retain(|r| !replaced.contains(&r.hash));
+        next.retired
+            .extend(replaced.iter().map(|&hash| Retired { hash, at: now }));
+        next.packs = new_pack.iter().cloned().collect();
+        next.unreachable_since = None;
+        next.prunes += 1;
+        next.txns.record(&txn);
+        let done = || Pruned {
+            replaced: replaced.clone(),
+            pack: new_pack.clone(),
+            before,
+            kept: new_pack.as_ref().map_or(0, |p| u64::from(p.objects)),
+        };
+        match repos
+            .store
+            .put(
+                &key,
+                Bytes::from(next.to_bytes()),
+                PutMode::Update(current.etag.clone()),
+            )
+            .await
+        {
+            Ok(_) => return Ok(Some(done())),
+            Err(StoreError::Precondition { .. }) => {}
+            Err(e) if e.is_retryable() => {}
+            Err(e) => return Err(e.into()),
+        }
+        current = repos
+            .snapshot(repo)
+            .await?
+            .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
+        if current.manifest.txns.has(&txn) {
+            return Ok(Some(done()));
+        }
+        let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
+        tokio::time::sleep(Duration::from_millis(backoff)).await;
+    }
+    tracing::warn!(repo = %repo, "prune gave up: too much contention on the manifest");
+    Ok(None)
+}
+
+/// Prunes `repo` now (trying again a few times if pushes keep changing its refs), then
+/// deletes every pack file no manifest lists that was written before the prune landed:
+/// the packs it replaced, retired ones, and those of pushes that began before it
+/// (those pushes are refused: see [`prune`]). Packs of pushes checked after the prune
+/// are left. Requests reading deleted packs at that moment fail.
+pub async fn prune_now(
+    repos: &Repos,
+    repo: &RepoName,
+) -> Result<Option<(Pruned, Collected)>, RepoError> {
+    for _ in 0..5 {
+        let Some(pruned) = prune(repos, repo).await? else {
+            continue;
+        };
+        // The store's own clock says when the prune landed.
+        let landed = repos
+            .store
+            .head(&repo.key("manifest"))
+            .await?
+            .modified
+            .unwrap_or_else(SystemTime::now);
+        // Retired packs (the prune's, and earlier compactions') are never listed again,
+        // whenever they were written.
+        let retired: HashSet<ObjectId> = match repos.snapshot(repo).await? {
+            Some(s) => s.manifest.retired.iter().map(|r| r.hash).collect(),
+            None => HashSet::new(),
+        };
+        let mut doomed: HashSet<ObjectId> = pruned.replaced.iter().copied().collect();
+        doomed.extend(retired);
+        let collected = collect_garbage_before(repos, repo, landed, &doomed).await?;
+        return Ok(Some((pruned, collected)));
+    }
+    Ok(None)
+}
+
+/// Indexes the pack of reachable objects arriving on `chunks` in `dir`, and checks it
+/// on its own: closed under reachability, and holding every ref's object.
+fn index_reachable(
+    chunks: PackChunks,
+    dir: &std::path::Path,
+    tips: &[ObjectId],
+) -> Result<(PackEntry, std::path::PathBuf, std::path::PathBuf), RepoError> {
+    let mut reader = ChunkReader::new(chunks);
+    let corrupt = |message: String| {
+        RepoError::Odb(OdbError::Corrupt {
+            pack: "pruned pack".into(),
+            message,
+        })
+    };
+    let indexed = index_pack(&mut reader, dir, None, Limits::default(), None).map_err(|e| {
+        match reader.failure.take() {
+            Some(e) => RepoError::Odb(e),
+            None => corrupt(e.to_string()),
+        }
+    })?;
+    let local = super::odb::LocalPack::open(&indexed.index_path)?;
+    if let Err(fault) = super::walk::check_pack_closed(&local, &super::odb::NoObjects, u32::MAX)? {
+        return Err(corrupt(fault.to_string()));
+    }
+    if let Some(tip) = tips.iter().find(|t| !local.contains(t)) {
+        return Err(corrupt(format!("{tip} is missing")));
+    }
+    Ok((
+        PackEntry {
+            hash: indexed.hash,
+            size: indexed.size,
+            objects: local.num_objects(),
+        },
+        indexed.index_path,
+        indexed.data_path,
+    ))
+}
+
 /// Indexes the merged pack arriving on `chunks` in `dir` (resolving every delta and
 /// hashing every object, so a fault in the copy cannot go unnoticed), and checks that
 /// it holds exactly the `expected` objects.
@@ -298,7 +517,7 @@ fn pack_hash_of(repo: &RepoName, key: &Key) -> Option<ObjectId> {
     ObjectId::from_hex(hex.as_bytes()).ok()
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -320,6 +539,21 @@ pub async fn collect_garbage(
     repo: &RepoName,
     grace: Duration,
 ) -> Result<Collected, RepoError> {
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    collect_garbage_before(repos, repo, cutoff, &HashSet::new()).await
+}
+
+/// [`collect_garbage`] of the unlisted packs last touched before `cutoff`, and of the
+/// unlisted packs `doomed` names whenever they were touched.
+pub async fn collect_garbage_before(
+    repos: &Repos,
+    repo: &RepoName,
+    cutoff: SystemTime,
+    doomed: &HashSet<ObjectId>,
+) -> Result<Collected, RepoError> {
+    let forced = doomed;
     let listed = |m: &Manifest| -> HashSet<ObjectId> { m.packs.iter().map(|p| p.hash).collect() };
     let snapshot = repos
         .snapshot(repo)
@@ -327,8 +561,7 @@ pub async fn collect_garbage(
         .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
     let live = listed(&snapshot.manifest);
     let metas: Vec<_> = repos.store.list(&packs_prefix(repo)).try_collect().await?;
-    let now = SystemTime::now();
-    let older = |time: SystemTime| now.duration_since(time).is_ok_and(|age| age > grace);
+    let older = |time: SystemTime| time < cutoff;
     // Every unlisted pack's files, and when the pack was last touched (`None`: unknown).
     let mut unlisted: std::collections::BTreeMap<ObjectId, (Vec<Key>, Option<SystemTime>)> =
         std::collections::BTreeMap::new();
@@ -365,7 +598,7 @@ pub async fn collect_garbage(
     let mut collected = Collected::default();
     let mut doomed = Vec::new();
     for (hash, (keys, touched)) in unlisted {
-        if touched.is_some_and(older) {
+        if forced.contains(&hash) || touched.is_some_and(older) {
             doomed.push((hash, keys));
         } else {
             collected.young += keys.len();
@@ -387,6 +620,7 @@ pub async fn collect_garbage(
         }
         for key in &keys {
             match repos.store.head(key).await {
+                Ok(_) if forced.contains(&hash) => {}
                 Ok(meta) if meta.modified.is_some_and(older) => {}
                 Ok(_) => continue 'packs, // written again meanwhile: a writer wants it
                 Err(StoreError::NotFound { .. }) => {}

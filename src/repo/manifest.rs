@@ -37,6 +37,20 @@ pub struct Manifest {
     /// counts their grace period from then, not from when their files were written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<Retired>,
+    /// Since when (seconds since the Unix epoch) the packs may hold objects no ref
+    /// reaches (a ref deleted or rewound, a push that brought extra objects); `None`
+    /// while every object of the packs is reachable. Clones stream stored packs only
+    /// then; pruning clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<u64>,
+    /// How many prunes have dropped objects from this repository: a push checked
+    /// against packs before a prune checks again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prunes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Ids of the last [`RECENT_TXNS`] transactions that wrote a document (a manifest, the
@@ -111,6 +125,8 @@ impl Manifest {
             packs: Vec::new(),
             txns: RecentTxns::default(),
             retired: Vec::new(),
+            unreachable_since: None,
+            prunes: 0,
         }
     }
 

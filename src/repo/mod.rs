@@ -153,12 +153,14 @@ impl Repos {
         }
     }
 
-    /// After a push that left `packs` live: compacts the repository in the background
-    /// if they need it (one compaction per repository at a time in this process), then
+    /// After a push that wrote `manifest`: in the background (one task per repository
+    /// at a time in this process), prunes the repository if objects no ref reaches have
+    /// been in it for the grace period, or else compacts its packs if they need it; then
     /// collects garbage older than the grace period.
-    pub fn maintain_in_background(&self, repo: &RepoName, packs: &[manifest::PackEntry]) {
-        if !self.config.compact_after_push || maintenance::geometric_selection(packs, 2).is_empty()
-        {
+    pub fn maintain_in_background(&self, repo: &RepoName, manifest: &Manifest) {
+        let due = maintenance::prune_due(manifest, self.config.gc_grace)
+            || !maintenance::geometric_selection(&manifest.packs, 2).is_empty();
+        if !self.config.compact_after_push || !due {
             return;
         }
         {
@@ -180,22 +182,16 @@ impl Repos {
                 armed: true,
             };
             loop {
-                match maintenance::compact(&repos, &repo, maintenance::Plan::Geometric).await {
-                    Ok(Some(done)) => {
-                        tracing::info!(
-                            repo = %repo,
-                            merged = done.merged.len(),
-                            objects = done.pack.objects,
-                            "compacted"
-                        );
+                match maintenance::maintain(&repos, &repo).await {
+                    Ok(true) => {
                         if let Err(e) =
                             maintenance::collect_garbage(&repos, &repo, repos.config.gc_grace).await
                         {
                             tracing::warn!(repo = %repo, error = %e, "garbage collection failed");
                         }
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(repo = %repo, error = %e, "compaction failed"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(repo = %repo, error = %e, "maintenance failed"),
                 }
                 // Under one lock: another round if a push asked for one meanwhile,
                 // else done (a later push then starts a new task).
@@ -238,6 +234,55 @@ impl Repos {
             manifest,
             etag: found.meta.etag,
         }))
+    }
+
+    /// The wants a fetch may not have: objects the repository lacks and, while its
+    /// packs may hold objects no ref reaches, objects no ref reaches (asked by id).
+    pub async fn unserved_wants(
+        &self,
+        repo: &RepoName,
+        snapshot: &Snapshot,
+        odb: &Arc<Odb>,
+        wants: &[gix_hash::ObjectId],
+    ) -> Result<Vec<gix_hash::ObjectId>, RepoError> {
+        let missing = fetch::unknown_wants(odb, wants);
+        if !missing.is_empty() || snapshot.manifest.unreachable_since.is_none() {
+            return Ok(missing);
+        }
+        let tips = fetch::ref_tips(&snapshot.manifest);
+        let by_id: Vec<_> = wants
+            .iter()
+            .filter(|w| !tips.contains(*w))
+            .copied()
+            .collect();
+        if by_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reachable = self.reachable(repo, snapshot, odb).await?;
+        Ok(by_id
+            .into_iter()
+            .filter(|w| !reachable.contains(w))
+            .collect())
+    }
+
+    /// Every object the refs of `snapshot` reach, cached by manifest.
+    pub async fn reachable(
+        &self,
+        repo: &RepoName,
+        snapshot: &Snapshot,
+        odb: &Arc<Odb>,
+    ) -> Result<Arc<std::collections::HashSet<gix_hash::ObjectId>>, RepoError> {
+        let etag = snapshot.etag.as_str();
+        if let Some(set) = self.caches.reachable(repo.as_str(), etag) {
+            return Ok(set);
+        }
+        let (odb, manifest) = (odb.clone(), snapshot.manifest.clone());
+        let set = tokio::task::spawn_blocking(move || fetch::reachable(&odb, &manifest))
+            .await
+            .expect("the walk does not panic")?;
+        let set = Arc::new(set);
+        self.caches.keep_reachable(repo.as_str(), etag, set.clone());
+        Ok(set)
     }
 
     /// Opens the objects of `manifest`.

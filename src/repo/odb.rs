@@ -9,6 +9,7 @@
 //! cache miss through the runtime handle): call [`ObjectSource`] methods only from
 //! `spawn_blocking` threads, never from async tasks.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -60,6 +61,9 @@ pub struct Caches {
     /// looked up only once the repository is known to hold the object. Walks read the
     /// same recent trees for every shallow clone and fetch.
     objects: moka::sync::Cache<ObjectId, (Kind, Bytes)>,
+    /// Every object the refs of a manifest reach, by repository and manifest tag:
+    /// asked only while the packs may hold unreachable objects.
+    reachable: moka::sync::Cache<(String, String), Arc<HashSet<ObjectId>>>,
     counters: Arc<CacheCounters>,
 }
 
@@ -107,6 +111,10 @@ impl Caches {
                 .max_capacity(object_bytes)
                 .weigher(|_, (_, data): &(Kind, Bytes)| weight(64 + data.len()))
                 .build(),
+            reachable: moka::sync::Cache::builder()
+                .max_capacity(object_bytes)
+                .weigher(|_, set: &Arc<HashSet<ObjectId>>| weight(64 + 48 * set.len()))
+                .build(),
             counters: Arc::default(),
         }
     }
@@ -129,6 +137,16 @@ impl Caches {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// The cached set of objects reachable from a manifest's refs.
+    pub(crate) fn reachable(&self, repo: &str, etag: &str) -> Option<Arc<HashSet<ObjectId>>> {
+        self.reachable.get(&(repo.to_owned(), etag.to_owned()))
+    }
+
+    pub(crate) fn keep_reachable(&self, repo: &str, etag: &str, set: Arc<HashSet<ObjectId>>) {
+        self.reachable
+            .insert((repo.to_owned(), etag.to_owned()), set);
     }
 
     fn object(&self, id: &ObjectId) -> Option<(Kind, Bytes)> {
@@ -693,6 +711,19 @@ impl<A: ObjectSource, B: ObjectSource> ObjectSource for Layered<'_, A, B> {
 
     fn contains(&self, id: &oid) -> bool {
         self.first.contains(id) || self.then.contains(id)
+    }
+}
+
+/// An empty object source (a push that carries no pack, a pack checked on its own).
+#[derive(Debug, Clone, Copy)]
+pub struct NoObjects;
+
+impl ObjectSource for NoObjects {
+    fn read(&self, _: &oid, _: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        Ok(None)
+    }
+    fn contains(&self, _: &oid) -> bool {
+        false
     }
 }
 

@@ -15,6 +15,7 @@
 //! compare-and-swap loop, so that it judges the old value the command replaces. The
 //! default branch (HEAD's target) is never deleted, as in git.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +30,9 @@ use tokio::io::AsyncRead;
 use super::indexer::{IndexError, Limits, index_pack as index_stream};
 use super::manifest::{Manifest, PackEntry, RefValue};
 use super::object_check::{Finding, ObjectChecker, check_gitmodules};
-use super::odb::{Layered, LocalPack, ObjectSource, Odb, OdbError, pack_keys};
-use super::walk::{check_pack_closed, is_ancestor, peel};
+use super::odb::read_required;
+use super::odb::{Layered, LocalPack, NoObjects, ObjectSource, Odb, OdbError, pack_keys};
+use super::walk::{check_pack_closed, is_ancestor, parse_commit, peel, tag_target, tree_children};
 use super::{RepoError, RepoName, Repos, Snapshot};
 
 /// One ref update a client asked for. A null `old` means "create", a null `new` means
@@ -65,8 +67,7 @@ pub struct RefChange<'a> {
     pub old: Option<ObjectId>,
     /// The value it gets (`None`: the ref is deleted).
     pub new: Option<ObjectId>,
-    /// For an update the policy asked about ([`RefPolicy::needs_fast_forward`]):
-    /// whether the new value descends from the old one.
+    /// For an update: whether the new value descends from the old one.
     pub fast_forward: Option<bool>,
 }
 
@@ -75,9 +76,7 @@ pub struct RefChange<'a> {
 pub trait RefPolicy: Send + Sync {
     /// Whether the push may create the repository when it does not exist.
     fn may_create(&self) -> bool;
-    /// Whether [`RefPolicy::check`] needs to know if an update of `name` is a
-    /// fast-forward (a walk of the history, so only when it matters).
-    fn needs_fast_forward(&self, name: &str) -> bool;
+
     /// Brings the rules up to date once the pack is received and stored, right before
     /// the refs move: a long push is judged by the rules as they are when it lands, not
     /// as they were when it began. `Err` refuses every command with that reason.
@@ -95,9 +94,7 @@ impl RefPolicy for AllowAll {
     fn may_create(&self) -> bool {
         true
     }
-    fn needs_fast_forward(&self, _: &str) -> bool {
-        false
-    }
+
     async fn refresh(&self) -> Result<(), String> {
         Ok(())
     }
@@ -217,12 +214,7 @@ pub async fn receive(
         let odb = odb.clone();
         let commands = commands.clone();
         let local_index = received.as_ref().map(|r| r.2.clone());
-        let deny_nff = repos.config.deny_non_fast_forwards;
         let max_tree_depth = repos.config.max_tree_depth;
-        let wants_ff: Vec<bool> = commands
-            .iter()
-            .map(|c| deny_nff || policy.needs_fast_forward(&c.name))
-            .collect();
         let mut results = std::mem::take(&mut results);
         tokio::task::spawn_blocking(move || -> Result<_, OdbError> {
             let local = match &local_index {
@@ -234,23 +226,36 @@ pub async fn receive(
                 Some(local) => check_pack_closed(local, odb.as_ref(), max_tree_depth)?.err(),
                 None => None,
             };
-            for ((command, result), wants_ff) in
-                commands.iter().zip(results.iter_mut()).zip(wants_ff)
-            {
+            for (command, result) in commands.iter().zip(results.iter_mut()) {
                 if result.is_err() || command.new.is_null() {
                     continue;
                 }
                 *result = match (&gap, &local) {
                     (Some(fault), _) => Err(fault.to_string()),
-                    (None, Some(local)) => check_command(local, &odb, command, wants_ff)?,
-                    (None, None) => check_command(&NoObjects, &odb, command, wants_ff)?,
+                    (None, Some(local)) => check_command(local, &odb, command)?,
+                    (None, None) => check_command(&NoObjects, &odb, command)?,
                 };
             }
-            Ok(results)
+            // Objects of the pack that no new ref value reaches, and that the
+            // repository does not have already: the pack brings unreachable objects.
+            let extras = match (&gap, &local) {
+                (None, Some(local)) => {
+                    let tips: Vec<ObjectId> = commands
+                        .iter()
+                        .zip(&results)
+                        .filter(|(c, r)| r.is_ok() && !c.new.is_null())
+                        .map(|(c, _)| c.new)
+                        .collect();
+                    brings_unreachable(local, odb.as_ref(), &tips)?
+                }
+                _ => false,
+            };
+            Ok((results, extras))
         })
         .await
         .expect("the check task does not panic")?
     };
+    let (checks, brings_extras) = checks;
     results = checks;
 
     // Store the pack if any command will use it.
@@ -281,38 +286,25 @@ pub async fn receive(
     if snapshot.is_none() && !policy.may_create() {
         return Err(RepoError::NotFound(repo.clone()));
     }
-    let late: Vec<usize> = (0..commands.len())
-        .filter(|&i| {
-            let c = &commands[i];
-            matches!(&results[i], Ok(checked) if checked.fast_forward.is_none())
-                && !c.old.is_null()
-                && !c.new.is_null()
-                && policy.needs_fast_forward(&c.name)
-        })
-        .collect();
-    if !late.is_empty() {
-        let pairs = late
-            .iter()
-            .map(|&i| (commands[i].old, commands[i].new))
-            .collect();
-        let local_index = received.as_ref().map(|r| r.2.clone());
-        let found = fast_forwards(odb.clone(), local_index, pairs).await?;
-        for (&i, ff) in late.iter().zip(found) {
-            if let Ok(checked) = &mut results[i] {
-                checked.fast_forward = Some(ff);
-            }
-        }
-    }
-
     let (refs, written, created) = swap_manifest(
-        repos, repo, snapshot, &commands, results, new_pack, atomic, policy,
+        repos,
+        repo,
+        snapshot,
+        &commands,
+        results,
+        Landing {
+            pack: new_pack,
+            brings_unreachable: brings_extras,
+        },
+        atomic,
+        policy,
     )
     .await?;
     if let Some(written) = written {
         if let (true, Some((_, hash, index_path, data_path))) = (existed, &received) {
             ensure_pack_stored(repos, repo, hash, index_path, data_path).await?;
         }
-        repos.maintain_in_background(repo, &written.packs);
+        repos.maintain_in_background(repo, &written);
     }
     Ok(Report {
         unpack: Ok(()),
@@ -463,25 +455,12 @@ impl<R: std::io::Read> std::io::Read for Limited<R> {
     }
 }
 
-/// An empty object source, for pushes that carry no pack.
-struct NoObjects;
-
-impl ObjectSource for NoObjects {
-    fn read(&self, _: &gix_hash::oid, _: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
-        Ok(None)
-    }
-    fn contains(&self, _: &gix_hash::oid) -> bool {
-        false
-    }
-}
-
 /// Checks one command that sets a ref: its object is there, a branch gets a commit; and
-/// says whether it is a fast-forward when `wants_ff`.
+/// says whether an update is a fast-forward.
 fn check_command(
     local: &dyn ObjectSource,
     odb: &Odb,
     command: &Command,
-    wants_ff: bool,
 ) -> Result<Result<Checked, String>, OdbError> {
     let all = Layered {
         first: &DynSource(local),
@@ -502,7 +481,7 @@ fn check_command(
     }
     // An old value the repository lacks is not its ref's value: the swap refuses the
     // command ("fetch first") before any policy sees it.
-    let fast_forward = if wants_ff && !command.old.is_null() {
+    let fast_forward = if !command.old.is_null() {
         Some(all.contains(&command.old) && is_ancestor(&all, command.old, command.new)?)
     } else {
         None
@@ -513,32 +492,51 @@ fn check_command(
     }))
 }
 
-/// Whether each `(old, new)` is a fast-forward, looked up in the received pack (by its
-/// index, when there is one) and the repository; blocking walks, off the runtime.
-async fn fast_forwards(
-    odb: Arc<Odb>,
-    local_index: Option<std::path::PathBuf>,
-    pairs: Vec<(ObjectId, ObjectId)>,
-) -> Result<Vec<bool>, OdbError> {
-    tokio::task::spawn_blocking(move || {
-        let local = match &local_index {
-            Some(path) => Some(LocalPack::open(path)?),
-            None => None,
+/// Whether `pack` holds objects that none of `tips` reaches through the pack and that
+/// `existing` does not have: objects nothing will reach once the push lands.
+fn brings_unreachable(
+    pack: &LocalPack,
+    existing: &dyn ObjectSource,
+    tips: &[ObjectId],
+) -> Result<bool, OdbError> {
+    let mut reached: HashSet<ObjectId> = HashSet::new();
+    let mut stack: Vec<ObjectId> = tips.iter().filter(|t| pack.contains(t)).copied().collect();
+    let mut buf = Vec::new();
+    while let Some(id) = stack.pop() {
+        if !reached.insert(id) {
+            continue;
+        }
+        let children: Vec<ObjectId> = match pack.kind_of(&id)? {
+            Some(Kind::Commit) => {
+                read_required(pack, &id, &mut buf)?;
+                let info = parse_commit(id, &buf)?;
+                std::iter::once(info.tree).chain(info.parents).collect()
+            }
+            Some(Kind::Tree) => {
+                read_required(pack, &id, &mut buf)?;
+                tree_children(id, &buf)?
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .collect()
+            }
+            Some(Kind::Tag) => {
+                read_required(pack, &id, &mut buf)?;
+                vec![tag_target(id, &buf)?.0]
+            }
+            _ => Vec::new(),
         };
-        let source: &dyn ObjectSource = match &local {
-            Some(local) => &Layered {
-                first: local,
-                then: odb.as_ref(),
-            },
-            None => odb.as_ref(),
-        };
-        pairs
-            .iter()
-            .map(|(old, new)| Ok(source.contains(old) && is_ancestor(source, *old, *new)?))
-            .collect()
-    })
-    .await
-    .expect("the walk does not panic")
+        stack.extend(
+            children
+                .into_iter()
+                .filter(|c| pack.contains(c) && !reached.contains(c)),
+        );
+    }
+    if reached.len() == pack.num_objects() as usize {
+        return Ok(false);
+    }
+    Ok(pack
+        .ids()
+        .any(|id| !reached.contains(&id) && !existing.contains(&id)))
 }
 
 /// `&dyn ObjectSource` as a sized source.
@@ -695,19 +693,36 @@ async fn swap_manifest(
     mut snapshot: Option<Snapshot>,
     commands: &[Command],
     checked: Vec<Result<Checked, String>>,
-    new_pack: Option<PackEntry>,
+    landing: Landing,
     atomic: bool,
     policy: &dyn RefPolicy,
 ) -> Result<Swapped, RepoError> {
     let deny_nff = repos.config.deny_non_fast_forwards;
     let key = repo.key("manifest");
     let txn = transaction_id();
+    // The objects were checked against the packs of this manifest: after a prune, some
+    // of them may be gone.
+    let checked_against = snapshot.as_ref().map_or(0, |s| s.manifest.prunes);
     let mut last_results = Vec::new();
     for attempt in 0..MAX_ATTEMPTS {
         let mut next = match &snapshot {
             Some(s) => s.manifest.clone(),
             None => Manifest::empty(&initial_head(commands)),
         };
+        if next.prunes != checked_against {
+            let refused = commands
+                .iter()
+                .map(|c| {
+                    let reason =
+                        "the repository was pruned while this push was checked; push again";
+                    (c.name.clone(), Err(reason.to_owned()))
+                })
+                .collect();
+            return Ok((refused, None, false));
+        }
+        // Whether an applied command leaves objects unreachable: a deletion, or an
+        // update that is not a fast-forward.
+        let mut orphans = landing.brings_unreachable;
         let mut results: Vec<Result<(), String>> = Vec::with_capacity(commands.len());
         for (command, check) in commands.iter().zip(&checked) {
             let result = match check {
@@ -737,6 +752,8 @@ async fn swap_manifest(
                     }) {
                         Err(reason)
                     } else {
+                        orphans |= current.is_some()
+                            && (command.new.is_null() || checked.fast_forward != Some(true));
                         if command.new.is_null() {
                             next.refs.remove(&command.name);
                         } else {
@@ -768,8 +785,11 @@ async fn swap_manifest(
         if results.iter().all(Result::is_err) {
             return Ok((report, None, false));
         }
-        if let Some(pack) = &new_pack {
+        if let Some(pack) = &landing.pack {
             next.add_pack(pack.clone(), usize::MAX);
+        }
+        if orphans && next.unreachable_since.is_none() {
+            next.unreachable_since = Some(super::maintenance::unix_now());
         }
         next.txns.record(&txn);
         last_results = report.clone();
@@ -816,6 +836,15 @@ async fn swap_manifest(
         })
         .collect();
     Ok((refused, None, false))
+}
+
+/// What a push adds beside its ref updates.
+#[derive(Debug)]
+struct Landing {
+    /// The pack it stored.
+    pack: Option<PackEntry>,
+    /// Whether the pack holds objects no new ref value reaches.
+    brings_unreachable: bool,
 }
 
 /// What [`swap_manifest`] did: per command, the manifest written, whether it created.
