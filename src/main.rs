@@ -602,6 +602,12 @@ async fn main() -> anyhow::Result<()> {
                 .map(|dir| (dir, args.pack_cache_dir_mb << 20));
             let (repos, disk_cache, retries) =
                 repos_for_serving(&args.store.store, config, caches, &layers, disk_cache).await?;
+            // Scratch directories a killed server left behind.
+            match stowage::repo::scratch::sweep(&repos.config.tmp_dir) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed abandoned scratch directories"),
+                Err(e) => tracing::warn!(error = %e, "could not sweep the scratch directory"),
+            }
             let trust_proxy_user = args
                 .trust_proxy_user
                 .map(|h| axum::http::HeaderName::try_from(h.to_ascii_lowercase()))

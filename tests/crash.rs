@@ -55,11 +55,16 @@ fn acknowledged_pushes_survive_killed_servers(backend: Backend) {
                 | 1
         });
     eprintln!("crash test: seed {seed}, {CLIENTS} clients, {pushes} pushes each");
-    let sb = Sandbox::new();
+        let sb = Sandbox::new();
+    // The servers' own scratch space, to see what killed ones leave there.
+    let scratch = sb.path("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let tmp_dir = scratch.to_str().expect("utf-8").to_owned();
+    let flags = ["--tmp-dir", tmp_dir.as_str()];
     let addresses = [free_address(), free_address()];
     let servers: Vec<Arc<Mutex<Server>>> = addresses
         .iter()
-        .map(|a| Arc::new(Mutex::new(Server::start_at(&backend, a, &[]))))
+        .map(|a| Arc::new(Mutex::new(Server::start_at(&backend, a, &flags))))
         .collect();
     let urls: Vec<String> = servers
         .iter()
@@ -88,7 +93,7 @@ fn acknowledged_pushes_survive_killed_servers(backend: Backend) {
                 kills.fetch_add(1, Ordering::SeqCst);
                 // Down for a moment, then back on the same address.
                 std::thread::sleep(Duration::from_millis(random.below(200)));
-                *server = Server::start_at(&backend, &addresses[i], &[]);
+                                *server = Server::start_at(&backend, &addresses[i], &flags);
             }
         });
         let clients: Vec<_> = (0..CLIENTS)
@@ -137,7 +142,15 @@ fn acknowledged_pushes_survive_killed_servers(backend: Backend) {
 
     // Every acknowledged push is in its branch's history, read through a server that
     // was not killed.
-    let check = Server::start(&backend);
+        drop(servers);
+    // A server starting on the scratch directory removes what killed ones left there.
+    let check = Server::start_with(&backend, &flags);
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .expect("scratch dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "abandoned scratch directories: {left:?}");
     let url = check.url("crash.git");
     let verify = sb.path("verify");
     sb.git(

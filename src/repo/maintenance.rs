@@ -125,9 +125,7 @@ pub async fn compact(
         .flat_map(|p| p.index.iter().map(|e| e.oid))
         .collect();
 
-    let tmp = tempfile::Builder::new()
-        .prefix("stowage-compact-")
-        .tempdir_in(&repos.config.tmp_dir)
+    let tmp = super::scratch::Scratch::new(&repos.config.tmp_dir, "compact")
         .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
     let chunks = stream_stored_packs(odb.clone(), Stored::All);
     let dir = tmp.path().to_owned();
@@ -261,9 +259,7 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
     let manifest = &snapshot.manifest;
     let before: u64 = manifest.packs.iter().map(|p| u64::from(p.objects)).sum();
     let tips: Vec<ObjectId> = manifest.refs.values().map(|r| r.id).collect();
-    let tmp = tempfile::Builder::new()
-        .prefix("stowage-prune-")
-        .tempdir_in(&repos.config.tmp_dir)
+    let tmp = super::scratch::Scratch::new(&repos.config.tmp_dir, "prune")
         .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
     let written = if tips.is_empty() {
         None

@@ -20,6 +20,7 @@ pub mod object_check;
 pub mod odb;
 pub mod packgen;
 pub mod push;
+pub mod scratch;
 pub mod walk;
 
 use std::path::PathBuf;

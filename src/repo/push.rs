@@ -183,9 +183,7 @@ pub async fn receive(
         })
         .collect();
 
-    let tmp = tempfile::Builder::new()
-        .prefix("stowage-push-")
-        .tempdir_in(&repos.config.tmp_dir)
+    let tmp = super::scratch::Scratch::new(&repos.config.tmp_dir, "push")
         .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
 
     // Receive and index the pack.

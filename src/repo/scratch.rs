@@ -1,0 +1,93 @@
+//! Scratch directories for packs being received, merged or pruned, and the sweep that
+//! removes those a killed process left behind.
+//!
+//! Invariant: a scratch directory in use holds a lock (an exclusive `flock` on its
+//! `.lock` file) for as long as its owner lives; the operating system releases it when
+//! the process ends, however it ends. So a directory whose lock can be taken belongs to
+//! no one, and [`sweep`] may remove it, even while other servers share the temporary
+//! directory.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// What every scratch directory's name starts with.
+const PREFIX: &str = "stowage-scratch-";
+const LOCK: &str = ".lock";
+
+/// A scratch directory, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    /// Held for the directory's life.
+    _lock: File,
+}
+
+impl Scratch {
+    /// A new scratch directory in `parent`, for `purpose` (part of its name).
+    pub fn new(parent: &Path, purpose: &str) -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{PREFIX}{purpose}-"))
+            .tempdir_in(parent)?;
+        let lock = File::create(dir.path().join(LOCK))?;
+        lock.lock()?;
+        Ok(Scratch { dir, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Removes the scratch directories in `parent` that no living process holds; returns
+/// how many.
+pub fn sweep(parent: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(parent)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let dir: PathBuf = entry.path();
+        let lock = match File::open(dir.join(LOCK)) {
+            Ok(lock) => lock,
+            // Made, but killed before its lock: nobody can be using it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::remove_dir_all(&dir).is_ok() {
+                    removed += 1;
+                }
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if lock.try_lock().is_ok() && std::fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_abandoned_directories_are_swept() {
+        let parent = tempfile::tempdir().expect("parent");
+        let live = Scratch::new(parent.path(), "push").expect("scratch");
+        // One a killed process left: its lock file is there, nobody holds it.
+        let dead = parent.path().join(format!("{PREFIX}push-dead"));
+        std::fs::create_dir(&dead).expect("dir");
+        File::create(dead.join(LOCK)).expect("lock");
+        std::fs::write(dead.join("incoming.pack"), b"half a pack").expect("write");
+        let unrelated = parent.path().join("something-else");
+        std::fs::create_dir(&unrelated).expect("dir");
+        assert_eq!(sweep(parent.path()).expect("sweep"), 1);
+        assert!(!dead.exists());
+        assert!(live.path().exists(), "a directory in use stays");
+        assert!(unrelated.exists());
+        let path = live.path().to_owned();
+        drop(live);
+        assert!(!path.exists(), "removed when dropped");
+    }
+}
