@@ -24,7 +24,9 @@ fi
 export PATH="$FUZZ_ROOT/bin:$PATH"
 export CARGO_TARGET_DIR="$STOWAGE_CACHE_DIR/fuzz-target"
 
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+# STOWAGE_FUZZ_STABLE=1 uses the stable toolchain even where a nightly is installed (as
+# CI does, which has none).
+if [ -z "${STOWAGE_FUZZ_STABLE:-}" ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)
   sanitizer=address
 else

@@ -55,7 +55,7 @@ fn acknowledged_pushes_survive_killed_servers(backend: Backend) {
                 | 1
         });
     eprintln!("crash test: seed {seed}, {CLIENTS} clients, {pushes} pushes each");
-        let sb = Sandbox::new();
+    let sb = Sandbox::new();
     // The servers' own scratch space, to see what killed ones leave there.
     let scratch = sb.path("scratch");
     std::fs::create_dir_all(&scratch).expect("scratch dir");
@@ -93,7 +93,7 @@ fn acknowledged_pushes_survive_killed_servers(backend: Backend) {
                 kills.fetch_add(1, Ordering::SeqCst);
                 // Down for a moment, then back on the same address.
                 std::thread::sleep(Duration::from_millis(random.below(200)));
-                                *server = Server::start_at(&backend, &addresses[i], &flags);
+                *server = Server::start_at(&backend, &addresses[i], &flags);
             }
         });
         let clients: Vec<_> = (0..CLIENTS)
@@ -142,7 +142,7 @@ fn acknowledged_pushes_survive_killed_servers(backend: Backend) {
 
     // Every acknowledged push is in its branch's history, read through a server that
     // was not killed.
-        drop(servers);
+    drop(servers);
     // A server starting on the scratch directory removes what killed ones left there.
     let check = Server::start_with(&backend, &flags);
     let left: Vec<_> = std::fs::read_dir(&scratch)

@@ -18,6 +18,7 @@ use stowage_store::{FaultStore, RetryPolicy};
 on_every_backend!(
     every_request_of_a_push_failed_in_turn,
     compaction_and_collection_survive_a_failure_at_every_step,
+    a_crash_before_or_after_the_manifest_write,
 );
 
 const KINDS: [&str; 2] = ["transient", "permanent"];
@@ -113,6 +114,38 @@ fn every_request_of_a_push_failed_in_turn(backend: Backend) {
             "push with a {kind} fault at request 1..={}: {outcomes:?}",
             requests + 1
         );
+    }
+}
+
+fn a_crash_before_or_after_the_manifest_write(backend: Backend) {
+    let clean = Server::start(&backend);
+    let sb = Sandbox::new();
+    let (src, first, second) = source(&sb);
+    for (kind, moves) in [("crash", false), ("crash-after", true)] {
+        let repo = format!("{kind}.git");
+        sb.git(
+            &src,
+            &[
+                "push",
+                "-q",
+                &clean.url(&repo),
+                &format!("{first}:refs/heads/main"),
+            ],
+        );
+        let spec = format!("op=put,key={kind}.git/manifest,nth=1,error={kind}");
+        let dying = Server::start_with(&backend, &["--inject-faults", &spec]);
+        let out = sb.git_output(&src, &["push", &dying.url(&repo), "main"]);
+        drop(dying);
+        assert!(
+            !out.status.success(),
+            "{kind}: the client is not told success"
+        );
+        // The push is in the repository exactly when its manifest write landed.
+        let now = remote_main(&sb, &clean.url(&repo));
+        assert_eq!(&now, if moves { &second } else { &first }, "{kind}");
+        fsck_clean(&backend, kind);
+        sb.git(&src, &["push", "-q", &clean.url(&repo), "main"]);
+        assert_eq!(remote_main(&sb, &clean.url(&repo)), second);
     }
 }
 

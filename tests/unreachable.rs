@@ -309,11 +309,15 @@ fn pruning_while_pushing_loses_no_acknowledged_push(backend: Backend) {
         let out = sb.git_output(&check, &["merge-base", "--is-ancestor", commit, "main"]);
         assert!(out.status.success(), "acknowledged {commit} was lost");
     }
-        let fsck = stowage()
+    let fsck = stowage()
         .args(["fsck", "race", "--store", &backend.url()])
         .output()
         .expect("fsck");
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     let prunes = manifest(&backend, "race")["prunes"].as_u64().unwrap_or(0);
     eprintln!(
         "pruning while pushing: {prunes} prunes, {} of {rounds} pushes acknowledged",
