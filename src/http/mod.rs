@@ -460,15 +460,22 @@ fn body_reader(request: Request, limits: &ConnectionLimits) -> Box<dyn AsyncRead
     }
 }
 
-/// A body stream that fails once a window of time passes in which it brought fewer
-/// bytes than the minimum rate asks.
+/// A body stream that fails when the client is too slow: for every `window` of time
+/// spent waiting on the client (the consumer asked for data and none was there), the
+/// client must have brought `per_window` bytes. Time the server spends on other work
+/// between reads does not count against the client.
 struct MinRate<S> {
     inner: S,
     /// Bytes each window must bring (0: no minimum).
     per_window: u64,
     window: Duration,
+    /// Bytes and waiting time of the current window.
     got: u64,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    waited: Duration,
+    /// Since when the consumer has been waiting for data, if it is.
+    waiting_since: Option<tokio::time::Instant>,
+    /// Wakes the consumer when the window's waiting time would be used up.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<S> MinRate<S> {
@@ -478,8 +485,30 @@ impl<S> MinRate<S> {
             per_window: rate.saturating_mul(window.as_secs().max(1)),
             window,
             got: 0,
-            deadline: Box::pin(tokio::time::sleep(window)),
+            waited: Duration::ZERO,
+            waiting_since: None,
+            timer: Box::pin(tokio::time::sleep(window)),
         }
+    }
+
+    /// Ends a window whose waiting time is used up: an error if too little came.
+    fn judge(&mut self, waited: Duration) -> Result<(), io::Error> {
+        if waited < self.window {
+            return Ok(());
+        }
+        if self.got < self.per_window {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the request body arrived slower than this server accepts (at least {} \
+                     bytes in {:?})",
+                    self.per_window, self.window
+                ),
+            ));
+        }
+        self.got = 0;
+        self.waited = Duration::ZERO;
+        Ok(())
     }
 }
 
@@ -496,29 +525,39 @@ where
         use std::task::Poll;
         let this = &mut *self;
         let item = std::pin::Pin::new(&mut this.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &item {
-            this.got += chunk.len() as u64;
-        }
-        if matches!(item, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || this.per_window == 0 {
+        if this.per_window == 0 {
             return item;
         }
-        // Judged whether data came or not: a trickle is as slow as silence.
-        while this.deadline.as_mut().poll(cx).is_ready() {
-            if this.got < this.per_window {
-                return Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the request body arrived slower than this server accepts (at least {} \
-                         bytes in {:?})",
-                        this.per_window, this.window
-                    ),
-                ))));
+        let now = tokio::time::Instant::now();
+        match item {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(since) = this.waiting_since.take() {
+                    this.waited += now - since;
+                }
+                this.got += chunk.len() as u64;
+                let waited = this.waited;
+                if let Err(e) = this.judge(waited) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(chunk)))
             }
-            this.got = 0;
-            let next = tokio::time::Instant::now() + this.window;
-            this.deadline.as_mut().reset(next);
+            Poll::Pending => loop {
+                let since = *this.waiting_since.get_or_insert(now);
+                let waited = this.waited + (now - since);
+                if waited >= this.window {
+                    if let Err(e) = this.judge(waited) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    this.waiting_since = Some(now);
+                    continue;
+                }
+                this.timer.as_mut().reset(now + (this.window - waited));
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            },
+            other => other,
         }
-        item
     }
 }
 
@@ -543,4 +582,84 @@ async fn read_limited(
         ));
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    /// A body sending `chunk` bytes every `every`, `count` times.
+    fn trickle(
+        chunk: usize,
+        every: Duration,
+        count: usize,
+    ) -> impl futures::Stream<Item = io::Result<bytes::Bytes>> + Unpin {
+        Box::pin(futures::stream::unfold(0, move |n| async move {
+            if n == count {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok(bytes::Bytes::from(vec![b'x'; chunk])), n + 1))
+        }))
+    }
+
+    async fn drain(
+        stream: impl futures::Stream<Item = io::Result<bytes::Bytes>> + Unpin,
+    ) -> io::Result<usize> {
+        let mut stream = stream;
+        let mut total = 0;
+        while let Some(chunk) = stream.next().await {
+            total += chunk?.len();
+        }
+        Ok(total)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_byte_a_second_is_cut_off() {
+        let body = MinRate::new(
+            trickle(1, Duration::from_secs(1), 100),
+            100,
+            Duration::from_secs(10),
+        );
+        let started = tokio::time::Instant::now();
+        let e = drain(body).await.expect_err("too slow");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() <= Duration::from_secs(11),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_cut_off_too() {
+        let body = MinRate::new(
+            Box::pin(futures::stream::pending::<io::Result<bytes::Bytes>>()),
+            100,
+            Duration::from_secs(5),
+        );
+        assert!(drain(body).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_client_and_a_busy_server_pass() {
+        let fast = MinRate::new(
+            trickle(4096, Duration::from_millis(100), 100),
+            1024,
+            Duration::from_secs(2),
+        );
+        assert_eq!(drain(fast).await.expect("fast enough"), 4096 * 100);
+        // The server reads a chunk, then works for a minute before it reads again:
+        // that minute is not the client's.
+        let mut busy = MinRate::new(
+            trickle(100, Duration::from_millis(10), 5),
+            1024,
+            Duration::from_secs(2),
+        );
+        while let Some(chunk) = busy.next().await {
+            chunk.expect("not the client's fault");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    }
 }
