@@ -150,6 +150,10 @@ struct Serve {
     /// Accept pushed objects without checking them as git's transfer.fsckObjects does.
     #[arg(long)]
     no_fsck_objects: bool,
+    /// Do not refuse pushes for this finding of the object checks (a git fsck message
+    /// id such as zeroPaddedFilemode; repeatable), as git's receive.fsck.<id>=ignore.
+    #[arg(long, value_name = "MSG_ID")]
+    fsck_ignore: Vec<String>,
 
     /// Turn access control off: every request may read and write every repository.
     #[arg(long)]
@@ -189,6 +193,9 @@ struct LimitArgs {
     /// Most ref updates in one push.
     #[arg(long, default_value_t = 100_000)]
     max_push_commands: usize,
+    /// Most push options in one push.
+    #[arg(long, default_value_t = 100)]
+    max_push_options: usize,
     /// Longest ref name a push may set, in bytes.
     #[arg(long, default_value_t = 1024)]
     max_ref_name_bytes: usize,
@@ -579,6 +586,7 @@ async fn main() -> anyhow::Result<()> {
                 compact_after_push: !args.no_background_compaction,
                 gc_grace: std::time::Duration::from_secs(args.gc_grace_secs),
                 fsck_objects: !args.no_fsck_objects,
+                fsck_ignore: args.fsck_ignore.clone(),
                 max_object_bytes: args.limits.max_object_mb << 20,
                 max_delta_depth: args.limits.max_delta_depth,
                 max_tree_depth: args.limits.max_tree_depth,
@@ -685,6 +693,7 @@ async fn main() -> anyhow::Result<()> {
                     max_depth: args.limits.max_depth,
                     max_filter_bytes: args.limits.max_filter_bytes,
                     max_push_commands: args.limits.max_push_commands,
+                    max_push_options: args.limits.max_push_options,
                 },
                 connections: ConnectionLimits {
                     header_timeout: std::time::Duration::from_secs(

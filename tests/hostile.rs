@@ -205,9 +205,31 @@ fn pushed_objects_are_checked_as_git_fsck_checks_them(backend: Backend) {
         .expect("fsck");
     assert!(fsck.status.success());
 
+    // One finding ignored, the others still refused.
+    let ignoring = Server::start_with(&backend, &["--fsck-ignore", "zeroPaddedFilemode"]);
+    let (_, zero_padded) = &cases[0];
+    sb.git(
+        &src,
+        &[
+            "push",
+            "-q",
+            &ignoring.url("ignoring.git"),
+            &format!("{zero_padded}:refs/heads/main"),
+        ],
+    );
+    let (_, dotgit) = &cases[1];
+    let out = sb.git_output(
+        &src,
+        &[
+            "push",
+            &ignoring.url("ignoring.git"),
+            &format!("{dotgit}:refs/heads/other"),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hasDotgit"));
+
     // With the checks off, git's own server would take them; so does stowage.
     let lax = Server::start_with(&backend, &["--no-fsck-objects"]);
-    let (_, zero_padded) = &cases[0];
     sb.git(
         &src,
         &[
@@ -235,6 +257,8 @@ const SMALL_LIMITS: &[&str] = &[
     "20",
     "--max-push-commands",
     "3",
+    "--max-push-options",
+    "1",
     "--max-ref-name-bytes",
     "40",
     "--max-object-mb",
@@ -426,6 +450,12 @@ fn limits_refuse_hostile_requests(backend: Backend) {
     let out = sb.git_output(&src, &["push", &url, "b1", "b2", "b3", "b4"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("more than 3 ref updates"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sb.git_output(&src, &["push", "-o", "a", "-o", "b", &url, "b1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("more than 1 push options"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -11,6 +11,7 @@ use common::{Backend, Sandbox, Server, post_with, stowage};
 
 on_every_backend!(
     a_force_pushed_secret_is_not_served_and_is_purged,
+    shallow_lines_do_not_reach_unreachable_history,
     pruning_runs_in_the_background_after_the_grace_period,
     pruning_while_pushing_loses_no_acknowledged_push,
 );
@@ -190,6 +191,95 @@ fn a_force_pushed_secret_is_not_served_and_is_purged(backend: Backend) {
     assert_eq!(
         sb.git(&sb.path("after"), &["rev-parse", "HEAD"]),
         sb.git(&src, &["rev-parse", "HEAD"])
+    );
+}
+
+/// The pack of a v2 fetch answer, taken out of its side-band frames.
+fn pack_of_v2_answer(answer: &[u8]) -> Vec<u8> {
+    let mut rest = answer;
+    let mut in_pack = false;
+    let mut pack = Vec::new();
+    while rest.len() >= 4 {
+        let len = usize::from_str_radix(std::str::from_utf8(&rest[..4]).expect("hex"), 16)
+            .expect("length");
+        if len < 4 {
+            rest = &rest[4..];
+            continue;
+        }
+        let data = &rest[4..len];
+        if data == b"packfile\n" {
+            in_pack = true;
+        } else if in_pack && data.first() == Some(&1) {
+            pack.extend_from_slice(&data[1..]);
+        }
+        rest = &rest[len..];
+    }
+    pack
+}
+
+fn shallow_lines_do_not_reach_unreachable_history(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::new();
+    let url = server.url("demo.git");
+    let src = sb.init_repo("src");
+    let base = sb.commit(&src, "a.txt", "a\n", "first");
+    sb.git(&src, &["push", "-q", &url, "main"]);
+    // The secret, a commit on top of it, both pushed, then force-pushed away.
+    let leaked = sb.commit(&src, "config.txt", SECRET, "oops");
+    let blob = sb
+        .git(&src, &["rev-parse", "HEAD:config.txt"])
+        .trim()
+        .to_owned();
+    let above = sb.commit(&src, "more.txt", "more\n", "above the secret");
+    sb.git(&src, &["push", "-q", &url, "main"]);
+    sb.git(&src, &["reset", "-q", "--hard", &base]);
+    let main = sb.commit(&src, "b.txt", "b\n", "without the secret");
+    sb.git(&src, &["push", "-q", "-f", &url, "main"]);
+    // A client claiming the commit above the secret as its shallow boundary, asking to
+    // deepen from there.
+    let mut body = common::pkt(b"command=fetch\n");
+    body.extend_from_slice(b"0001");
+    for line in [
+        format!("want {main}\n"),
+        format!("shallow {above}\n"),
+        "deepen 1\n".to_owned(),
+        "deepen-relative\n".to_owned(),
+        "no-progress\n".to_owned(),
+        "done\n".to_owned(),
+    ] {
+        body.extend(common::pkt(line.as_bytes()));
+    }
+    body.extend_from_slice(b"0000");
+    let (status, answer) = post_with(
+        &server.url("demo.git/git-upload-pack"),
+        "application/x-git-upload-pack-request",
+        &body,
+        &["Git-Protocol: version=2"],
+    );
+    assert_eq!(status, 200);
+    let pack = pack_of_v2_answer(&answer);
+    assert!(!pack.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let check = sb.path("check.git");
+    sb.git(
+        sb.dir.path(),
+        &["init", "-q", "--bare", check.to_str().expect("utf-8")],
+    );
+    std::fs::write(sb.path("answer.pack"), &pack).expect("write");
+    let indexed = sb
+        .git_cmd(&check)
+        .args(["index-pack", "--stdin"])
+        .stdin(std::fs::File::open(sb.path("answer.pack")).expect("pack"))
+        .output()
+        .expect("index-pack");
+    assert!(
+        indexed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&indexed.stderr)
+    );
+    let received = stored_objects(&sb, &check);
+    assert!(
+        !received.contains(&blob) && !received.contains(&leaked),
+        "deepen-relative from an unreachable shallow commit sent the secret"
     );
 }
 

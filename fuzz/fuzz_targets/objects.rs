@@ -5,7 +5,7 @@
 use gix_hash::ObjectId;
 use gix_object::Kind;
 use libfuzzer_sys::fuzz_target;
-use stowage::repo::object_check::{ObjectChecker, check_gitmodules};
+use stowage::repo::object_check::ObjectChecker;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, object)) = data.split_first() else {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         1 => Kind::Tree,
         2 => Kind::Tag,
         _ => {
-            let _ = check_gitmodules(id, Kind::Blob, object);
+            let _ = ObjectChecker::new().check_gitmodules(id, Kind::Blob, object);
             return;
         }
     };

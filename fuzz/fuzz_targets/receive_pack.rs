@@ -3,12 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use stowage::protocol::RequestLimits;
 use stowage::protocol::receive_pack::{read_request, report};
 use stowage::repo::push::Report;
 
 fuzz_target!(|data: &[u8]| {
     let mut reader = data;
-    if let Ok(request) = futures::executor::block_on(read_request(&mut reader, 1000)) {
+    let limits = RequestLimits::default();
+    if let Ok(request) = futures::executor::block_on(read_request(&mut reader, &limits)) {
         let answer = Report {
             unpack: Ok(()),
             messages: vec!["fuzzed".into()],

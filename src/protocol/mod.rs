@@ -117,8 +117,10 @@ pub struct RequestLimits {
     pub max_depth: u32,
     /// The longest `filter` spec, in bytes (`--max-filter-bytes`).
     pub max_filter_bytes: usize,
-    /// Ref updates in one push (`--max-push-commands`).
+    /// Ref updates (and shallow lines) in one push (`--max-push-commands`).
     pub max_push_commands: usize,
+    /// Push options in one push (`--max-push-options`).
+    pub max_push_options: usize,
 }
 
 impl Default for RequestLimits {
@@ -130,6 +132,7 @@ impl Default for RequestLimits {
             max_depth: i32::MAX as u32,
             max_filter_bytes: 4096,
             max_push_commands: 100_000,
+            max_push_options: 100,
         }
     }
 }

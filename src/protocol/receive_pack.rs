@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::pktline::{MAX_PKT_LEN, PktLine, PktWriter};
-use super::{BadRequest, Framing, parse_oid};
+use super::{BadRequest, Framing, RequestLimits, parse_oid};
 use crate::repo::push::{Command, Report};
 
 /// The command section of a push.
@@ -78,15 +78,15 @@ async fn read_pkt<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads the command list (and push options) from the start of a push body, at most
-/// `max_commands` ref updates. On error, also says how to frame the answer, as far as
-/// the capabilities were read.
+/// Reads the command list (and push options) from the start of a push body, within
+/// `limits`. On error, also says how to frame the answer, as far as the capabilities
+/// were read.
 pub async fn read_request<R: AsyncRead + Unpin>(
     reader: &mut R,
-    max_commands: usize,
+    limits: &RequestLimits,
 ) -> Result<Request, (BadRequest, Framing)> {
     let mut request = Request::default();
-    match read_sections(reader, &mut request, max_commands).await {
+    match read_sections(reader, &mut request, limits).await {
         Ok(()) => Ok(request),
         Err(e) => Err((e, request.framing())),
     }
@@ -95,9 +95,11 @@ pub async fn read_request<R: AsyncRead + Unpin>(
 async fn read_sections<R: AsyncRead + Unpin>(
     reader: &mut R,
     request: &mut Request,
-    max_commands: usize,
+    limits: &RequestLimits,
 ) -> Result<(), BadRequest> {
+    let max_commands = limits.max_push_commands;
     let mut buf = Vec::new();
+    let mut lines = 0usize;
     loop {
         match read_pkt(reader, &mut buf).await? {
             None => {
@@ -108,7 +110,8 @@ async fn read_sections<R: AsyncRead + Unpin>(
             }
             Some(PktLine::Flush) => break,
             Some(PktLine::Data(_)) => {
-                if request.commands.len() >= max_commands {
+                lines += 1;
+                if lines > max_commands {
                     return Err(BadRequest::new(format!(
                         "more than {max_commands} ref updates in one push, more than this \
                          server accepts"
@@ -143,6 +146,12 @@ async fn read_sections<R: AsyncRead + Unpin>(
             match read_pkt(reader, &mut buf).await? {
                 Some(PktLine::Flush) | None => break,
                 Some(PktLine::Data(_)) => {
+                    if request.push_options.len() >= limits.max_push_options {
+                        return Err(BadRequest::new(format!(
+                            "more than {} push options, more than this server accepts",
+                            limits.max_push_options
+                        )));
+                    }
                     request
                         .push_options
                         .push(String::from_utf8_lossy(&buf).into_owned());
@@ -244,7 +253,7 @@ mod tests {
         let mut body = w.finish().to_vec();
         body.extend_from_slice(b"PACK....");
         let mut reader = &body[..];
-        let request = read_request(&mut reader, 100_000)
+        let request = read_request(&mut reader, &RequestLimits::default())
             .await
             .map_err(|e| e.0)
             .expect("valid");
@@ -261,7 +270,9 @@ mod tests {
         for bad in [&b"0010short"[..], b"zzzz", b"0009xxxxx0000", b"0003"] {
             let mut reader = bad;
             assert!(
-                read_request(&mut reader, 100_000).await.is_err(),
+                read_request(&mut reader, &RequestLimits::default())
+                    .await
+                    .is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -276,7 +287,7 @@ mod tests {
             .flush();
         let body = w.finish();
         let mut reader = &body[..];
-        let request = read_request(&mut reader, 100_000)
+        let request = read_request(&mut reader, &RequestLimits::default())
             .await
             .map_err(|e| e.0)
             .expect("valid");

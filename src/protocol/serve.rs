@@ -276,11 +276,22 @@ async fn negotiation(
     if let Some(id) = unserved.first() {
         return Err(Refusal::Git(format!("upload-pack: not our ref {id}")));
     }
+    // Shallow commits a ref does not reach are ignored, as unknown ones are: their
+    // history (a deepen-relative or unshallow walks it) is not the client's to get.
+    let hidden = repos
+        .unserved_wants(repo, snapshot, &odb, wanted.shallows)
+        .await?;
+    let shallows: Vec<ObjectId> = wanted
+        .shallows
+        .iter()
+        .filter(|id| !hidden.contains(id))
+        .copied()
+        .collect();
     let (update, limits) = limits(
         &odb,
         &snapshot.manifest,
         wanted.wants,
-        wanted.shallows,
+        &shallows,
         wanted.deepen,
         wanted.filter,
     )
@@ -519,7 +530,7 @@ pub async fn receive_pack(
         answer: Answer::whole(RECEIVE_RESULT, bytes),
         created,
     };
-    let parsed = match receive_pack::read_request(&mut body, limits.max_push_commands).await {
+    let parsed = match receive_pack::read_request(&mut body, limits).await {
         Ok(parsed) => parsed,
         Err((e, framing)) => return Ok(answer(receive_pack::fatal(&e.0, framing), false)),
     };

@@ -134,11 +134,13 @@ pub async fn compact(
         .expect("indexing does not panic")?;
     let (pack, index_path, data_path) = written;
     // Already stored unlisted (an earlier compaction that lost its race), it is written
-    // again so that garbage collection sees it young, and checked once listed.
+    // again so that garbage collection sees it young; listed again after retirement,
+    // checked once listed.
     let existed = store_pack(repos, repo, &pack.hash, &index_path, &data_path).await?;
-    let listed = || async {
-        if existed {
-            ensure_pack_stored(repos, repo, &pack.hash, &index_path, &data_path).await?;
+    let (pack, selected, index_path, data_path) = (&pack, &selected, &index_path, &data_path);
+    let listed = |relisted: bool| async move {
+        if existed || relisted {
+            ensure_pack_stored(repos, repo, &pack.hash, index_path, data_path).await?;
         }
         Ok::<_, RepoError>(Some(Compaction {
             merged: selected.clone(),
@@ -169,7 +171,7 @@ pub async fn compact(
         next.retired.retain(|r| !chosen.contains(&r.hash));
         next.retired
             .extend(selected.iter().map(|&hash| Retired { hash, at: now }));
-        next.add_pack(pack.clone(), first);
+        let relisted = next.add_pack(pack.clone(), first);
         next.txns.record(&txn);
         match repos
             .store
@@ -180,7 +182,7 @@ pub async fn compact(
             )
             .await
         {
-            Ok(_) => return listed().await,
+            Ok(_) => return listed(relisted).await,
             Err(StoreError::Precondition { .. }) => {}
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
@@ -190,7 +192,7 @@ pub async fn compact(
             .await?
             .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
         if snapshot.manifest.txns.has(&txn) {
-            return listed().await;
+            return listed(relisted).await;
         }
         let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
         tokio::time::sleep(Duration::from_millis(backoff)).await;
@@ -205,17 +207,18 @@ pub async fn maintain(repos: &Repos, repo: &RepoName) -> Result<bool, RepoError>
     let Some(snapshot) = repos.snapshot(repo).await? else {
         return Ok(false);
     };
-    if prune_due(&snapshot.manifest, repos.config.gc_grace) {
-        let pruned = prune(repos, repo).await?;
-        if let Some(done) = &pruned {
-            tracing::info!(
-                repo = %repo,
-                replaced = done.replaced.len(),
-                dropped = done.before.saturating_sub(done.kept),
-                "pruned objects no ref reaches"
-            );
-        }
-        return Ok(pruned.is_some());
+        // A prune superseded by a push falls through to compaction, so that packs do not
+    // pile up while a busy repository waits for a quiet moment to prune.
+    if prune_due(&snapshot.manifest, repos.config.gc_grace)
+        && let Some(done) = prune(repos, repo).await?
+    {
+        tracing::info!(
+            repo = %repo,
+            replaced = done.replaced.len(),
+            dropped = done.before.saturating_sub(done.kept),
+            "pruned objects no ref reaches"
+        );
+        return Ok(true);
     }
     let compacted = compact(repos, repo, Plan::Geometric).await?;
     if let Some(done) = &compacted {
@@ -239,6 +242,8 @@ pub struct Pruned {
     /// Objects in the packs before (counting copies), and kept.
     pub before: u64,
     pub kept: u64,
+    /// When it retired the packs it replaced (seconds since the Unix epoch).
+    pub at: u64,
 }
 
 /// Whether `manifest`'s packs have held objects no ref reaches for longer than
@@ -271,10 +276,10 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
             .await
             .expect("indexing does not panic")?;
         let (pack, index_path, data_path) = &written;
-        store_pack(repos, repo, &pack.hash, index_path, data_path).await?;
-        Some(written)
+        let existed = store_pack(repos, repo, &pack.hash, index_path, data_path).await?;
+        Some((written, existed))
     };
-    let new_pack = written.as_ref().map(|(pack, _, _)| pack.clone());
+    let new_pack = written.as_ref().map(|((pack, _, _), _)| pack.clone());
     let key = repo.key("manifest");
     let txn = transaction_id();
     let same_packs = |m: &Manifest| {
@@ -290,6 +295,9 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
         let mut next = current.manifest.clone();
         let now = unix_now();
         let keep = new_pack.as_ref().map(|p| p.hash);
+        // Listed again after it was retired: check its files once listed.
+        let relisted = keep.is_some_and(|k| next.retired.iter().any(|r| r.hash == k))
+            || written.as_ref().is_some_and(|(_, existed)| *existed);
         let replaced: Vec<ObjectId> = next
             .packs
             .iter()
@@ -303,11 +311,17 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
         next.unreachable_since = None;
         next.prunes += 1;
         next.txns.record(&txn);
-        let done = || Pruned {
-            replaced: replaced.clone(),
-            pack: new_pack.clone(),
-            before,
-            kept: new_pack.as_ref().map_or(0, |p| u64::from(p.objects)),
+        let done = || async {
+            if let (true, Some(((pack, index_path, data_path), _))) = (relisted, &written) {
+                ensure_pack_stored(repos, repo, &pack.hash, index_path, data_path).await?;
+            }
+            Ok::<_, RepoError>(Some(Pruned {
+                replaced: replaced.clone(),
+                pack: new_pack.clone(),
+                before,
+                kept: new_pack.as_ref().map_or(0, |p| u64::from(p.objects)),
+                at: now,
+            }))
         };
         match repos
             .store
@@ -318,7 +332,7 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
             )
             .await
         {
-            Ok(_) => return Ok(Some(done())),
+            Ok(_) => return done().await,
             Err(StoreError::Precondition { .. }) => {}
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
@@ -328,7 +342,7 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
             .await?
             .ok_or_else(|| RepoError::NotFound(repo.clone()))?;
         if current.manifest.txns.has(&txn) {
-            return Ok(Some(done()));
+            return done().await;
         }
         let backoff = 2u64.pow(attempt.min(6)) + u64::from(attempt) * 3;
         tokio::time::sleep(Duration::from_millis(backoff)).await;
@@ -338,10 +352,12 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
 }
 
 /// Prunes `repo` now (trying again a few times if pushes keep changing its refs), then
-/// deletes every pack file no manifest lists that was written before the prune landed:
-/// the packs it replaced, retired ones, and those of pushes that began before it
-/// (those pushes are refused: see [`prune`]). Packs of pushes checked after the prune
-/// are left. Requests reading deleted packs at that moment fail.
+/// deletes the packs it replaced and those retired before it, whenever they were
+/// written, and every other pack file no manifest lists that was written before the
+/// pack the prune made (those of pushes that began before it, which are refused: see
+/// [`prune`]). Packs of pushes checked after the prune are left; a retired pack pushed
+/// again meanwhile is stored again by its push. Requests reading deleted packs at that
+/// moment fail.
 pub async fn prune_now(
     repos: &Repos,
     repo: &RepoName,
@@ -350,17 +366,27 @@ pub async fn prune_now(
         let Some(pruned) = prune(repos, repo).await? else {
             continue;
         };
-        // The store's own clock says when the prune landed.
+        // The store's own clock says when the pruned pack was written, just before the
+        // prune landed (with no pack, the manifest says).
+        let marker = match &pruned.pack {
+            Some(pack) => pack_keys(repo, &pack.hash).1,
+            None => repo.key("manifest"),
+        };
         let landed = repos
             .store
-            .head(&repo.key("manifest"))
+            .head(&marker)
             .await?
             .modified
             .unwrap_or_else(SystemTime::now);
-        // Retired packs (the prune's, and earlier compactions') are never listed again,
-        // whenever they were written.
+        // The prune's retired packs and older ones; not those a compaction retired since.
         let retired: HashSet<ObjectId> = match repos.snapshot(repo).await? {
-            Some(s) => s.manifest.retired.iter().map(|r| r.hash).collect(),
+            Some(s) => s
+                .manifest
+                .retired
+                .iter()
+                .filter(|r| r.at <= pruned.at)
+                .map(|r| r.hash)
+                .collect(),
             None => HashSet::new(),
         };
         let mut doomed: HashSet<ObjectId> = pruned.replaced.iter().copied().collect();

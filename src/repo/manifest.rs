@@ -12,7 +12,14 @@ use gix_hash::ObjectId;
 use serde::{Deserialize, Serialize};
 
 /// Format version written in every manifest.
-pub const FORMAT: u32 = 1;
+/// The newest manifest format this server reads and writes. Format 2 adds
+/// [`Manifest::unreachable_since`] and [`Manifest::prunes`]: a manifest uses it once
+/// either is set, so that a server too old to keep them refuses the manifest instead
+/// of writing it back without them.
+pub const FORMAT: u32 = 2;
+
+/// The format of a manifest that needs nothing newer.
+pub const BASE_FORMAT: u32 = 1;
 
 /// How many transaction ids a manifest remembers.
 pub const RECENT_TXNS: usize = 32;
@@ -20,7 +27,8 @@ pub const RECENT_TXNS: usize = 32;
 /// A repository's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Always [`FORMAT`]; a reader refuses a manifest of a newer format.
+    /// [`BASE_FORMAT`], or [`FORMAT`] once a field of it is used; a reader refuses a
+    /// manifest of a newer format than it knows.
     pub format: u32,
     /// The object format (`sha1`).
     pub object_format: String,
@@ -118,7 +126,7 @@ impl Manifest {
     /// The manifest of a new, empty repository.
     pub fn empty(head: &str) -> Self {
         Manifest {
-            format: FORMAT,
+            format: BASE_FORMAT,
             object_format: "sha1".into(),
             head: head.into(),
             refs: BTreeMap::new(),
@@ -143,12 +151,16 @@ impl Manifest {
     }
 
     /// Lists `pack` (once), taking it off the retired list if it was there: the same
-    /// pack pushed again after a compaction replaced it.
-    pub fn add_pack(&mut self, pack: PackEntry, at: usize) {
+    /// pack pushed again after a compaction replaced it. Returns whether it was
+    /// retired: then garbage collection may have deleted its files just before, and the
+    /// writer checks they are there once the pack is listed.
+    pub fn add_pack(&mut self, pack: PackEntry, at: usize) -> bool {
+        let before = self.retired.len();
         self.retired.retain(|r| r.hash != pack.hash);
         if !self.packs.iter().any(|p| p.hash == pack.hash) {
             self.packs.insert(at.min(self.packs.len()), pack);
         }
+        self.retired.len() != before
     }
 
     /// The commit HEAD resolves to, if its branch exists.

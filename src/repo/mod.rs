@@ -57,6 +57,8 @@ pub struct RepoConfig {
     pub gc_grace: std::time::Duration,
     /// Whether received objects are checked as git's `transfer.fsckObjects` does.
     pub fsck_objects: bool,
+    /// Message ids of those checks not to refuse a push for.
+    pub fsck_ignore: Vec<String>,
     /// The longest delta chain a pushed pack may hold.
     pub max_delta_depth: u32,
     /// How deep the trees of a push may nest (git's `core.maxTreeDepth`).
@@ -76,6 +78,7 @@ impl Default for RepoConfig {
             compact_after_push: true,
             gc_grace: maintenance::DEFAULT_GRACE,
             fsck_objects: true,
+            fsck_ignore: Vec::new(),
             max_delta_depth: 4095,
             max_tree_depth: 2048,
             max_ref_name_bytes: 1024,
@@ -246,24 +249,22 @@ impl Repos {
         odb: &Arc<Odb>,
         wants: &[gix_hash::ObjectId],
     ) -> Result<Vec<gix_hash::ObjectId>, RepoError> {
-        let missing = fetch::unknown_wants(odb, wants);
-        if !missing.is_empty() || snapshot.manifest.unreachable_since.is_none() {
-            return Ok(missing);
+        let mut unserved = fetch::unknown_wants(odb, wants);
+        if snapshot.manifest.unreachable_since.is_none() {
+            return Ok(unserved);
         }
         let tips = fetch::ref_tips(&snapshot.manifest);
         let by_id: Vec<_> = wants
             .iter()
-            .filter(|w| !tips.contains(*w))
+            .filter(|w| !tips.contains(*w) && !unserved.contains(w))
             .copied()
             .collect();
         if by_id.is_empty() {
-            return Ok(Vec::new());
+            return Ok(unserved);
         }
         let reachable = self.reachable(repo, snapshot, odb).await?;
-        Ok(by_id
-            .into_iter()
-            .filter(|w| !reachable.contains(w))
-            .collect())
+        unserved.extend(by_id.into_iter().filter(|w| !reachable.contains(w)));
+        Ok(unserved)
     }
 
     /// Every object the refs of `snapshot` reach, cached by manifest.
@@ -273,17 +274,20 @@ impl Repos {
         snapshot: &Snapshot,
         odb: &Arc<Odb>,
     ) -> Result<Arc<std::collections::HashSet<gix_hash::ObjectId>>, RepoError> {
-        let etag = snapshot.etag.as_str();
-        if let Some(set) = self.caches.reachable(repo.as_str(), etag) {
-            return Ok(set);
-        }
-        let (odb, manifest) = (odb.clone(), snapshot.manifest.clone());
-        let set = tokio::task::spawn_blocking(move || fetch::reachable(&odb, &manifest))
-            .await
-            .expect("the walk does not panic")?;
-        let set = Arc::new(set);
-        self.caches.keep_reachable(repo.as_str(), etag, set.clone());
-        Ok(set)
+        // One walk for concurrent askers of one manifest (they wait for it).
+        let key = (repo.to_string(), snapshot.etag.as_str().to_owned());
+        let (caches, odb, manifest) = (self.caches.clone(), odb.clone(), snapshot.manifest.clone());
+        tokio::task::spawn_blocking(move || {
+            caches.reachable_or(key, || fetch::reachable(&odb, &manifest).map(Arc::new))
+        })
+        .await
+        .expect("the walk does not panic")
+        .map_err(|e| {
+            RepoError::Odb(Arc::try_unwrap(e).unwrap_or_else(|e| OdbError::Corrupt {
+                pack: "reachable objects".into(),
+                message: e.to_string(),
+            }))
+        })
     }
 
     /// Opens the objects of `manifest`.

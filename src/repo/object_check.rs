@@ -36,11 +36,36 @@ impl std::fmt::Display for Finding {
 #[derive(Debug, Default)]
 pub struct ObjectChecker {
     gitmodules: HashSet<ObjectId>,
+    /// Message ids not to report, lower-cased (git's `receive.fsck.<msg-id>=ignore`).
+    ignored: HashSet<String>,
 }
 
 impl ObjectChecker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A checker that does not report the findings of these message ids (any case), as
+    /// `git config receive.fsck.<msg-id> ignore` does: for histories that hold objects
+    /// old git wrote (such as zero-padded modes) and must be pushed as they are.
+    pub fn ignoring<'a>(ids: impl IntoIterator<Item = &'a str>) -> Self {
+        ObjectChecker {
+            gitmodules: HashSet::new(),
+            ignored: ids.into_iter().map(str::to_ascii_lowercase).collect(),
+        }
+    }
+
+    fn keep(&self, result: Result<(), Vec<Finding>>) -> Result<(), Vec<Finding>> {
+        match result {
+            Err(found) if !self.ignored.is_empty() => {
+                let left: Vec<Finding> = found
+                    .into_iter()
+                    .filter(|f| !self.ignored.contains(&f.msg_id.to_ascii_lowercase()))
+                    .collect();
+                if left.is_empty() { Ok(()) } else { Err(left) }
+            }
+            other => other,
+        }
     }
 
     /// Checks object `id` of `kind` with content `data`; blobs are only checked later,
@@ -56,7 +81,17 @@ impl ObjectChecker {
             Kind::Tag => check_tag(data, &mut findings),
             Kind::Blob => {}
         }
-        findings.result()
+        self.keep(findings.result())
+    }
+
+    /// Checks a `.gitmodules` blob (or what a tree names so: `kind` is what it is).
+    pub fn check_gitmodules(
+        &self,
+        id: ObjectId,
+        kind: Kind,
+        data: &[u8],
+    ) -> Result<(), Vec<Finding>> {
+        self.keep(check_gitmodules(id, kind, data))
     }
 
     /// The blobs trees named `.gitmodules`, to be read and passed to
@@ -67,7 +102,7 @@ impl ObjectChecker {
 }
 
 /// Checks a `.gitmodules` blob (or what a tree names so: `kind` is what it is).
-pub fn check_gitmodules(id: ObjectId, kind: Kind, data: &[u8]) -> Result<(), Vec<Finding>> {
+fn check_gitmodules(id: ObjectId, kind: Kind, data: &[u8]) -> Result<(), Vec<Finding>> {
     let mut findings = Findings {
         id,
         found: Vec::new(),
@@ -96,7 +131,7 @@ pub fn check_gitmodules(id: ObjectId, kind: Kind, data: &[u8]) -> Result<(), Vec
                 );
             }
             for url in section.values("url") {
-                if url.starts_with(b"-") || url.contains(&b'\n') {
+                if !submodule_url_ok(&url) {
                     findings.add("gitmodulesUrl", format!("disallowed submodule url: {url}"));
                 }
             }
@@ -119,6 +154,58 @@ pub fn check_gitmodules(id: ObjectId, kind: Kind, data: &[u8]) -> Result<(), Vec
         }
     }
     findings.result()
+}
+
+/// git's `check_submodule_url`: no option-like URL; a relative or `git://` one that
+/// decodes to a newline, or climbs out of its root into a host (`../:x`, `..//x`,
+/// CVE-2020-11008); any other that decodes to a newline.
+fn submodule_url_ok(url: &[u8]) -> bool {
+    if url.starts_with(b"-") {
+        return false;
+    }
+    let decoded = percent_decoded(url);
+    if decoded.contains(&b'\n') {
+        return false;
+    }
+    let relative = url.starts_with(b"./") || url.starts_with(b"../");
+    if relative || url.starts_with(b"git://") {
+        let mut rest = url;
+        let mut climbs = 0;
+        loop {
+            if let Some(after) = rest.strip_prefix(b"../") {
+                climbs += 1;
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix(b"./") {
+                rest = after;
+            } else {
+                break;
+            }
+        }
+        if climbs > 0 && matches!(rest.first(), Some(b':') | Some(b'/')) {
+            return false;
+        }
+    }
+    true
+}
+
+/// `%XX` escapes decoded (a `%` not followed by two hex digits is kept as it is).
+fn percent_decoded(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(s) = std::str::from_utf8(hex)
+            && let Ok(b) = u8::from_str_radix(s, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(text[i]);
+        i += 1;
+    }
+    out
 }
 
 struct Findings {
@@ -220,6 +307,18 @@ fn ident<'a>(data: &'a [u8], findings: &mut Findings) -> Result<&'a [u8], ()> {
     p += 1;
     if at(p) == b'0' && at(p + 1) != b' ' {
         return fail("zeroPaddedDate", "zero-padded date");
+    }
+    // git reads the date with strtoumax: blanks and a `+` may come first; a `-`
+    // wraps around to a date that overflows.
+    while matches!(at(p), b' ' | b'\t') {
+        p += 1;
+    }
+    match at(p) {
+        b'+' => p += 1,
+        b'-' if at(p + 1).is_ascii_digit() => {
+            return fail("badDateOverflow", "date causes integer overflow");
+        }
+        _ => {}
     }
     let digits = data[p..].iter().take_while(|b| b.is_ascii_digit()).count();
     let overflows = digits > 0
@@ -577,6 +676,15 @@ mod tests {
             ["gitmodulesSymlink"]
         );
         let check = |text: &str| ids(check_gitmodules(oid(), Kind::Blob, text.as_bytes()));
+        assert_eq!(
+            check("[submodule \"a\"]\n\turl = ../../:evil.example.com/x\n"),
+            ["gitmodulesUrl"]
+        );
+        assert_eq!(
+            check("[submodule \"a\"]\n\turl = https://example.com/%0a/x\n"),
+            ["gitmodulesUrl"]
+        );
+        assert!(check("[submodule \"a\"]\n\turl = ../sibling.git\n").is_empty());
         assert!(check("[submodule \"a\"]\n\tpath = a\n\turl = https://example.com/a\n").is_empty());
         assert_eq!(
             check("[submodule \"a\"]\n\turl = --upload-pack=touch /tmp/x\n"),
@@ -621,6 +729,12 @@ mod tests {
             ))
         };
         assert_eq!(ident("A <a> 1 +00x0"), ["badTimezone"]);
+        assert!(
+            ident("A <a>  1 +0000").is_empty(),
+            "git reads past a second blank"
+        );
+        assert!(ident("A <a> +1 +0000").is_empty(), "and a plus sign");
+        assert_eq!(ident("A <a> -1 +0000"), ["badDateOverflow"]);
         assert_eq!(ident("A <a> 1 +0000x"), ["badTimezone"]);
         assert_eq!(ident("A <a> 01 +0000"), ["zeroPaddedDate"]);
         assert_eq!(ident("A <a> x +0000"), ["badDate"]);
@@ -664,6 +778,18 @@ mod tests {
                 "tree {ID}\nauthor A <a> 1 +0000\ncommitter C <c> 1 +0000\n\nbody\0nul\n"
             )),
             ["nulInCommit"]
+        );
+    }
+
+    #[test]
+    fn ignored_message_ids_are_not_reported() {
+        let zero = tree(&[("0100644", b"a")]);
+        let mut checker = ObjectChecker::ignoring(["zeroPaddedFileMode"]);
+        assert!(checker.check(oid(), Kind::Tree, &zero).is_ok());
+        let both = tree(&[("0100644", b"a"), ("0100644", b"a")]);
+        assert_eq!(
+            ids(checker.check(oid(), Kind::Tree, &both)),
+            ["duplicateEntries"]
         );
     }
 

@@ -89,6 +89,10 @@ pub struct CacheStats {
     pub object_misses: u64,
 }
 
+/// Memory for sets of reachable objects (asked only while a repository's packs may
+/// hold unreachable objects, until its prune).
+const REACHABLE_BYTES: u64 = 256 << 20;
+
 impl Caches {
     /// Caches holding at most `index_bytes` of pack indexes, `pack_bytes` of pack
     /// data and `object_bytes` of decoded trees and commits.
@@ -112,7 +116,7 @@ impl Caches {
                 .weigher(|_, (_, data): &(Kind, Bytes)| weight(64 + data.len()))
                 .build(),
             reachable: moka::sync::Cache::builder()
-                .max_capacity(object_bytes)
+                .max_capacity(REACHABLE_BYTES)
                 .weigher(|_, set: &Arc<HashSet<ObjectId>>| weight(64 + 48 * set.len()))
                 .build(),
             counters: Arc::default(),
@@ -139,14 +143,14 @@ impl Caches {
         found
     }
 
-    /// The cached set of objects reachable from a manifest's refs.
-    pub(crate) fn reachable(&self, repo: &str, etag: &str) -> Option<Arc<HashSet<ObjectId>>> {
-        self.reachable.get(&(repo.to_owned(), etag.to_owned()))
-    }
-
-    pub(crate) fn keep_reachable(&self, repo: &str, etag: &str, set: Arc<HashSet<ObjectId>>) {
-        self.reachable
-            .insert((repo.to_owned(), etag.to_owned()), set);
+    /// The set of objects reachable from a manifest's refs (by repository and manifest
+    /// tag), made by `walk` once for any number of concurrent callers.
+    pub(crate) fn reachable_or(
+        &self,
+        key: (String, String),
+        walk: impl FnOnce() -> Result<Arc<HashSet<ObjectId>>, OdbError>,
+    ) -> Result<Arc<HashSet<ObjectId>>, Arc<OdbError>> {
+        self.reachable.try_get_with(key, walk)
     }
 
     fn object(&self, id: &ObjectId) -> Option<(Kind, Bytes)> {

@@ -29,7 +29,7 @@ use tokio::io::AsyncRead;
 
 use super::indexer::{IndexError, Limits, index_pack as index_stream};
 use super::manifest::{Manifest, PackEntry, RefValue};
-use super::object_check::{Finding, ObjectChecker, check_gitmodules};
+use super::object_check::{Finding, ObjectChecker};
 use super::odb::read_required;
 use super::odb::{Layered, LocalPack, NoObjects, ObjectSource, Odb, OdbError, pack_keys};
 use super::walk::{check_pack_closed, is_ancestor, parse_commit, peel, tag_target, tree_children};
@@ -256,12 +256,16 @@ pub async fn receive(
     let (checks, brings_extras) = checks;
     results = checks;
 
-    // Store the pack if any command will use it.
+    // Store the pack if a command that sets a value will use it.
     let mut new_pack = None;
     let mut existed = false;
+    let sets_values = commands
+        .iter()
+        .zip(&results)
+        .any(|(c, r)| r.is_ok() && !c.new.is_null());
     if let Some((local, hash, index_path, data_path)) = &received
         && local.num_objects() > 0
-        && results.iter().any(Result::is_ok)
+        && sets_values
     {
         let size = std::fs::metadata(data_path)
             .map_err(|e| RepoError::Store(StoreError::from_io("received pack", e)))?
@@ -284,7 +288,7 @@ pub async fn receive(
     if snapshot.is_none() && !policy.may_create() {
         return Err(RepoError::NotFound(repo.clone()));
     }
-    let (refs, written, created) = swap_manifest(
+    let (refs, written, created, relisted) = swap_manifest(
         repos,
         repo,
         snapshot,
@@ -299,7 +303,7 @@ pub async fn receive(
     )
     .await?;
     if let Some(written) = written {
-        if let (true, Some((_, hash, index_path, data_path))) = (existed, &received) {
+        if let (true, Some((_, hash, index_path, data_path))) = (existed || relisted, &received) {
             ensure_pack_stored(repos, repo, hash, index_path, data_path).await?;
         }
         repos.maintain_in_background(repo, &written);
@@ -350,6 +354,7 @@ async fn index_pack(
 ) -> Result<Option<(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>, Unpacking> {
     let limit = repos.config.max_pack_bytes;
     let fsck_objects = repos.config.fsck_objects;
+    let fsck_ignore = repos.config.fsck_ignore.clone();
     let max_delta_depth = repos.config.max_delta_depth;
     let bridge = tokio_util::io::SyncIoBridge::new(pack);
     let dir = dir.to_owned();
@@ -395,7 +400,8 @@ async fn index_pack(
             max_object_bytes: max_object as u64,
             max_delta_depth,
         };
-        let mut checker = fsck_objects.then(ObjectChecker::new);
+        let mut checker =
+            fsck_objects.then(|| ObjectChecker::ignoring(fsck_ignore.iter().map(String::as_str)));
         let indexed = index_stream(
             &mut limited,
             &dir,
@@ -416,7 +422,9 @@ async fn index_pack(
                 let Some(kind) = local.read(id, &mut data).map_err(|e| e.to_string())? else {
                     continue; // the repository's own, checked when it arrived
                 };
-                check_gitmodules(*id, kind, &data).map_err(|f| Unpacking::fsck(&f))?;
+                checker
+                    .check_gitmodules(*id, kind, &data)
+                    .map_err(|f| Unpacking::fsck(&f))?;
             }
         }
         Ok(Some((
@@ -552,9 +560,10 @@ impl ObjectSource for DynSource<'_> {
 /// Stores a pack's two files with `Create`: the pack, then its index (so the index's
 /// time says when the pack was complete). A file that is already there is the same
 /// pack (names are checksums), unlisted garbage perhaps, about to be collected: it is
-/// written again, which makes it young for garbage collection. Returns whether a file
-/// was already there, in which case the caller checks with [`ensure_pack_stored`]
-/// once the pack is listed.
+/// written again, which makes it young for garbage collection (the retry layer does
+/// the same when a retried `Create` finds it). Returns whether a file was already
+/// there, in which case the caller checks with [`ensure_pack_stored`] once the pack is
+/// listed.
 pub(super) async fn store_pack(
     repos: &Repos,
     repo: &RepoName,
@@ -602,9 +611,10 @@ pub(super) async fn store_pack(
     Ok(existed)
 }
 
-/// After listing a pack whose files were already stored: garbage collection may have
-/// deleted them between its last look and the listing; whatever is missing is stored
-/// again.
+/// After listing a pack whose files were already stored, or that was retired (the
+/// same pack stored again): garbage collection may have deleted its files between its
+/// last look and the listing (`stowage gc --prune-now` deletes retired packs whatever
+/// their age); whatever is missing is stored again.
 pub(super) async fn ensure_pack_stored(
     repos: &Repos,
     repo: &RepoName,
@@ -707,17 +717,9 @@ async fn swap_manifest(
             Some(s) => s.manifest.clone(),
             None => Manifest::empty(&initial_head(commands)),
         };
-        if next.prunes != checked_against {
-            let refused = commands
-                .iter()
-                .map(|c| {
-                    let reason =
-                        "the repository was pruned while this push was checked; push again";
-                    (c.name.clone(), Err(reason.to_owned()))
-                })
-                .collect();
-            return Ok((refused, None, false));
-        }
+        // After a prune, what the checks relied on may be gone: commands that set a
+        // value are refused (deletions rely on nothing).
+        let pruned_meanwhile = next.prunes != checked_against;
         // Whether an applied command leaves objects unreachable: a deletion, or an
         // update that is not a fast-forward.
         let mut orphans = landing.brings_unreachable;
@@ -725,6 +727,9 @@ async fn swap_manifest(
         for (command, check) in commands.iter().zip(&checked) {
             let result = match check {
                 Err(reason) => Err(reason.clone()),
+                Ok(_) if pruned_meanwhile && !command.new.is_null() => Err(
+                    "the repository was pruned while this push was checked; push again".to_owned(),
+                ),
                 Ok(checked) => {
                     let current = next.refs.get(&command.name).map(|r| r.id);
                     let expected = (!command.old.is_null()).then_some(command.old);
@@ -781,10 +786,20 @@ async fn swap_manifest(
             .zip(results.iter().cloned())
             .collect();
         if results.iter().all(Result::is_err) {
-            return Ok((report, None, false));
+            return Ok((report, None, false, false));
         }
-        if let Some(pack) = &landing.pack {
-            next.add_pack(pack.clone(), usize::MAX);
+        let mut relisted = false;
+        let sets_values = commands
+            .iter()
+            .zip(&results)
+            .any(|(c, r)| r.is_ok() && !c.new.is_null());
+        if let (Some(pack), true) = (&landing.pack, sets_values) {
+            relisted = next.add_pack(pack.clone(), usize::MAX);
+            // Objects the pack brought for a command refused here reach nothing.
+            orphans |= commands
+                .iter()
+                .zip(checked.iter().zip(&results))
+                .any(|(c, (before, now))| before.is_ok() && now.is_err() && !c.new.is_null());
         }
         if orphans && next.unreachable_since.is_none() {
             next.unreachable_since = Some(super::maintenance::unix_now());
@@ -801,7 +816,7 @@ async fn swap_manifest(
             .put(&key, Bytes::from(next.to_bytes()), mode)
             .await
         {
-            Ok(_) => return Ok((report, Some(next), creating)),
+            Ok(_) => return Ok((report, Some(next), creating, relisted)),
             Err(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => {}
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
@@ -812,7 +827,7 @@ async fn swap_manifest(
         match &snapshot {
             Some(s) if s.manifest.txns.has(&txn) => {
                 // Our write landed; only its answer was lost.
-                return Ok((report, Some(s.manifest.clone()), !existed));
+                return Ok((report, Some(s.manifest.clone()), !existed, relisted));
             }
             None if existed => {
                 // Deleted meanwhile: recreating it would list a pack whose history
@@ -833,7 +848,7 @@ async fn swap_manifest(
             )
         })
         .collect();
-    Ok((refused, None, false))
+    Ok((refused, None, false, false))
 }
 
 /// What a push adds beside its ref updates.
@@ -845,8 +860,14 @@ struct Landing {
     brings_unreachable: bool,
 }
 
-/// What [`swap_manifest`] did: per command, the manifest written, whether it created.
-type Swapped = (Vec<(String, Result<(), String>)>, Option<Manifest>, bool);
+/// What [`swap_manifest`] did: per command, the manifest written, whether it created
+/// the repository, and whether it listed a retired pack again.
+type Swapped = (
+    Vec<(String, Result<(), String>)>,
+    Option<Manifest>,
+    bool,
+    bool,
+);
 
 #[cfg(test)]
 mod tests {

@@ -3,21 +3,27 @@
 //!
 //! Invariant: a scratch directory in use holds a lock (an exclusive `flock` on its
 //! `.lock` file) for as long as its owner lives; the operating system releases it when
-//! the process ends, however it ends. So a directory whose lock can be taken belongs to
-//! no one, and [`sweep`] may remove it, even while other servers share the temporary
-//! directory.
+//! the process ends, however it ends. A directory gets its swept name only once its
+//! lock is held (it is made under a staging name and renamed). So a directory whose
+//! lock can be taken belongs to no one, and [`sweep`] may remove it, even while other
+//! servers share the temporary directory.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// What every scratch directory's name starts with.
 const PREFIX: &str = "stowage-scratch-";
+/// The name a scratch directory has until its lock is held.
+const STAGING: &str = ".stowage-staging-";
 const LOCK: &str = ".lock";
+
+/// A staging directory this old was left by a process killed while making it.
+const STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A scratch directory, removed when dropped.
 #[derive(Debug)]
 pub struct Scratch {
-    dir: tempfile::TempDir,
+    path: PathBuf,
     /// Held for the directory's life.
     _lock: File,
 }
@@ -25,16 +31,33 @@ pub struct Scratch {
 impl Scratch {
     /// A new scratch directory in `parent`, for `purpose` (part of its name).
     pub fn new(parent: &Path, purpose: &str) -> std::io::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{PREFIX}{purpose}-"))
+        let staging = tempfile::Builder::new()
+            .prefix(STAGING)
             .tempdir_in(parent)?;
-        let lock = File::create(dir.path().join(LOCK))?;
+        let lock = File::create(staging.path().join(LOCK))?;
         lock.lock()?;
-        Ok(Scratch { dir, _lock: lock })
+        let suffix = staging
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(STAGING))
+            .unwrap_or("x")
+            .to_owned();
+        let path = parent.join(format!("{PREFIX}{purpose}-{suffix}"));
+        std::fs::rename(staging.path(), &path)?;
+        // Renamed away: the staging guard has nothing left to remove.
+        let _ = staging.keep();
+        Ok(Scratch { path, _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -45,10 +68,25 @@ pub fn sweep(parent: &Path) -> std::io::Result<usize> {
     for entry in std::fs::read_dir(parent)? {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(PREFIX) {
+        let name = name.to_string_lossy();
+        let dir: PathBuf = entry.path();
+        if name.starts_with(STAGING) {
+            // Killed between making it and renaming it: unlocked, and not new.
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STAGING_AGE));
+            let free = File::open(dir.join(LOCK))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                || File::open(dir.join(LOCK)).is_ok_and(|l| l.try_lock().is_ok());
+            if old && free && std::fs::remove_dir_all(&dir).is_ok() {
+                removed += 1;
+            }
             continue;
         }
-        let dir: PathBuf = entry.path();
+        if !name.starts_with(PREFIX) {
+            continue;
+        }
         let lock = match File::open(dir.join(LOCK)) {
             Ok(lock) => lock,
             // Made, but killed before its lock: nobody can be using it.

@@ -7,7 +7,9 @@
 //!
 //! Meanings are kept across retries:
 //! - a `Create` that failed transiently and then finds the key taken looks at what is
-//!   there: the same content means an earlier attempt landed, and counts as done;
+//!   there: the same content means an earlier attempt landed (or an earlier writer
+//!   wrote the same bytes), and counts as done, the object written once more so that it
+//!   is as young as the write that was asked for;
 //! - an `Update` (compare-and-swap) is sent again as it was; if an earlier attempt had
 //!   landed, the retry is refused with [`Error::Precondition`], and the writer
 //!   recognises its own write by the transaction id it recorded in the object;
@@ -15,9 +17,11 @@
 //!   retried; [`ObjectStore::put_file`] is, reading the file again;
 //! - a listing is started again only if it failed before its first item.
 //!
-//! Every attempt of a request whose body is in memory (or that has none) is cut off
+//! Every attempt of a request that sends a body in memory or none, and reads no body
+//! of unknown size (`head`, `put`, `delete`, the opening of a ranged read), is cut off
 //! after [`RetryPolicy::attempt_timeout`], so a stalled connection cannot hang the
-//! request that waits on it; that counts as a transient fault.
+//! request that waits on it; that counts as a transient fault. Reads of whole bodies
+//! rely on the backend's own read timeout.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,7 +47,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// No retry starts once this much time has passed since the first attempt.
     pub budget: Duration,
-    /// Each attempt of a request without a streamed body is cut off after this long.
+    /// Each attempt of a request that moves no body of unknown size is cut off after
+    /// this long.
     pub attempt_timeout: Option<Duration>,
 }
 
@@ -237,12 +242,14 @@ impl<S: ObjectStore> RetryStore<S> {
 
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for RetryStore<S> {
+    // Whole bodies of unknown size are not cut off (a large pack may take long); a
+    // backend stalled while sending one fails by its own read timeout.
     async fn get(&self, key: &Key) -> Result<GetResult> {
-        self.retried(key, true, |_| self.inner.get(key)).await
+        self.retried(key, false, |_| self.inner.get(key)).await
     }
 
     async fn get_range(&self, key: &Key, range: ByteRange) -> Result<Bytes> {
-        self.retried(key, true, |_| self.inner.get_range(key, range))
+        self.retried(key, false, |_| self.inner.get_range(key, range))
             .await
     }
 
@@ -274,9 +281,12 @@ impl<S: ObjectStore> ObjectStore for RetryStore<S> {
         match result {
             Ok(etag) => Ok(etag),
             Err(taken) => match self.holds(key, &body).await? {
-                Some(etag) => {
+                Some(_) => {
                     self.stats.0.recognised.fetch_add(1, Ordering::Relaxed);
-                    Ok(etag)
+                    self.retried(key, true, |_| {
+                        self.inner.put(key, body.clone(), PutMode::Overwrite)
+                    })
+                    .await
                 }
                 None => Err(taken),
             },
@@ -304,9 +314,12 @@ impl<S: ObjectStore> ObjectStore for RetryStore<S> {
         match result {
             Ok(etag) => Ok(etag),
             Err(taken) => match self.holds_file(key, path).await? {
-                Some(etag) => {
+                Some(_) => {
                     self.stats.0.recognised.fetch_add(1, Ordering::Relaxed);
-                    Ok(etag)
+                    self.retried(key, false, |_| {
+                        self.inner.put_file(key, path, PutMode::Overwrite)
+                    })
+                    .await
                 }
                 None => Err(taken),
             },
@@ -548,7 +561,7 @@ mod tests {
                 ..quick()
             },
         );
-        let e = store.get(&key("a/b")).await.expect_err("timed out");
+        let e = store.head(&key("a/b")).await.expect_err("timed out");
         assert!(e.is_retryable());
         assert_eq!(store.stats().counts().timeouts, 2);
     }
