@@ -207,7 +207,7 @@ pub async fn maintain(repos: &Repos, repo: &RepoName) -> Result<bool, RepoError>
     let Some(snapshot) = repos.snapshot(repo).await? else {
         return Ok(false);
     };
-        // A prune superseded by a push falls through to compaction, so that packs do not
+    // A prune superseded by a push falls through to compaction, so that packs do not
     // pile up while a busy repository waits for a quiet moment to prune.
     if prune_due(&snapshot.manifest, repos.config.gc_grace)
         && let Some(done) = prune(repos, repo).await?
@@ -397,6 +397,31 @@ pub async fn prune_now(
     Ok(None)
 }
 
+/// A fault in a pack this process wrote (`what` names it).
+fn corrupt(what: &str, message: String) -> RepoError {
+    RepoError::Odb(OdbError::Corrupt {
+        pack: what.into(),
+        message,
+    })
+}
+
+/// Indexes the pack arriving on `chunks` in `dir`, resolving every delta and hashing
+/// every object, so that a fault in the copy cannot go unnoticed (the objects were
+/// checked when they were pushed).
+fn index_chunks(
+    chunks: PackChunks,
+    dir: &std::path::Path,
+    what: &str,
+) -> Result<super::indexer::Indexed, RepoError> {
+    let mut reader = ChunkReader::new(chunks);
+    index_pack(&mut reader, dir, None, Limits::default(), None).map_err(|e| {
+        match reader.failure.take() {
+            Some(e) => RepoError::Odb(e),
+            None => corrupt(what, e.to_string()),
+        }
+    })
+}
+
 /// Indexes the pack of reachable objects arriving on `chunks` in `dir`, and checks it
 /// on its own: closed under reachability, and holding every ref's object.
 fn index_reachable(
@@ -404,19 +429,8 @@ fn index_reachable(
     dir: &std::path::Path,
     tips: &[ObjectId],
 ) -> Result<(PackEntry, std::path::PathBuf, std::path::PathBuf), RepoError> {
-    let mut reader = ChunkReader::new(chunks);
-    let corrupt = |message: String| {
-        RepoError::Odb(OdbError::Corrupt {
-            pack: "pruned pack".into(),
-            message,
-        })
-    };
-    let indexed = index_pack(&mut reader, dir, None, Limits::default(), None).map_err(|e| {
-        match reader.failure.take() {
-            Some(e) => RepoError::Odb(e),
-            None => corrupt(e.to_string()),
-        }
-    })?;
+    let corrupt = |message: String| corrupt("pruned pack", message);
+    let indexed = index_chunks(chunks, dir, "pruned pack")?;
     let local = super::odb::LocalPack::open(&indexed.index_path)?;
     if let Err(fault) = super::walk::check_pack_closed(&local, &super::odb::NoObjects, u32::MAX)? {
         return Err(corrupt(fault.to_string()));
@@ -435,28 +449,15 @@ fn index_reachable(
     ))
 }
 
-/// Indexes the merged pack arriving on `chunks` in `dir` (resolving every delta and
-/// hashing every object, so a fault in the copy cannot go unnoticed), and checks that
-/// it holds exactly the `expected` objects.
+/// Indexes the merged pack arriving on `chunks` in `dir`, and checks that it holds
+/// exactly the `expected` objects.
 fn index_merged(
     chunks: PackChunks,
     dir: &std::path::Path,
     expected: &HashSet<ObjectId>,
 ) -> Result<(PackEntry, std::path::PathBuf, std::path::PathBuf), RepoError> {
-    let mut reader = ChunkReader::new(chunks);
-    let corrupt = |message: String| {
-        RepoError::Odb(OdbError::Corrupt {
-            pack: "merged pack".into(),
-            message,
-        })
-    };
-    // The objects were checked when they were pushed.
-    let indexed = index_pack(&mut reader, dir, None, Limits::default(), None).map_err(|e| {
-        match reader.failure.take() {
-            Some(e) => RepoError::Odb(e),
-            None => corrupt(e.to_string()),
-        }
-    })?;
+    let corrupt = |message: String| corrupt("merged pack", message);
+    let indexed = index_chunks(chunks, dir, "merged pack")?;
     let index = gix_pack::index::File::at(&indexed.index_path, gix_hash::Kind::Sha1)
         .map_err(|e| corrupt(e.to_string()))?;
     let count = index.num_objects();
