@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of stowage: unit tests, the store contract suite on memory, the
-# filesystem and S3 (LocalStack), and the end-to-end tests with the real git client.
+# filesystem and S3 (LocalStack), and the end-to-end tests with the real git and
+# git-lfs clients (git-lfs is fetched into the cache directory if it is not installed).
 #
 # LocalStack is installed on first use into a cache directory outside the clone
 # ($STOWAGE_CACHE_DIR, default ~/.cache/stowage) and started for the run, then stopped;
@@ -27,4 +28,7 @@ if ! curl -fsS "$AWS_ENDPOINT_URL/_localstack/health" 2>/dev/null | grep -Eq '"s
 fi
 
 command -v git >/dev/null || { echo "the end-to-end tests need git on PATH" >&2; exit 1; }
+# The Git LFS tests drive the real git-lfs client.
+PATH="$(scripts/install-git-lfs.sh):$PATH"
+export PATH
 cargo test --workspace --all-targets "$@"

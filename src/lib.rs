@@ -5,6 +5,8 @@
 //!   authenticates, status codes;
 //! - [`access`]: users, tokens, grants, visibility and protected refs, kept in the
 //!   store and cached; decides what a request may do;
+//! - [`lfs`]: Git LFS objects beside each repository's packs: the batch API,
+//!   uploads proven by their hash, downloads;
 //! - [`protocol`]: git's wire protocol (pkt-lines, v0/v1 negotiation, v2 commands,
 //!   receive-pack) as functions over bytes and streams, and [`protocol::serve`], which
 //!   answers a git request for one repository;
@@ -17,6 +19,7 @@
 pub mod access;
 pub mod disk_cache;
 pub mod http;
+pub mod lfs;
 pub mod protocol;
 pub mod repo;
 pub mod store_url;

@@ -167,6 +167,26 @@ struct Serve {
     /// (CIDR); repeatable. The header from anywhere else is refused.
     #[arg(long, value_name = "ADDR", default_values = ["127.0.0.1/32", "::1/128"])]
     trusted_proxy_addr: Vec<String>,
+    /// The URL clients reach this server by (https://git.example.com behind a proxy),
+    /// for the links of Git LFS answers; by default http:// and the request's Host.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    #[command(flatten)]
+    lfs: LfsArgs,
+}
+
+/// Git LFS (README, "Git LFS").
+#[derive(Debug, Args)]
+struct LfsArgs {
+    /// Largest LFS object accepted, in MiB (a batch answers a bigger one with 422).
+    #[arg(long, default_value_t = 64 << 10)]
+    lfs_max_object_mb: u64,
+    /// Most objects one LFS batch request may name (more: 413).
+    #[arg(long, default_value_t = 1000)]
+    lfs_max_batch_objects: usize,
+    /// Largest LFS batch request body, in KiB (more: 413).
+    #[arg(long, default_value_t = 1024)]
+    lfs_max_batch_kb: usize,
 }
 
 /// What one request or connection may ask of the server (README, "Limits").
@@ -628,6 +648,11 @@ async fn main() -> anyhow::Result<()> {
                     ..AccessConfig::default()
                 },
             );
+            if let Some(url) = &args.public_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                anyhow::bail!("--public-url must start with http:// or https://");
+            }
             let trusted_proxies = args
                 .trusted_proxy_addr
                 .iter()
@@ -705,6 +730,13 @@ async fn main() -> anyhow::Result<()> {
                         args.limits.request_rate_window_secs.max(1),
                     ),
                     ..ConnectionLimits::default()
+                },
+                public_url: args.public_url.clone(),
+                lfs: stowage::lfs::LfsConfig {
+                    max_object_bytes: args.lfs.lfs_max_object_mb << 20,
+                    max_batch_objects: args.lfs.lfs_max_batch_objects,
+                    max_batch_bytes: args.lfs.lfs_max_batch_kb << 10,
+                    ..Default::default()
                 },
             };
             http::serve(listener, repos, access, options, shutdown).await?;

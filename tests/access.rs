@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Sandbox, Server, admin_token, stat, stowage};
+use common::{Backend, Sandbox, Server, admin_token, cli, cli_output, stat, stowage, user};
 
 on_every_backend!(
     private_repositories_need_valid_tokens,
@@ -26,34 +26,6 @@ on_every_backend!(
     a_trusted_proxy_names_the_user,
     checking_access_costs_no_store_requests,
 );
-
-/// Runs `stowage ARGS --store <backend>`; returns stdout, panics on failure.
-fn cli(backend: &Backend, args: &[&str]) -> String {
-    let out = cli_output(backend, args);
-    assert!(
-        out.status.success(),
-        "stowage {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn cli_output(backend: &Backend, args: &[&str]) -> std::process::Output {
-    stowage()
-        .args(args)
-        .args(["--store", &backend.url()])
-        .output()
-        .expect("stowage runs")
-}
-
-/// A user with one token, and `role` on `target` if given.
-fn user(backend: &Backend, name: &str, grant: Option<(&str, &str)>) -> String {
-    cli(backend, &["user", "add", name]);
-    if let Some((target, role)) = grant {
-        cli(backend, &["repo", "grant", target, name, role]);
-    }
-    cli(backend, &["token", "create", name]).trim().to_owned()
-}
 
 /// A repository with one commit on main, pushed by the admin to `name`.
 fn seeded(sb: &Sandbox, server: &Server, name: &str) -> PathBuf {

@@ -7,6 +7,7 @@
 //! - [`info_refs`]: `GET /<repo>/info/refs?service=git-upload-pack|git-receive-pack`
 //! - [`upload_pack`]: `POST /<repo>/git-upload-pack` (clone, fetch, ls-refs)
 //! - [`receive_pack`]: `POST /<repo>/git-receive-pack` (push)
+//! - [`lfs`]: `/<repo>.git/info/lfs/...`, Git LFS (batch API, objects, verify)
 //! - [`api`]: `/-/api/v1/...`, the management API (JSON)
 //! - [`stats`]: `GET /-/stats`, store requests and caches (JSON, server admins)
 //!
@@ -19,6 +20,7 @@
 mod api;
 mod auth;
 mod info_refs;
+mod lfs;
 mod receive_pack;
 mod stats;
 mod upload_pack;
@@ -64,6 +66,11 @@ pub struct Options {
     pub retries: stowage_store::retry::RetryStats,
     /// What a connection may take of the server's time and memory.
     pub connections: ConnectionLimits,
+    /// The URL clients reach this server by (`--public-url`), for links in LFS
+    /// answers; by default the request's `Host`, over plain HTTP.
+    pub public_url: Option<String>,
+    /// Git LFS settings.
+    pub lfs: crate::lfs::LfsConfig,
 }
 
 /// Limits on each connection and request body, against clients that are slow, idle,
@@ -111,6 +118,8 @@ impl Default for Options {
             ],
             retries: Default::default(),
             connections: ConnectionLimits::default(),
+            public_url: None,
+            lfs: Default::default(),
         }
     }
 }
@@ -119,14 +128,17 @@ impl Default for Options {
 struct AppState {
     repos: Arc<Repos>,
     access: Access,
+    lfs: crate::lfs::Lfs,
     options: Arc<Options>,
 }
 
 /// The application: every route of the server.
 pub fn router(repos: Repos, access: Access, options: Options) -> Router {
+    let lfs = crate::lfs::Lfs::new(repos.store.clone(), options.lfs.clone());
     Router::new().fallback(handle).with_state(AppState {
         repos: Arc::new(repos),
         access,
+        lfs,
         options: Arc::new(options),
     })
 }
@@ -275,6 +287,14 @@ impl Failure {
             _ => None,
         }
     }
+
+    /// The failure inside any [`Failure::Of`].
+    fn innermost(&self) -> &Failure {
+        match self {
+            Failure::Of(_, inner) => inner.innermost(),
+            other => other,
+        }
+    }
 }
 
 fn add_header(response: &mut Response, header: Option<(header::HeaderName, String)>) {
@@ -376,6 +396,14 @@ async fn route(state: &AppState, peer: SocketAddr, request: Request) -> Result<R
     }
     if let Some(rest) = path.strip_prefix("-/api/v1/") {
         return api::handle(state, peer, rest, request).await;
+    }
+    // No segment of a repository name ends in `.git`: the first `.git/` ends the name.
+    if let Some((repo, rest)) = path.split_once(".git/")
+        && let Some(lfs_path) = rest.strip_prefix("info/lfs/")
+    {
+        let repo = RepoName::new(repo)
+            .map_err(|e| Failure::status(StatusCode::BAD_REQUEST, e.to_string()))?;
+        return Ok(lfs::handle(state, peer, &repo, lfs_path, request).await);
     }
     let (repo, route) = if let Some(repo) = path.strip_suffix("/info/refs") {
         (repo, RepoRoute::InfoRefs)
@@ -559,6 +587,17 @@ where
             other => other,
         }
     }
+}
+
+/// The request body as a stream of chunks (not decompressed: for bodies that are
+/// content, not protocol), cut off if it arrives slower than the limits allow.
+fn body_stream(request: Request, limits: &ConnectionLimits) -> stowage_store::ByteStream {
+    use futures::StreamExt;
+    let stream = request
+        .into_body()
+        .into_data_stream()
+        .map_err(io::Error::other);
+    MinRate::new(stream, limits.min_request_rate, limits.rate_window).boxed()
 }
 
 /// The whole request body, refused past `limit` bytes (after decompression).

@@ -1,4 +1,5 @@
-//! `GET /-/stats`: store requests by kind, cache sizes, hits and misses, as JSON; for
+//! `GET /-/stats`: store requests by kind, cache sizes, hits and misses, LFS bytes that
+//! passed through this server and links to the store it gave instead, as JSON; for
 //! server admins.
 
 use std::net::SocketAddr;
@@ -53,6 +54,12 @@ pub(super) async fn handle(
     body["store_retries_exhausted"] = retries.exhausted.into();
     body["store_timeouts"] = retries.timeouts.into();
     body["store_creates_recognised"] = retries.recognised.into();
+    let lfs = &state.lfs.counters;
+    let read = crate::lfs::LfsCounters::get;
+    body["lfs_bytes_received"] = read(&lfs.bytes_received).into();
+    body["lfs_bytes_sent"] = read(&lfs.bytes_sent).into();
+    body["lfs_direct_uploads"] = read(&lfs.direct_uploads).into();
+    body["lfs_direct_downloads"] = read(&lfs.direct_downloads).into();
     if let Some(disk) = &state.options.disk_cache {
         let (hits, misses) = disk.hits_and_misses();
         body["disk_cache_bytes"] = disk.held_bytes().into();

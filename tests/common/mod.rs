@@ -84,6 +84,34 @@ pub fn admin_token(backend: &Backend) -> String {
     panic!("no admin token is known for {url}")
 }
 
+/// Runs `stowage ARGS --store <backend>`; returns stdout, panics on failure.
+pub fn cli(backend: &Backend, args: &[&str]) -> String {
+    let out = cli_output(backend, args);
+    assert!(
+        out.status.success(),
+        "stowage {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn cli_output(backend: &Backend, args: &[&str]) -> std::process::Output {
+    stowage()
+        .args(args)
+        .args(["--store", &backend.url()])
+        .output()
+        .expect("stowage runs")
+}
+
+/// A user with one token, and `role` on `target` if given.
+pub fn user(backend: &Backend, name: &str, grant: Option<(&str, &str)>) -> String {
+    cli(backend, &["user", "add", name]);
+    if let Some((target, role)) = grant {
+        cli(backend, &["repo", "grant", target, name, role]);
+    }
+    cli(backend, &["token", "create", name]).trim().to_owned()
+}
+
 /// A running server; stopped (by its PID) when dropped.
 #[derive(Debug)]
 pub struct Server {
@@ -189,6 +217,8 @@ impl Drop for Server {
 #[derive(Debug)]
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The global git configuration (`/dev/null` unless git-lfs is set up).
+    global: PathBuf,
 }
 
 impl Default for Sandbox {
@@ -201,7 +231,27 @@ impl Sandbox {
     pub fn new() -> Sandbox {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
-        Sandbox { dir }
+        Sandbox {
+            dir,
+            global: PathBuf::from("/dev/null"),
+        }
+    }
+
+    /// A sandbox whose git runs the git-lfs filters and hooks: `git lfs install` into
+    /// the sandbox's own global configuration. git-lfs must be on PATH
+    /// (`scripts/test.sh` puts it there).
+    pub fn with_lfs() -> Sandbox {
+        let mut sandbox = Sandbox::new();
+        let found = Command::new("git-lfs").arg("version").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "git-lfs is not on PATH: run the tests with scripts/test.sh, which installs it"
+        );
+        sandbox.global = sandbox.path("home/.gitconfig");
+        std::fs::write(&sandbox.global, "").expect("global config");
+        let home = sandbox.path("home");
+        sandbox.git(&home, &["lfs", "install", "--skip-repo"]);
+        sandbox
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -216,7 +266,7 @@ impl Sandbox {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path().join("home"))
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_GLOBAL", &self.global)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_AUTHOR_NAME", "Stowage Test")
             .env("GIT_AUTHOR_EMAIL", "test@stowage.invalid")

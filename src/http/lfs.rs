@@ -1,0 +1,487 @@
+//! Git LFS under `/<repo>.git/info/lfs/`, where git-lfs looks without configuration:
+//!
+//! ```text
+//! POST      objects/batch     which objects to send or fetch, and where (read; write to upload)
+//! PUT       objects/<oid>     an upload through this server (write)
+//! GET, HEAD objects/<oid>     a download, whole or a Range (read)
+//! POST      verify            {"oid","size"}: the object is stored (write)
+//! ```
+//!
+//! Requests and answers are `application/vnd.git-lfs+json`; a refusal is
+//! `{"message": ...}` with the status git-lfs expects: `401` with `LFS-Authenticate`
+//! (git-lfs then asks its credential helper), `403`, `404`, `413`, `422`, `429` with
+//! `Retry-After`.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{AppState, Failure, auth, body_stream, for_caller, read_limited};
+use crate::access::{Allowed, Need};
+use crate::lfs::batch::{BatchError, BatchRequest, Links, Operation};
+use crate::lfs::{LfsError, Oid};
+use crate::repo::RepoName;
+
+/// The media type of LFS requests and answers.
+pub(super) const LFS_JSON: &str = "application/vnd.git-lfs+json";
+
+/// Largest verify request body.
+const MAX_VERIFY_BODY: usize = 4096;
+
+/// A refusal as git-lfs reads it.
+pub(super) struct LfsFailure(pub Failure);
+
+impl From<Failure> for LfsFailure {
+    fn from(failure: Failure) -> Self {
+        LfsFailure(failure)
+    }
+}
+
+fn lfs_status(status: StatusCode, message: impl Into<String>) -> LfsFailure {
+    LfsFailure(Failure::status(status, message))
+}
+
+impl IntoResponse for LfsFailure {
+    fn into_response(self) -> Response {
+        let failure = self.0;
+        let user = failure.user();
+        let challenge = matches!(failure.innermost(), Failure::Unauthorized);
+        let (status, extra, message) = failure.parts();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, LFS_JSON)],
+            serde_json::json!({ "message": message }).to_string(),
+        )
+            .into_response();
+        super::add_header(&mut response, extra);
+        if challenge {
+            response.headers_mut().insert(
+                HeaderName::from_static("lfs-authenticate"),
+                HeaderValue::from_static(r#"Basic realm="stowage""#),
+            );
+        }
+        super::tag_user(response, user)
+    }
+}
+
+fn json_reply(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, LFS_JSON)], body).into_response()
+}
+
+fn lfs_error(e: LfsError) -> LfsFailure {
+    match e {
+        LfsError::NotFound(_) => lfs_status(StatusCode::NOT_FOUND, e.to_string()),
+        LfsError::Mismatch { .. } | LfsError::WrongSize { .. } => {
+            lfs_status(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        LfsError::TooLarge { .. } => lfs_status(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        LfsError::Store(e) => LfsFailure(Failure::internal(&e)),
+    }
+}
+
+/// Whether a request body says it is LFS JSON (or plain JSON); anything else (a form a
+/// browser could send, say) is refused.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let media = value.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case(LFS_JSON) || media.eq_ignore_ascii_case("application/json")
+}
+
+/// Serves `rest` (what follows `info/lfs/`) of `repo`.
+pub(super) async fn handle(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    rest: &str,
+    request: Request,
+) -> Response {
+    let method = request.method().clone();
+    let answer = match (&method, rest) {
+        (&Method::POST, "objects/batch") => batch(state, peer, repo, request).await,
+        (&Method::POST, "verify") => verify(state, peer, repo, request).await,
+        (_, rest) if rest.starts_with("objects/") => {
+            let oid = &rest["objects/".len()..];
+            match method {
+                Method::PUT => upload(state, peer, repo, oid, request).await,
+                Method::GET | Method::HEAD => download(state, peer, repo, oid, request).await,
+                _ => Err(lfs_status(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed",
+                )),
+            }
+        }
+        _ => Err(lfs_status(StatusCode::NOT_FOUND, "not found")),
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The URL the client reached this server by, for the links of an answer.
+fn base_url(state: &AppState, headers: &HeaderMap) -> Result<String, LfsFailure> {
+    if let Some(url) = &state.options.public_url {
+        return Ok(url.trim_end_matches('/').to_owned());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        })
+        .ok_or_else(|| lfs_status(StatusCode::BAD_REQUEST, "a valid Host header is needed"))?;
+    Ok(format!("http://{host}"))
+}
+
+/// Where the links of an answer point, and the credentials they carry: the ones this
+/// request came with, so that each transfer is authorized as the batch was.
+fn links(state: &AppState, headers: &HeaderMap) -> Result<Links, LfsFailure> {
+    let mut links = Links {
+        base: base_url(state, headers)?,
+        ..Default::default()
+    };
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        links
+            .header
+            .insert("Authorization".to_owned(), value.to_owned());
+    }
+    Ok(links)
+}
+
+/// Authorizes an upload to `repo`: write, and for a repository that does not exist yet
+/// (git-lfs sends objects before git sends the push that creates it), the right to
+/// create it.
+async fn authorize_upload(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    repo: &RepoName,
+) -> Result<Allowed, LfsFailure> {
+    let allowed = auth::authorize(state, peer, headers, repo, Need::Write).await?;
+    if !(allowed.may_create && state.repos.config.auto_create) {
+        let exists = state
+            .repos
+            .snapshot(repo)
+            .await
+            .map_err(|e| LfsFailure(Failure::internal(&e)))?
+            .is_some();
+        if !exists {
+            return Err(LfsFailure(Failure::Of(
+                allowed.caller.name().to_owned(),
+                Box::new(Failure::NotFound(repo.clone())),
+            )));
+        }
+    }
+    Ok(allowed)
+}
+
+async fn batch(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    if !is_json(request.headers()) {
+        return Err(lfs_status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a batch request is {LFS_JSON}"),
+        ));
+    }
+    let headers = request.headers().clone();
+    let limit = state.lfs.config.max_batch_bytes;
+    let body = read_limited(request, limit, &state.options.connections).await?;
+    let parsed: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
+        lfs_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid batch request: {e}"),
+        )
+    })?;
+    let operation = parsed
+        .operation()
+        .map_err(|e| lfs_status(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let allowed = match operation {
+        Operation::Download => auth::authorize(state, peer, &headers, repo, Need::Read).await?,
+        Operation::Upload => authorize_upload(state, peer, &headers, repo).await?,
+    };
+    let links = links(state, &headers)?;
+    let answer = match state.lfs.batch(repo, parsed, &links).await {
+        Ok(answer) => answer,
+        Err(BatchError::Invalid(message)) => {
+            return Err(lfs_status(StatusCode::UNPROCESSABLE_ENTITY, message));
+        }
+        Err(e @ BatchError::TooMany { .. }) => {
+            return Err(lfs_status(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
+        }
+        Err(BatchError::Store(e)) => return Err(LfsFailure(Failure::internal(&e))),
+    };
+    let body = serde_json::to_string(&answer).map_err(|e| LfsFailure(Failure::internal(&e)))?;
+    Ok(for_caller(
+        json_reply(StatusCode::OK, body),
+        &allowed.caller,
+    ))
+}
+
+fn parse_oid(text: &str) -> Result<Oid, LfsFailure> {
+    Oid::parse(text).ok_or_else(|| {
+        lfs_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid oid: an oid is 64 lowercase hex digits",
+        )
+    })
+}
+
+async fn upload(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    oid: &str,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    let allowed = authorize_upload(state, peer, request.headers(), repo).await?;
+    let oid = parse_oid(oid)?;
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = body_stream(request, &state.options.connections);
+    let stored = state
+        .lfs
+        .receive(repo, oid, length, body)
+        .await
+        .map_err(lfs_error)?;
+    if stored {
+        tracing::info!(repo = %repo, %oid, "LFS object stored");
+    }
+    Ok(for_caller(StatusCode::OK.into_response(), &allowed.caller))
+}
+
+#[derive(Debug, Deserialize)]
+struct VerifyBody {
+    oid: String,
+    size: i64,
+}
+
+async fn verify(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Write).await?;
+    if !is_json(request.headers()) {
+        return Err(lfs_status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a verify request is {LFS_JSON}"),
+        ));
+    }
+    let body = read_limited(request, MAX_VERIFY_BODY, &state.options.connections).await?;
+    let parsed: VerifyBody = serde_json::from_slice(&body).map_err(|e| {
+        lfs_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid verify request: {e}"),
+        )
+    })?;
+    let oid = parse_oid(&parsed.oid)?;
+    let size = u64::try_from(parsed.size).map_err(|_| {
+        lfs_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid size: a size is not negative",
+        )
+    })?;
+    state.lfs.verify(repo, oid, size).await.map_err(lfs_error)?;
+    Ok(for_caller(
+        json_reply(StatusCode::OK, "{}".into()),
+        &allowed.caller,
+    ))
+}
+
+async fn download(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    oid: &str,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Read).await?;
+    let oid = parse_oid(oid)?;
+    let size = state.lfs.size(repo, &oid).await.map_err(lfs_error)?;
+    let etag = format!("\"{oid}\"");
+    let response = match wanted_range(request.headers(), size, &etag) {
+        Wanted::Unsatisfiable => range_not_satisfiable(size),
+        wanted => {
+            let range = match &wanted {
+                Wanted::Part(range) => range.clone(),
+                _ => 0..size,
+            };
+            let body = if request.method() == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from_stream(
+                    state
+                        .lfs
+                        .read(repo, &oid, range.clone())
+                        .await
+                        .map_err(lfs_error)?,
+                )
+            };
+            content_response(
+                body,
+                &wanted,
+                range,
+                size,
+                &etag,
+                "application/octet-stream",
+            )
+        }
+    };
+    Ok(for_caller(response, &allowed.caller))
+}
+
+/// What a request's `Range` header asks of a body of `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Wanted {
+    Whole,
+    Part(Range<u64>),
+    Unsatisfiable,
+}
+
+/// Reads a single-range `Range: bytes=...` header (`a-b`, `a-`, `-n`); anything else,
+/// or a range whose `If-Range` names another version, gets the whole body, as RFC 9110
+/// allows.
+pub(super) fn wanted_range(headers: &HeaderMap, size: u64, etag: &str) -> Wanted {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Wanted::Whole;
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+        && if_range.trim() != etag
+    {
+        return Wanted::Whole;
+    }
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Wanted::Whole;
+    };
+    if spec.contains(',') {
+        return Wanted::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Wanted::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        let Ok(suffix) = last.parse::<u64>() else {
+            return Wanted::Whole;
+        };
+        if suffix == 0 {
+            return Wanted::Unsatisfiable;
+        }
+        size.saturating_sub(suffix)..size
+    } else {
+        let Ok(start) = first.parse::<u64>() else {
+            return Wanted::Whole;
+        };
+        let end = if last.is_empty() {
+            size
+        } else {
+            match last.parse::<u64>() {
+                Ok(last) if last >= start => (last + 1).min(size),
+                _ => return Wanted::Whole,
+            }
+        };
+        start..end
+    };
+    if range.start >= size || range.is_empty() {
+        return Wanted::Unsatisfiable;
+    }
+    Wanted::Part(range)
+}
+
+pub(super) fn range_not_satisfiable(size: u64) -> Response {
+    let mut response = (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        format!("the range asked for is not within the {size} bytes of this content\n"),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+/// A `200` or `206` answer with `body`, the part `range` of `size` bytes.
+pub(super) fn content_response(
+    body: Body,
+    wanted: &Wanted,
+    range: Range<u64>,
+    size: u64,
+    etag: &str,
+    content_type: &'static str,
+) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(range.end - range.start),
+    );
+    if matches!(wanted, Wanted::Part(_)) {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let value = format!(
+            "bytes {}-{}/{size}",
+            range.start,
+            range.end.saturating_sub(1)
+        );
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_range(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(value).expect("value"));
+        h
+    }
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        let etag = "\"x\"";
+        let ask = |v: &str| wanted_range(&with_range(v), 100, etag);
+        assert_eq!(wanted_range(&HeaderMap::new(), 100, etag), Wanted::Whole);
+        assert_eq!(ask("bytes=0-9"), Wanted::Part(0..10));
+        assert_eq!(ask("bytes=90-"), Wanted::Part(90..100));
+        assert_eq!(ask("bytes=90-1000"), Wanted::Part(90..100));
+        assert_eq!(ask("bytes=-10"), Wanted::Part(90..100));
+        assert_eq!(ask("bytes=-1000"), Wanted::Part(0..100));
+        assert_eq!(ask("bytes=100-"), Wanted::Unsatisfiable);
+        assert_eq!(ask("bytes=-0"), Wanted::Unsatisfiable);
+        assert_eq!(ask("bytes=5-2"), Wanted::Whole);
+        assert_eq!(ask("bytes=0-1,5-6"), Wanted::Whole);
+        assert_eq!(ask("items=0-1"), Wanted::Whole);
+        let mut stale = with_range("bytes=0-9");
+        stale.insert(header::IF_RANGE, HeaderValue::from_static("\"y\""));
+        assert_eq!(wanted_range(&stale, 100, etag), Wanted::Whole);
+    }
+}

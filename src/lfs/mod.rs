@@ -1,0 +1,120 @@
+//! Git LFS: large files kept beside a repository's packs, in the same store, under the
+//! same access rules.
+//!
+//! ```text
+//! <name>.git/lfs/objects/ab/cd/<oid>   an object, named by the SHA-256 of its bytes
+//! ```
+//!
+//! Invariant: an object is at its key only if its bytes hash to its oid. Through this
+//! server, an upload is streamed into the store with `Create` while it is hashed, and
+//! the hash is checked before the store makes the object visible (a body that does not
+//! match fails the write, so nothing appears). Objects never change once there, and
+//! no compaction or garbage collection touches them.
+//!
+//! - [`oid`]: [`Oid`], checked (64 lowercase hex digits) before any key is built;
+//! - [`batch`]: the batch API (which objects to send or fetch, and where);
+//! - [`objects`]: uploads through the server, hashed, and downloads.
+//!
+//! This layer knows the store and the repository model, not HTTP.
+
+pub mod batch;
+pub mod objects;
+pub mod oid;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use stowage_store::ObjectStore;
+
+pub use oid::Oid;
+
+use crate::repo::RepoName;
+
+/// Settings of Git LFS.
+#[derive(Debug, Clone)]
+pub struct LfsConfig {
+    /// Largest object accepted, in bytes (`--lfs-max-object-mb`).
+    pub max_object_bytes: u64,
+    /// Most objects one batch request may name.
+    pub max_batch_objects: usize,
+    /// Largest batch request body, in bytes.
+    pub max_batch_bytes: usize,
+    /// How long the links a batch answer gives are good for.
+    pub link_lifetime: Duration,
+}
+
+impl Default for LfsConfig {
+    fn default() -> Self {
+        LfsConfig {
+            max_object_bytes: 64 << 30,
+            max_batch_objects: 1000,
+            max_batch_bytes: 1 << 20,
+            link_lifetime: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Bytes of LFS objects that passed through this process, and links to the store that
+/// it handed out instead.
+#[derive(Debug, Default)]
+pub struct LfsCounters {
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub direct_uploads: AtomicU64,
+    pub direct_downloads: AtomicU64,
+}
+
+impl LfsCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Git LFS over one store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Lfs {
+    store: Arc<dyn ObjectStore>,
+    pub config: LfsConfig,
+    pub counters: Arc<LfsCounters>,
+}
+
+impl Lfs {
+    pub fn new(store: Arc<dyn ObjectStore>, config: LfsConfig) -> Self {
+        Lfs {
+            store,
+            config,
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where `oid` of `repo` is kept.
+    pub fn object_key(repo: &RepoName, oid: &Oid) -> stowage_store::Key {
+        let hex = oid.to_string();
+        repo.key(&format!("lfs/objects/{}/{}/{hex}", &hex[..2], &hex[2..4]))
+    }
+}
+
+/// Why an LFS operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LfsError {
+    #[error("object {0} not found")]
+    NotFound(Oid),
+    /// The bytes sent do not hash to the oid they were sent as.
+    #[error("the content sent does not match object {oid}: its SHA-256 is {actual} ({size} bytes)")]
+    Mismatch { oid: Oid, actual: String, size: u64 },
+    #[error("object {oid} is {size} bytes; this server accepts objects up to {max} bytes")]
+    TooLarge { oid: Oid, size: u64, max: u64 },
+    #[error("object {oid} is {actual} bytes, not {claimed}")]
+    WrongSize { oid: Oid, claimed: u64, actual: u64 },
+    #[error(transparent)]
+    Store(#[from] stowage_store::Error),
+}

@@ -1,0 +1,441 @@
+//! Git LFS end to end, with the real git and git-lfs clients on the filesystem and S3:
+//! pushes and clones of tracked files, content proven by its hash, access, ranges and
+//! hostile requests.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Backend, Sandbox, Server, cli, stat, user};
+use sha2::{Digest, Sha256};
+
+on_every_backend!(
+    tracked_files_push_and_clone,
+    wrong_bytes_never_become_an_object,
+    access_follows_the_repository,
+    downloads_answer_ranges,
+    hostile_batches_are_answered_in_place,
+);
+
+/// The size of the large file of [`tracked_files_push_and_clone`], in MiB
+/// (`STOWAGE_LFS_BIG_MB`, default 200).
+fn big_mb() -> usize {
+    std::env::var("STOWAGE_LFS_BIG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Writes `len` bytes that do not compress to `path`, in 1 MiB steps.
+fn write_random(path: &Path, len: usize, seed: u64) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut left = len;
+    let mut step = 0;
+    while left > 0 {
+        let n = left.min(1 << 20);
+        file.write_all(&common::random_bytes(
+            n,
+            seed.wrapping_mul(1_000_003) + step,
+        ))
+        .expect("write");
+        left -= n;
+        step += 1;
+    }
+    file.flush().expect("flush");
+}
+
+fn sha256_file(path: &Path) -> String {
+    let mut file = std::fs::File::open(path).expect("open");
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).expect("read");
+    hex::encode(hasher.finalize())
+}
+
+fn oid_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// curl with `args`; returns (status, headers lower-cased, body).
+fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let headers = dir.path().join("headers");
+    let out = Command::new("curl")
+        .args(["-sS", "--path-as-is", "-o", "-", "-D"])
+        .arg(&headers)
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = std::fs::read_to_string(&headers)
+        .expect("headers")
+        .to_lowercase();
+    // The last response's status (curl may have followed a redirect).
+    let status = head
+        .lines()
+        .rfind(|l| l.starts_with("http/"))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    (status, head, out.stdout)
+}
+
+/// A batch request to `repo_url` (a repository URL, with credentials or not).
+fn batch(repo_url: &str, body: &str) -> (u16, String, serde_json::Value) {
+    let (status, headers, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/vnd.git-lfs+json; charset=utf-8",
+        "-H",
+        "Accept: application/vnd.git-lfs+json",
+        "--data-binary",
+        body,
+        &format!("{repo_url}/info/lfs/objects/batch"),
+    ]);
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+/// A work tree tracking `*.bin` with LFS, its remote `origin` at `url`.
+fn lfs_repo(sb: &Sandbox, name: &str, url: &str) -> std::path::PathBuf {
+    let work = sb.init_repo(name);
+    sb.git(&work, &["lfs", "track", "*.bin"]);
+    sb.git(&work, &["remote", "add", "origin", url]);
+    work
+}
+
+fn tracked_files_push_and_clone(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::with_lfs();
+    let work = lfs_repo(&sb, "work", &server.url("data.git"));
+    let sizes = [
+        ("small.bin", 1000),
+        ("medium.bin", 3 << 20),
+        ("big.bin", big_mb() << 20),
+    ];
+    for (i, (name, size)) in sizes.iter().enumerate() {
+        write_random(&work.join(name), *size, i as u64 + 1);
+    }
+    std::fs::write(work.join("README"), "not tracked\n").expect("write");
+    sb.git(&work, &["add", "-A"]);
+    sb.git(&work, &["commit", "-q", "-m", "three large files"]);
+    // What git stores is a pointer.
+    let pointer = sb.git(&work, &["show", "HEAD:big.bin"]);
+    assert!(
+        pointer.starts_with("version https://git-lfs.github.com/spec/v1"),
+        "{pointer}"
+    );
+    sb.git(&work, &["push", "-q", "-u", "origin", "main"]);
+    let total: usize = sizes.iter().map(|(_, s)| s).sum();
+    assert_eq!(stat(&server, "lfs_bytes_received"), total as u64);
+
+    let clone = sb.path("clone");
+    sb.git(
+        &sb.path(""),
+        &[
+            "clone",
+            "-q",
+            &server.url("data.git"),
+            clone.to_str().expect("utf-8"),
+        ],
+    );
+    for (name, _) in sizes {
+        assert_eq!(
+            sha256_file(&clone.join(name)),
+            sha256_file(&work.join(name)),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(clone.join("README")).expect("read"),
+        "not tracked\n"
+    );
+    let fsck = sb.git(&clone, &["lfs", "fsck"]);
+    assert!(fsck.contains("Git LFS fsck OK"), "{fsck}");
+    sb.git(&clone, &["lfs", "fetch", "--all"]);
+    assert_eq!(stat(&server, "lfs_bytes_sent"), total as u64);
+
+    // A second push of the same objects sends nothing.
+    sb.commit(&work, "README", "changed\n", "no new objects");
+    sb.git(&work, &["push", "-q", "origin", "main"]);
+    assert_eq!(stat(&server, "lfs_bytes_received"), total as u64);
+}
+
+fn wrong_bytes_never_become_an_object(backend: Backend) {
+    let server = Server::start(&backend);
+    let real = b"the real content of the object";
+    let oid = oid_of(real);
+    let object_url = server.url(&format!("data.git/info/lfs/objects/{oid}"));
+    let (status, _, body) = curl(&["-X", "PUT", "--data-binary", "tampered bytes", &object_url]);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let message: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert!(
+        message["message"]
+            .as_str()
+            .expect("a message")
+            .contains("does not match"),
+        "{message}"
+    );
+    let (status, _, _) = curl(&[&object_url]);
+    assert_eq!(status, 404, "never served");
+    let request = format!(
+        r#"{{"operation":"download","objects":[{{"oid":"{oid}","size":{}}}]}}"#,
+        real.len()
+    );
+    let (_, _, answer) = batch(&server.url("data.git"), &request);
+    assert_eq!(answer["objects"][0]["error"]["code"], 404, "{answer}");
+
+    // The right bytes are taken.
+    let (status, _, _) = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        std::str::from_utf8(real).expect("text"),
+        &object_url,
+    ]);
+    assert_eq!(status, 200);
+    let (status, _, got) = curl(&[&object_url]);
+    assert_eq!((status, got.as_slice()), (200, &real[..]));
+}
+
+fn access_follows_the_repository(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::with_lfs();
+    let work = lfs_repo(&sb, "work", &server.url("secret.git"));
+    write_random(&work.join("weights.bin"), 100_000, 7);
+    sb.git(&work, &["add", "-A"]);
+    sb.git(&work, &["commit", "-q", "-m", "private weights"]);
+    sb.git(&work, &["push", "-q", "-u", "origin", "main"]);
+    let oid = sha256_file(&work.join("weights.bin"));
+    let download =
+        format!(r#"{{"operation":"download","objects":[{{"oid":"{oid}","size":100000}}]}}"#);
+
+    // Anonymous: 401 with the challenge git-lfs answers with its credential helper.
+    let (status, headers, body) = batch(&server.anon_url("secret.git"), &download);
+    assert_eq!(status, 401, "{body}");
+    assert!(headers.contains("lfs-authenticate: basic"), "{headers}");
+    assert!(body["message"].is_string(), "{body}");
+    let (status, _, _) = curl(&[&server.anon_url(&format!("secret.git/info/lfs/objects/{oid}"))]);
+    assert_eq!(status, 401);
+
+    // The credential helper flow: a clone from a URL without credentials.
+    let token = common::admin_token(&backend);
+    let store = sb.path("credentials");
+    let host = server.anon_base.trim_start_matches("http://");
+    std::fs::write(&store, format!("http://admin:{token}@{host}\n")).expect("write");
+    let helper = format!("store --file={}", store.display());
+    let clone = sb.path("clone");
+    sb.git(
+        &sb.path(""),
+        &[
+            "-c",
+            &format!("credential.helper={helper}"),
+            "clone",
+            "-q",
+            &server.anon_url("secret.git"),
+            clone.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(sha256_file(&clone.join("weights.bin")), oid);
+
+    // A reader downloads; a read-only token cannot upload, whatever its grant.
+    let reader = user(&backend, "reader", Some(("secret", "read")));
+    let (status, _, answer) = batch(&server.url_as("reader", &reader, "secret.git"), &download);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["objects"][0]["actions"]["download"].is_object(),
+        "{answer}"
+    );
+    let upload = download.replace("download", "upload");
+    let (status, _, answer) = batch(&server.url_as("reader", &reader, "secret.git"), &upload);
+    assert_eq!(status, 403, "{answer}");
+    cli(&backend, &["user", "add", "writer"]);
+    cli(&backend, &["repo", "grant", "secret", "writer", "write"]);
+    let read_only = cli(&backend, &["token", "create", "writer", "--read-only"]);
+    let ro_url = server.url_as("writer", read_only.trim(), "secret.git");
+    let (status, _, answer) = batch(&ro_url, &upload);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .expect("message")
+            .contains("read-only"),
+        "{answer}"
+    );
+    let new = b"new content";
+    let (status, _, _) = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        "new content",
+        &format!("{ro_url}/info/lfs/objects/{}", oid_of(new)),
+    ]);
+    assert_eq!(status, 403);
+    // And git lfs says so when a push with such a token sends an object.
+    let ro_work = sb.path("ro-work");
+    sb.git(
+        &sb.path(""),
+        &["clone", "-q", &ro_url, ro_work.to_str().expect("utf-8")],
+    );
+    write_random(&ro_work.join("more.bin"), 5000, 9);
+    sb.git(&ro_work, &["add", "-A"]);
+    sb.git(&ro_work, &["commit", "-q", "-m", "more"]);
+    let out = sb.git_output(&ro_work, &["push", "origin", "main"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("403") || stderr.contains("read-only"),
+        "{stderr}"
+    );
+}
+
+fn downloads_answer_ranges(backend: Backend) {
+    let server = Server::start(&backend);
+    let content = common::random_bytes(10_000, 3);
+    let oid = oid_of(&content);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("object");
+    std::fs::write(&file, &content).expect("write");
+    let url = server.url(&format!("data.git/info/lfs/objects/{oid}"));
+    let (status, _, _) = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &url,
+    ]);
+    assert_eq!(status, 200);
+
+    let (status, headers, body) = curl(&["-H", "Range: bytes=100-199", &url]);
+    assert_eq!(status, 206);
+    assert_eq!(body, &content[100..200]);
+    assert!(
+        headers.contains("content-range: bytes 100-199/10000"),
+        "{headers}"
+    );
+    let (status, _, body) = curl(&["-H", "Range: bytes=9990-", &url]);
+    assert_eq!((status, body.as_slice()), (206, &content[9990..]));
+    let (status, headers, _) = curl(&["-H", "Range: bytes=20000-", &url]);
+    assert_eq!(status, 416);
+    assert!(
+        headers.contains("content-range: bytes */10000"),
+        "{headers}"
+    );
+    let (status, headers, _) = curl(&["-I", &url]);
+    assert_eq!(status, 200);
+    assert!(headers.contains("content-length: 10000"), "{headers}");
+    assert!(headers.contains(&format!("etag: \"{oid}\"")), "{headers}");
+}
+
+fn hostile_batches_are_answered_in_place(backend: Backend) {
+    let server = Server::start_with(&backend, &["--lfs-max-object-mb", "1"]);
+    let url = server.url("data.git");
+    let good = oid_of(b"x");
+    let objects = format!(
+        r#"[{{"oid":"../../../../etc/passwd","size":1}},{{"oid":"{}","size":1}},{{"oid":"{good}","size":-5}},{{"oid":"{good}","size":2097152}},{{"oid":"{good}","size":1}}]"#,
+        good.to_uppercase()
+    );
+    let (status, _, answer) = batch(
+        &url,
+        &format!(r#"{{"operation":"upload","objects":{objects}}}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let codes: Vec<_> = answer["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| o["error"]["code"].as_u64())
+        .collect();
+    assert_eq!(
+        codes,
+        [Some(422), Some(422), Some(422), Some(422), None],
+        "{answer}"
+    );
+
+    let (status, _, answer) = batch(&url, r#"{"operation":"destroy","objects":[]}"#);
+    assert_eq!(status, 422, "{answer}");
+    let (status, _, _) = batch(&url, "not json");
+    assert_eq!(status, 422);
+    let (status, _, answer) = batch(
+        &url,
+        &format!(
+            r#"{{"operation":"download","hash_algo":"sha512","objects":[{{"oid":"{good}","size":1}}]}}"#
+        ),
+    );
+    assert_eq!(
+        (status, answer["objects"][0]["error"]["code"].as_u64()),
+        (200, Some(409))
+    );
+    let many: Vec<String> = (0..1001)
+        .map(|_| format!(r#"{{"oid":"{good}","size":1}}"#))
+        .collect();
+    let (status, _, _) = batch(
+        &url,
+        &format!(
+            r#"{{"operation":"download","objects":[{}]}}"#,
+            many.join(",")
+        ),
+    );
+    assert_eq!(status, 413, "too many objects");
+    let huge = format!(
+        r#"{{"operation":"download","objects":[],"pad":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let body = dir.path().join("body");
+    std::fs::write(&body, huge).expect("write");
+    let (status, _, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/vnd.git-lfs+json",
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("{url}/info/lfs/objects/batch"),
+    ]);
+    assert_eq!(status, 413, "an oversized body");
+    let (status, _, _) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+        "--data-binary",
+        r#"{"operation":"download","objects":[]}"#,
+        &format!("{url}/info/lfs/objects/batch"),
+    ]);
+    assert_eq!(status, 415, "not JSON by its type");
+    for path in [
+        "objects/../../../manifest",
+        "objects/..%2F..%2Fmanifest",
+        &format!("objects/{}", good.to_uppercase()),
+    ] {
+        let (status, _, _) = curl(&[&format!("{url}/info/lfs/{path}")]);
+        assert_eq!(status, 422, "{path}");
+        let (status, _, _) = curl(&[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &format!("{url}/info/lfs/{path}"),
+        ]);
+        assert_eq!(status, 422, "{path}");
+    }
+    // An object over the largest size is refused as it streams.
+    let big = vec![7u8; 2 << 20];
+    let file = dir.path().join("big");
+    std::fs::write(&file, &big).expect("write");
+    let (status, _, _) = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("{url}/info/lfs/objects/{}", oid_of(&big)),
+    ]);
+    assert_eq!(status, 413);
+}
