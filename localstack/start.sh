@@ -20,9 +20,10 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && healthy; then
   exit 0
 fi
 
-# Its own working directories, so nothing lands in the clone or in $HOME.
+# Its own working directories, so nothing lands in the clone or in $HOME. Signatures
+# are checked, as S3 checks them (presigned LFS transfers are tested against it).
 export FILESYSTEM_ROOT="$LOCALSTACK_STATE/fs" LOCALSTACK_VOLUME_DIR="$LOCALSTACK_STATE/volume"
-GATEWAY_SERVER=hypercorn SERVICES=s3 EAGER_SERVICE_LOADING=1 \
+S3_SKIP_SIGNATURE_VALIDATION=0 GATEWAY_SERVER=hypercorn SERVICES=s3 EAGER_SERVICE_LOADING=1 \
   GATEWAY_LISTEN="$LOCALSTACK_LISTEN" DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
   DNS_ADDRESS=0 LS_LOG=warn \
   setsid "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$log" 2>&1 </dev/null &

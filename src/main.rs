@@ -187,6 +187,13 @@ struct LfsArgs {
     /// Largest LFS batch request body, in KiB (more: 413).
     #[arg(long, default_value_t = 1024)]
     lfs_max_batch_kb: usize,
+    /// On S3, let clients send and fetch LFS objects straight to and from the bucket
+    /// with presigned URLs (`--lfs-direct=false`: through the server).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    lfs_direct: bool,
+    /// How long the links of LFS batch answers are good for, in seconds.
+    #[arg(long, default_value_t = 900)]
+    lfs_link_secs: u64,
 }
 
 /// What one request or connection may ask of the server (README, "Limits").
@@ -394,6 +401,30 @@ async fn repos_for_serving(
         cache = Some(cached);
     }
     Ok((Repos::new(store, caches, config), cache, retries))
+}
+
+/// Direct LFS transfers for the store `url`, if it offers them: downloads always,
+/// uploads only if the store refuses a body whose declared SHA-256 is wrong (so that
+/// no client can put other bytes under an oid).
+async fn lfs_direct(url: &str) -> anyhow::Result<Option<stowage::lfs::Direct>> {
+    let Some(access) = stowage::store_url::direct_access(url).await? else {
+        return Ok(None);
+    };
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).context("random bytes")?;
+    let scratch = stowage_store::Key::new(format!(".lfs/checksum-probe-{}", hex::encode(id)))
+        .context("probe key")?;
+    let uploads = access
+        .refuses_wrong_checksums(&scratch)
+        .await
+        .context("probing the store's checksum checks")?;
+    if !uploads {
+        tracing::warn!(
+            "the store accepts bodies with a wrong x-amz-checksum-sha256: LFS uploads go \
+             through this server"
+        );
+    }
+    Ok(Some(stowage::lfs::Direct { access, uploads }))
 }
 
 fn small_caches() -> Caches {
@@ -648,6 +679,11 @@ async fn main() -> anyhow::Result<()> {
                     ..AccessConfig::default()
                 },
             );
+            let lfs_direct = if args.lfs.lfs_direct {
+                lfs_direct(&args.store.store).await?
+            } else {
+                None
+            };
             if let Some(url) = &args.public_url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
@@ -736,8 +772,9 @@ async fn main() -> anyhow::Result<()> {
                     max_object_bytes: args.lfs.lfs_max_object_mb << 20,
                     max_batch_objects: args.lfs.lfs_max_batch_objects,
                     max_batch_bytes: args.lfs.lfs_max_batch_kb << 10,
-                    ..Default::default()
+                    link_lifetime: std::time::Duration::from_secs(args.lfs.lfs_link_secs.max(1)),
                 },
+                lfs_direct,
             };
             http::serve(listener, repos, access, options, shutdown).await?;
         }

@@ -45,6 +45,28 @@ pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
     Err(StoreUrlError::Scheme(url.to_owned()))
 }
 
+/// Requests signed for clients to send to the store `url` names itself, if it offers
+/// them (S3).
+pub async fn direct_access(
+    url: &str,
+) -> Result<Option<Arc<dyn stowage_store::direct::DirectAccess>>, StoreUrlError> {
+    if !url.starts_with("s3://") {
+        return Ok(None);
+    }
+    #[cfg(feature = "s3")]
+    {
+        let store = stowage_s3::S3Store::from_url(url)
+            .await
+            .map_err(|e| StoreUrlError::Open {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Some(Arc::new(store)))
+    }
+    #[cfg(not(feature = "s3"))]
+    Err(StoreUrlError::NoS3)
+}
+
 /// The layers a store gets under the server and the maintenance commands.
 #[derive(Debug, Clone, Default)]
 pub struct Layers {

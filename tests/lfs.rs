@@ -13,10 +13,13 @@ use sha2::{Digest, Sha256};
 
 on_every_backend!(
     tracked_files_push_and_clone,
+    tracked_files_through_the_server,
     wrong_bytes_never_become_an_object,
     access_follows_the_repository,
     downloads_answer_ranges,
     hostile_batches_are_answered_in_place,
+    locks_bind_their_holders_and_pushes,
+    two_instances_race_for_locks,
 );
 
 /// The size of the large file of [`tracked_files_push_and_clone`], in MiB
@@ -111,13 +114,24 @@ fn lfs_repo(sb: &Sandbox, name: &str, url: &str) -> std::path::PathBuf {
 }
 
 fn tracked_files_push_and_clone(backend: Backend) {
-    let server = Server::start(&backend);
+    push_and_clone(backend, big_mb(), &[]);
+}
+
+fn tracked_files_through_the_server(backend: Backend) {
+    push_and_clone(backend, 20, &["--lfs-direct=false"]);
+}
+
+/// Pushes three tracked files (one of `big_mb` MiB) and clones them elsewhere. On S3,
+/// unless `--lfs-direct=false` is among `flags`, their bytes go straight to the bucket.
+fn push_and_clone(backend: Backend, big_mb: usize, flags: &[&str]) {
+    let direct = matches!(backend, Backend::S3 { .. }) && !flags.contains(&"--lfs-direct=false");
+    let server = Server::start_with(&backend, flags);
     let sb = Sandbox::with_lfs();
     let work = lfs_repo(&sb, "work", &server.url("data.git"));
     let sizes = [
         ("small.bin", 1000),
         ("medium.bin", 3 << 20),
-        ("big.bin", big_mb() << 20),
+        ("big.bin", big_mb << 20),
     ];
     for (i, (name, size)) in sizes.iter().enumerate() {
         write_random(&work.join(name), *size, i as u64 + 1);
@@ -133,7 +147,10 @@ fn tracked_files_push_and_clone(backend: Backend) {
     );
     sb.git(&work, &["push", "-q", "-u", "origin", "main"]);
     let total: usize = sizes.iter().map(|(_, s)| s).sum();
-    assert_eq!(stat(&server, "lfs_bytes_received"), total as u64);
+    // Through the server, every byte passed it; direct, none did.
+    let (through, links) = if direct { (0, 3) } else { (total as u64, 0) };
+    assert_eq!(stat(&server, "lfs_bytes_received"), through);
+    assert_eq!(stat(&server, "lfs_direct_uploads"), links);
 
     let clone = sb.path("clone");
     sb.git(
@@ -159,12 +176,184 @@ fn tracked_files_push_and_clone(backend: Backend) {
     let fsck = sb.git(&clone, &["lfs", "fsck"]);
     assert!(fsck.contains("Git LFS fsck OK"), "{fsck}");
     sb.git(&clone, &["lfs", "fetch", "--all"]);
-    assert_eq!(stat(&server, "lfs_bytes_sent"), total as u64);
+    assert_eq!(stat(&server, "lfs_bytes_sent"), through);
+    if direct {
+        assert!(stat(&server, "lfs_direct_downloads") >= 3);
+    }
 
     // A second push of the same objects sends nothing.
     sb.commit(&work, "README", "changed\n", "no new objects");
     sb.git(&work, &["push", "-q", "origin", "main"]);
-    assert_eq!(stat(&server, "lfs_bytes_received"), total as u64);
+    assert_eq!(stat(&server, "lfs_bytes_received"), through);
+    assert_eq!(stat(&server, "lfs_direct_uploads"), links);
+}
+
+/// The first object's action `name` in a batch answer: its URL and headers.
+fn action(answer: &serde_json::Value, name: &str) -> (String, Vec<String>) {
+    let action = &answer["objects"][0]["actions"][name];
+    let href = action["href"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} in {answer}"));
+    let headers = action["header"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| format!("{k}: {}", v.as_str().expect("a header value")))
+                .collect()
+        })
+        .unwrap_or_default();
+    (href.to_owned(), headers)
+}
+
+/// `headers` as curl arguments, then `args`.
+fn with_headers<'a>(headers: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
+    let mut all: Vec<&str> = headers.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+    all.extend_from_slice(args);
+    all
+}
+
+#[test]
+fn s3_presigned_uploads_refuse_other_bytes() {
+    common::on_s3(|backend| {
+        let server = Server::start(&backend);
+        let repo_url = server.url("data.git");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let real = common::random_bytes(300_000, 11);
+        let oid = oid_of(&real);
+        let real_arg = format!("@{}", dir.path().join("real").display());
+        std::fs::write(dir.path().join("real"), &real).expect("write");
+        let mut fake = real.clone();
+        fake[1000] ^= 1;
+        let fake_arg = format!("@{}", dir.path().join("fake").display());
+        std::fs::write(dir.path().join("fake"), &fake).expect("write");
+        let upload = format!(
+            r#"{{"operation":"upload","objects":[{{"oid":"{oid}","size":{}}}]}}"#,
+            real.len()
+        );
+        let download = upload.replace("upload", "download");
+        let (status, _, answer) = batch(&repo_url, &upload);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["objects"][0]["authenticated"], true, "{answer}");
+        let (href, headers) = action(&answer, "upload");
+        let endpoint = stowage_s3::testing::endpoint();
+        assert!(
+            href.starts_with(&endpoint),
+            "straight to the bucket: {href}"
+        );
+        let query = href.split_once('?').expect("a signed query").1;
+        assert!(
+            !query
+                .split('&')
+                .any(|p| p.to_lowercase().starts_with("x-amz-checksum")),
+            "the checksum is not a query parameter (S3 ignores it there): {href}"
+        );
+        assert!(
+            query.contains("X-Amz-SignedHeaders=content-length%3Bhost%3Bx-amz-checksum-sha256"),
+            "length and checksum are signed headers: {href}"
+        );
+        assert!(
+            headers
+                .iter()
+                .any(|h| h.starts_with("x-amz-checksum-sha256: ")),
+            "{headers:?}"
+        );
+        assert!(
+            !headers
+                .iter()
+                .any(|h| h.to_lowercase().starts_with("authorization")),
+            "a link to the store never carries the client's credentials"
+        );
+
+        // The same length, one bit changed: S3 refuses it.
+        let put = |headers: &[String], body: &str, url: &str| {
+            curl(&with_headers(
+                headers,
+                &["-X", "PUT", "--data-binary", body, url],
+            ))
+            .0
+        };
+        assert_eq!(put(&headers, &fake_arg, &href), 400, "a wrong checksum");
+        assert_eq!(put(&[], &fake_arg, &href), 403, "without the signed header");
+        let forged = href.replace("X-Amz-Signature=", "X-Amz-Signature=0");
+        assert_eq!(put(&headers, &real_arg, &forged), 403, "a forged signature");
+        let (_, _, answer) = batch(&repo_url, &download);
+        assert_eq!(
+            answer["objects"][0]["error"]["code"], 404,
+            "never served: {answer}"
+        );
+        let (verify_href, verify_headers) = action(&batch(&repo_url, &upload).2, "verify");
+        let verify_body = format!(r#"{{"oid":"{oid}","size":{}}}"#, real.len());
+        let verify = |extra: &[&str]| {
+            let mut args = vec![
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/vnd.git-lfs+json",
+                "--data-binary",
+                &verify_body,
+                &verify_href,
+            ];
+            args.extend_from_slice(extra);
+            curl(&with_headers(&verify_headers, &args)).0
+        };
+        assert_eq!(verify(&[]), 404, "nothing there to verify");
+
+        // The right bytes are taken, verified, and served from the bucket.
+        assert_eq!(put(&headers, &real_arg, &href), 200);
+        assert_eq!(verify(&[]), 200);
+        let (_, _, again) = batch(&repo_url, &upload);
+        assert!(
+            again["objects"][0]["actions"].is_null(),
+            "nothing to send: {again}"
+        );
+        let (_, _, answer) = batch(&repo_url, &download);
+        let (href, _) = action(&answer, "download");
+        assert!(href.starts_with(&endpoint), "{href}");
+        let (status, _, got) = curl(&[&href]);
+        assert!(status == 200 && got == real);
+        assert_eq!(stat(&server, "lfs_bytes_received"), 0);
+        assert_eq!(stat(&server, "lfs_bytes_sent"), 0);
+
+        // An object that does not match its oid (written around the server) fails
+        // verification and is deleted.
+        let bad = oid_of(b"what the oid promises");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let Backend::S3 { bucket } = &backend else {
+            unreachable!()
+        };
+        let key = format!("data.git/lfs/objects/{}/{}/{bad}", &bad[..2], &bad[2..4]);
+        runtime.block_on(async {
+            stowage_s3::testing::client()
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(b"something else".to_vec().into())
+                .send()
+                .await
+                .expect("put around the server");
+        });
+        let bad_body = format!(r#"{{"oid":"{bad}","size":14}}"#);
+        let (status, _, body) = curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/vnd.git-lfs+json",
+            "--data-binary",
+            &bad_body,
+            &format!("{repo_url}/info/lfs/verify"),
+        ]);
+        assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+        let (_, _, answer) = batch(
+            &repo_url,
+            &bad_body
+                .replace(r#"{"oid""#, r#"{"operation":"download","objects":[{"oid""#)
+                .replace("14}", "14}]}"),
+        );
+        assert_eq!(
+            answer["objects"][0]["error"]["code"], 404,
+            "deleted: {answer}"
+        );
+    });
 }
 
 fn wrong_bytes_never_become_an_object(backend: Backend) {
@@ -438,4 +627,170 @@ fn hostile_batches_are_answered_in_place(backend: Backend) {
         &format!("{url}/info/lfs/objects/{}", oid_of(&big)),
     ]);
     assert_eq!(status, 413);
+}
+
+/// A clone of `url` at `name`, with the remote's credentials in its URL.
+fn clone_as(sb: &Sandbox, url: &str, name: &str) -> std::path::PathBuf {
+    let path = sb.path(name);
+    sb.git(
+        &sb.path(""),
+        &["clone", "-q", url, path.to_str().expect("utf-8")],
+    );
+    path
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn locks_bind_their_holders_and_pushes(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::with_lfs();
+    let work = lfs_repo(&sb, "work", &server.url("team.git"));
+    for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
+        write_random(&work.join(name), 2000, i as u64 + 20);
+    }
+    sb.git(&work, &["add", "-A"]);
+    sb.git(&work, &["commit", "-q", "-m", "assets"]);
+    sb.git(&work, &["push", "-q", "-u", "origin", "main"]);
+    let alice = user(&backend, "alice", Some(("team", "write")));
+    let bob = user(&backend, "bob", Some(("team", "write")));
+    let a = clone_as(&sb, &server.url_as("alice", &alice, "team.git"), "alice");
+    let b = clone_as(&sb, &server.url_as("bob", &bob, "team.git"), "bob");
+
+    let locked = sb.git(&a, &["lfs", "lock", "a.bin"]);
+    assert!(locked.contains("Locked a.bin"), "{locked}");
+    sb.git(&a, &["lfs", "lock", "c.bin"]);
+    let listed = sb.git(&b, &["lfs", "locks"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("a.bin") && l.contains("alice")),
+        "{listed}"
+    );
+    let by_path = sb.git(&b, &["lfs", "locks", "--path", "c.bin"]);
+    assert_eq!(by_path.lines().count(), 1, "{by_path}");
+
+    // Bob can neither take, nor release, nor force alice's lock.
+    let out = sb.git_output(&b, &["lfs", "lock", "a.bin"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("alice"), "{}", stderr_of(&out));
+    let out = sb.git_output(&b, &["lfs", "unlock", "a.bin"]);
+    assert!(!out.status.success(), "not his lock");
+    let out = sb.git_output(&b, &["lfs", "unlock", "--force", "a.bin"]);
+    assert!(!out.status.success(), "bob is no admin");
+    assert!(stderr_of(&out).contains("admin"), "{}", stderr_of(&out));
+
+    // A push that changes a.bin is refused by the server, with who holds the lock
+    // (git-lfs's own check, which would stop it first, is off here)...
+    write_random(&b.join("a.bin"), 2000, 99);
+    sb.git(&b, &["commit", "-q", "-am", "bob changes a locked file"]);
+    let out = sb.git_output(
+        &b,
+        &["-c", "lfs.locksverify=false", "push", "origin", "main"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("a.bin is locked by alice"),
+        "{}",
+        stderr_of(&out)
+    );
+    // ...and by git-lfs itself, which asks the server which locks are someone else's.
+    let out = sb.git_output(&b, &["push", "origin", "main"]);
+    assert!(!out.status.success());
+    sb.git(&b, &["reset", "-q", "--hard", "origin/main"]);
+    // Files nobody locked are pushed as ever.
+    write_random(&b.join("b.bin"), 2000, 98);
+    sb.git(&b, &["commit", "-q", "-am", "bob changes b"]);
+    sb.git(
+        &b,
+        &[
+            "-c",
+            "lfs.locksverify=false",
+            "push",
+            "-q",
+            "origin",
+            "main",
+        ],
+    );
+
+    // The holder pushes the locked file, and releases a lock herself.
+    sb.git(&a, &["pull", "-q", "--rebase"]);
+    write_random(&a.join("a.bin"), 2000, 97);
+    sb.git(&a, &["commit", "-q", "-am", "alice changes her file"]);
+    sb.git(&a, &["push", "-q", "origin", "main"]);
+    sb.git(&a, &["lfs", "unlock", "c.bin"]);
+
+    // A repository admin forces the last one; then bob may change the file.
+    let out = sb.git(&work, &["lfs", "unlock", "--force", "a.bin"]);
+    assert!(out.contains("Unlocked a.bin"), "{out}");
+    assert!(sb.git(&b, &["lfs", "locks"]).trim().is_empty());
+    sb.git(&b, &["pull", "-q", "--rebase"]);
+    write_random(&b.join("a.bin"), 2000, 96);
+    sb.git(&b, &["commit", "-q", "-am", "bob changes a"]);
+    sb.git(&b, &["push", "-q", "origin", "main"]);
+}
+
+fn two_instances_race_for_locks(backend: Backend) {
+    let one = Server::start(&backend);
+    let two = Server::start(&backend);
+    let sb = Sandbox::new();
+    let src = sb.init_repo("src");
+    sb.commit(&src, "f.txt", "x\n", "first");
+    sb.git(&src, &["push", "-q", &one.url("race.git"), "main"]);
+    let alice = user(&backend, "alice", Some(("race", "write")));
+    let bob = user(&backend, "bob", Some(("race", "write")));
+    let create = |server: &Server, user: &str, token: &str, path: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/vnd.git-lfs+json",
+            "--data-binary",
+            &format!(r#"{{"path":"{path}"}}"#),
+            &server.url_as(user, token, "race.git/info/lfs/locks"),
+        ])
+    };
+    let paths: Vec<String> = (0..16).map(|i| format!("data/file-{i}.bin")).collect();
+    let (from_one, from_two) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            paths
+                .iter()
+                .map(|p| create(&one, "alice", &alice, p))
+                .collect::<Vec<_>>()
+        });
+        let b = s.spawn(|| {
+            paths
+                .iter()
+                .map(|p| create(&two, "bob", &bob, p))
+                .collect::<Vec<_>>()
+        });
+        (a.join().expect("alice"), b.join().expect("bob"))
+    });
+    for (i, ((sa, _, ba), (sb_, _, bb))) in from_one.iter().zip(&from_two).enumerate() {
+        let mut statuses = [*sa, *sb_];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "path {i}: exactly one gets it");
+        let (won, lost) = if *sa == 201 { (ba, bb) } else { (bb, ba) };
+        let won: serde_json::Value = serde_json::from_slice(won).expect("JSON");
+        let lost: serde_json::Value = serde_json::from_slice(lost).expect("JSON");
+        assert_eq!(
+            won["lock"]["id"], lost["lock"]["id"],
+            "the loser is shown the winner's lock"
+        );
+    }
+    let (status, _, listed) =
+        curl(&[&one.url_as("alice", &alice, "race.git/info/lfs/locks?limit=10")]);
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&listed).expect("JSON");
+    assert_eq!(listed["locks"].as_array().expect("locks").len(), 10);
+    let cursor = listed["next_cursor"].as_str().expect("a next page");
+    let (_, _, rest) = curl(&[&two.url_as(
+        "bob",
+        &bob,
+        &format!("race.git/info/lfs/locks?limit=10&cursor={cursor}"),
+    )]);
+    let rest: serde_json::Value = serde_json::from_slice(&rest).expect("JSON");
+    assert_eq!(rest["locks"].as_array().expect("locks").len(), 6);
+    assert!(rest["next_cursor"].is_null());
 }

@@ -5,6 +5,10 @@
 //! PUT       objects/<oid>     an upload through this server (write)
 //! GET, HEAD objects/<oid>     a download, whole or a Range (read)
 //! POST      verify            {"oid","size"}: the object is stored (write)
+//! POST      locks             {"path"}: lock a file (write)
+//! GET       locks             ?path=&id=&cursor=&limit=: list locks (write)
+//! POST      locks/verify      {"cursor","limit"}: locks of the caller and of others (write)
+//! POST      locks/<id>/unlock {"force"}: release a lock; force needs repository admin
 //! ```
 //!
 //! Requests and answers are `application/vnd.git-lfs+json`; a refusal is
@@ -22,8 +26,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{AppState, Failure, auth, body_stream, for_caller, read_limited};
-use crate::access::{Allowed, Need};
+use crate::access::{Allowed, Need, Role};
 use crate::lfs::batch::{BatchError, BatchRequest, Links, Operation};
+use crate::lfs::locks::{LockError, owner_of, page};
 use crate::lfs::{LfsError, Oid};
 use crate::repo::RepoName;
 
@@ -109,6 +114,13 @@ pub(super) async fn handle(
     let answer = match (&method, rest) {
         (&Method::POST, "objects/batch") => batch(state, peer, repo, request).await,
         (&Method::POST, "verify") => verify(state, peer, repo, request).await,
+        (&Method::POST, "locks") => create_lock(state, peer, repo, request).await,
+        (&Method::GET, "locks") => list_locks(state, peer, repo, request).await,
+        (&Method::POST, "locks/verify") => verify_locks(state, peer, repo, request).await,
+        (&Method::POST, rest) if rest.starts_with("locks/") && rest.ends_with("/unlock") => {
+            let id = &rest["locks/".len()..rest.len() - "/unlock".len()];
+            unlock(state, peer, repo, id, request).await
+        }
         (_, rest) if rest.starts_with("objects/") => {
             let oid = &rest["objects/".len()..];
             match method {
@@ -305,6 +317,194 @@ async fn verify(
     state.lfs.verify(repo, oid, size).await.map_err(lfs_error)?;
     Ok(for_caller(
         json_reply(StatusCode::OK, "{}".into()),
+        &allowed.caller,
+    ))
+}
+
+/// Largest lock request body.
+const MAX_LOCK_BODY: usize = 16 << 10;
+
+/// Most locks one page lists.
+const MAX_LOCK_PAGE: usize = 1000;
+
+fn lock_owner(allowed: &Allowed) -> String {
+    owner_of(&allowed.caller)
+}
+
+fn lock_error(e: LockError) -> LfsFailure {
+    match e {
+        LockError::Invalid(message) => lfs_status(StatusCode::UNPROCESSABLE_ENTITY, message),
+        LockError::NotFound(_) => lfs_status(StatusCode::NOT_FOUND, e.to_string()),
+        LockError::NoRepository(repo) => LfsFailure(Failure::NotFound(repo)),
+        LockError::NotOwner(message) => lfs_status(StatusCode::FORBIDDEN, message),
+        LockError::Exists(_) => lfs_status(StatusCode::CONFLICT, e.to_string()),
+        LockError::Lfs(e) => lfs_error(e),
+    }
+}
+
+/// A JSON request body of at most `limit` bytes, in `T`'s shape.
+async fn json_body<T: for<'de> Deserialize<'de>>(
+    state: &AppState,
+    request: Request,
+    limit: usize,
+) -> Result<T, LfsFailure> {
+    if !is_json(request.headers()) {
+        return Err(lfs_status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a request body is {LFS_JSON}"),
+        ));
+    }
+    let body = read_limited(request, limit, &state.options.connections).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        lfs_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid request: {e}"),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct LockBody {
+    path: String,
+}
+
+async fn create_lock(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Write).await?;
+    let body: LockBody = json_body(state, request, MAX_LOCK_BODY).await?;
+    let owner = lock_owner(&allowed);
+    let response = match state
+        .lfs
+        .create_lock(&state.repos, repo, &body.path, &owner)
+        .await
+    {
+        Ok(lock) => json_reply(
+            StatusCode::CREATED,
+            serde_json::json!({ "lock": lock }).to_string(),
+        ),
+        Err(LockError::Exists(held)) => {
+            let message = format!("{} is already locked by {}", held.path, held.owner.name);
+            json_reply(
+                StatusCode::CONFLICT,
+                serde_json::json!({ "lock": held, "message": message }).to_string(),
+            )
+        }
+        Err(e) => return Err(lock_error(e)),
+    };
+    Ok(for_caller(response, &allowed.caller))
+}
+
+/// The value of `name` in a query string, percent-decoded (`+` is a space).
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| {
+            percent_encoding::percent_decode_str(&value.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(100).clamp(1, MAX_LOCK_PAGE)
+}
+
+async fn list_locks(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Write).await?;
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let path = query_value(&query, "path");
+    let id = query_value(&query, "id");
+    let cursor = query_value(&query, "cursor").filter(|c| !c.is_empty());
+    let limit = query_value(&query, "limit")
+        .map(|l| {
+            l.parse::<usize>().map_err(|_| {
+                lfs_status(StatusCode::UNPROCESSABLE_ENTITY, "limit is a whole number")
+            })
+        })
+        .transpose()?;
+    let mut locks = state.lfs.locks(repo).await.map_err(lock_error)?;
+    locks.retain(|l| {
+        path.as_ref().is_none_or(|p| l.path == *p) && id.as_ref().is_none_or(|i| l.id == *i)
+    });
+    let (locks, next) = page(locks, cursor.as_deref(), page_limit(limit));
+    let mut body = serde_json::json!({ "locks": locks });
+    if let Some(next) = next {
+        body["next_cursor"] = next.into();
+    }
+    Ok(for_caller(
+        json_reply(StatusCode::OK, body.to_string()),
+        &allowed.caller,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VerifyLocksBody {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn verify_locks(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Write).await?;
+    let body: VerifyLocksBody = json_body(state, request, MAX_LOCK_BODY).await?;
+    let owner = lock_owner(&allowed);
+    let locks = state.lfs.locks(repo).await.map_err(lock_error)?;
+    let cursor = body.cursor.filter(|c| !c.is_empty());
+    let (locks, next) = page(locks, cursor.as_deref(), page_limit(body.limit));
+    let (ours, theirs): (Vec<_>, Vec<_>) = locks.into_iter().partition(|l| l.owner.name == owner);
+    let mut answer = serde_json::json!({ "ours": ours, "theirs": theirs });
+    if let Some(next) = next {
+        answer["next_cursor"] = next.into();
+    }
+    Ok(for_caller(
+        json_reply(StatusCode::OK, answer.to_string()),
+        &allowed.caller,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UnlockBody {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn unlock(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    id: &str,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Write).await?;
+    let body: UnlockBody = json_body(state, request, MAX_LOCK_BODY).await?;
+    let owner = lock_owner(&allowed);
+    let may_force = allowed.role >= Role::Admin || allowed.caller.server_admin;
+    let lock = state
+        .lfs
+        .unlock(repo, id, &owner, body.force, may_force)
+        .await
+        .map_err(lock_error)?;
+    Ok(for_caller(
+        json_reply(
+            StatusCode::OK,
+            serde_json::json!({ "lock": lock }).to_string(),
+        ),
         &allowed.caller,
     ))
 }

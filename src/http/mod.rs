@@ -71,6 +71,8 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Git LFS settings.
     pub lfs: crate::lfs::LfsConfig,
+    /// Transfers of LFS objects straight to and from the store, where it offers them.
+    pub lfs_direct: Option<crate::lfs::Direct>,
 }
 
 /// Limits on each connection and request body, against clients that are slow, idle,
@@ -120,6 +122,7 @@ impl Default for Options {
             connections: ConnectionLimits::default(),
             public_url: None,
             lfs: Default::default(),
+            lfs_direct: None,
         }
     }
 }
@@ -134,7 +137,8 @@ struct AppState {
 
 /// The application: every route of the server.
 pub fn router(repos: Repos, access: Access, options: Options) -> Router {
-    let lfs = crate::lfs::Lfs::new(repos.store.clone(), options.lfs.clone());
+    let lfs = crate::lfs::Lfs::new(repos.store.clone(), options.lfs.clone())
+        .with_direct(options.lfs_direct.clone());
     Router::new().fallback(handle).with_state(AppState {
         repos: Arc::new(repos),
         access,

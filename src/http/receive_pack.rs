@@ -1,6 +1,7 @@
 //! `POST /<repo>/git-receive-pack`: a push; needs write (creating a repository needs
 //! write on a prefix covering its name, and makes the pusher its admin). The
-//! repository's protected refs bind the push.
+//! repository's protected refs bind the push, and so do its Git LFS locks: a ref may
+//! not move to commits that change a file someone else has locked.
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,7 @@ use axum::response::Response;
 use super::{AppState, Failure, auth, body_reader, for_caller, git_response};
 use crate::access::refs::PushPolicy;
 use crate::access::{Need, manage};
+use crate::lfs::locks::{LockAware, owner_of};
 use crate::protocol::serve;
 use crate::repo::RepoName;
 
@@ -21,13 +23,18 @@ pub(super) async fn handle(
 ) -> Result<Response, Failure> {
     let (allowed, credentials) =
         auth::authorize_with(state, peer, request.headers(), repo, Need::Write).await?;
-    let policy = PushPolicy::new(
-        state.access.clone(),
-        credentials,
-        peer.ip(),
-        repo.clone(),
-        &allowed,
-    );
+    let policy = LockAware {
+        inner: PushPolicy::new(
+            state.access.clone(),
+            credentials,
+            peer.ip(),
+            repo.clone(),
+            &allowed,
+        ),
+        lfs: state.lfs.clone(),
+        repo: repo.clone(),
+        pusher: owner_of(&allowed.caller),
+    };
     let limits = &state.options.limits;
     let body = body_reader(request, &state.options.connections);
     let pushed = serve::receive_pack(&state.repos, limits, repo, body, &policy).await?;

@@ -13,7 +13,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Lfs, LfsError, Oid};
+use stowage_store::direct::SignedRequest;
+
+use super::{Lfs, LfsCounters, LfsError, Oid};
 use crate::repo::RepoName;
 
 /// Objects looked up at once.
@@ -235,6 +237,12 @@ impl Lfs {
             header: links.header.clone(),
             expires_in: lifetime,
         };
+        let signed = |request: SignedRequest| Action {
+            href: request.url,
+            header: request.headers.into_iter().collect(),
+            expires_in: lifetime,
+        };
+        let key = Lfs::object_key(repo, &oid);
         let object_path = format!("objects/{oid}");
         let mut actions = BTreeMap::new();
         match (operation, stored) {
@@ -255,15 +263,41 @@ impl Lfs {
                 .to_string();
                 return Ok(object_error(oid_value, size_value, 422, message));
             }
-            (Operation::Download, Some(_)) => {
-                actions.insert("download", action(links.href(repo, &object_path)));
-            }
+            (Operation::Download, Some(_)) => match &self.direct {
+                Some(direct) => {
+                    let request = direct
+                        .access
+                        .presign_get(&key, self.config.link_lifetime)
+                        .await?;
+                    LfsCounters::add(&self.counters.direct_downloads, 1);
+                    actions.insert("download", signed(request));
+                }
+                None => {
+                    actions.insert("download", action(links.href(repo, &object_path)));
+                }
+            },
             // There already: nothing to send.
             (Operation::Upload, Some(_)) => {}
-            (Operation::Upload, None) => {
-                actions.insert("upload", action(links.href(repo, &object_path)));
-                actions.insert("verify", action(links.href(repo, "verify")));
-            }
+            (Operation::Upload, None) => match &self.direct {
+                Some(direct) if direct.uploads && size <= direct.access.max_put_size() => {
+                    let request = direct
+                        .access
+                        .presign_put(&key, size, oid.as_bytes(), self.config.link_lifetime)
+                        .await?;
+                    LfsCounters::add(&self.counters.direct_uploads, 1);
+                    actions.insert("upload", signed(request));
+                    actions.insert("verify", action(links.href(repo, "verify")));
+                }
+                // Through this server, which hashes the upload as it stores it: the
+                // upload is its own verification, and what the verify action checks of
+                // it (size) costs one request.
+                _ => {
+                    actions.insert("upload", action(links.href(repo, &object_path)));
+                    if self.direct.is_none() {
+                        actions.insert("verify", action(links.href(repo, "verify")));
+                    }
+                }
+            },
         }
         Ok(ObjectAnswer {
             oid: oid_value,
@@ -275,16 +309,71 @@ impl Lfs {
     }
 
     /// The verify action: whether object `oid` of `repo` is stored, with `size` bytes.
+    /// Where clients upload to the store directly, also that the store's checksum of
+    /// it is `oid` (or, where the store recorded none, that its bytes hash to `oid`);
+    /// an object that fails is deleted.
     pub async fn verify(&self, repo: &RepoName, oid: Oid, size: u64) -> Result<(), LfsError> {
-        let actual = self.size(repo, &oid).await?;
-        if actual != size {
+        let key = Lfs::object_key(repo, &oid);
+        let Some(direct) = &self.direct else {
+            let actual = self.size(repo, &oid).await?;
+            if actual != size {
+                return Err(LfsError::WrongSize {
+                    oid,
+                    claimed: size,
+                    actual,
+                });
+            }
+            return Ok(());
+        };
+        let stored = match direct.access.checksum(&key).await {
+            Ok(stored) => stored,
+            Err(stowage_store::Error::NotFound { .. }) => return Err(LfsError::NotFound(oid)),
+            Err(e) => return Err(e.into()),
+        };
+        let actual = match stored.sha256 {
+            Some(sha256) => sha256,
+            None => self.hash_stored(repo, &oid, stored.size).await?,
+        };
+        if actual != *oid.as_bytes() {
+            tracing::warn!(repo = %repo, %oid, "an LFS object does not match its oid; deleting it");
+            self.store.delete(&key).await?;
+            return Err(LfsError::Mismatch {
+                oid,
+                actual: hex::encode(actual),
+                size: stored.size,
+            });
+        }
+        if stored.size != size {
             return Err(LfsError::WrongSize {
                 oid,
                 claimed: size,
-                actual,
+                actual: stored.size,
             });
         }
         Ok(())
+    }
+
+    /// The SHA-256 of the stored object, read through.
+    async fn hash_stored(
+        &self,
+        repo: &RepoName,
+        oid: &Oid,
+        size: u64,
+    ) -> Result<[u8; 32], LfsError> {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        if size > 0 {
+            let key = Lfs::object_key(repo, oid);
+            let mut stream = self
+                .store
+                .get_range_stream(&key, stowage_store::ByteRange::From(0))
+                .await?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| stowage_store::Error::from_io(key.as_str(), e))?;
+                hasher.update(&chunk);
+            }
+        }
+        Ok(hasher.finalize().into())
     }
 }
 

@@ -8,16 +8,22 @@
 //! Invariant: an object is at its key only if its bytes hash to its oid. Through this
 //! server, an upload is streamed into the store with `Create` while it is hashed, and
 //! the hash is checked before the store makes the object visible (a body that does not
-//! match fails the write, so nothing appears). Objects never change once there, and
-//! no compaction or garbage collection touches them.
+//! match fails the write, so nothing appears). Directly to the store (S3, presigned),
+//! the upload's SHA-256 and length are signed headers, so the store itself refuses
+//! other bytes; direct uploads are offered only by a store seen to refuse a wrong
+//! checksum (tested at start), and the verify action checks the stored checksum (or
+//! hashes the object) before git-lfs counts it as sent. Objects never change once
+//! there, and no compaction or garbage collection touches them.
 //!
 //! - [`oid`]: [`Oid`], checked (64 lowercase hex digits) before any key is built;
 //! - [`batch`]: the batch API (which objects to send or fetch, and where);
+//! - [`locks`]: file locks, and the push rule that enforces them;
 //! - [`objects`]: uploads through the server, hashed, and downloads.
 //!
 //! This layer knows the store and the repository model, not HTTP.
 
 pub mod batch;
+pub mod locks;
 pub mod objects;
 pub mod oid;
 
@@ -26,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use stowage_store::ObjectStore;
+use stowage_store::direct::DirectAccess;
 
 pub use oid::Oid;
 
@@ -42,6 +49,14 @@ pub struct LfsConfig {
     pub max_batch_bytes: usize,
     /// How long the links a batch answer gives are good for.
     pub link_lifetime: Duration,
+}
+
+/// Transfers straight between clients and the store.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    pub access: Arc<dyn DirectAccess>,
+    /// Whether uploads go direct too (the store refuses wrong checksums).
+    pub uploads: bool,
 }
 
 impl Default for LfsConfig {
@@ -79,17 +94,32 @@ impl LfsCounters {
 #[derive(Debug, Clone)]
 pub struct Lfs {
     store: Arc<dyn ObjectStore>,
+    direct: Option<Direct>,
     pub config: LfsConfig,
     pub counters: Arc<LfsCounters>,
+    /// Locks read, by key and tag (a lock never changes; a new one has a new tag).
+    lock_cache: moka::sync::Cache<(String, String), Arc<locks::Lock>>,
 }
 
 impl Lfs {
     pub fn new(store: Arc<dyn ObjectStore>, config: LfsConfig) -> Self {
         Lfs {
             store,
+            direct: None,
             config,
             counters: Arc::default(),
+            lock_cache: moka::sync::Cache::new(100_000),
         }
+    }
+
+    /// Transfers go straight to the store through `direct`.
+    pub fn with_direct(mut self, direct: Option<Direct>) -> Self {
+        self.direct = direct;
+        self
+    }
+
+    pub fn direct(&self) -> Option<&Direct> {
+        self.direct.as_ref()
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

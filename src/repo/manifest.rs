@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use gix_hash::ObjectId;
 use serde::{Deserialize, Serialize};
 
-/// Format version written in every manifest.
 /// The newest manifest format this server reads and writes. Format 2 adds
-/// [`Manifest::unreachable_since`] and [`Manifest::prunes`]: a manifest uses it once
-/// either is set, so that a server too old to keep them refuses the manifest instead
-/// of writing it back without them.
-pub const FORMAT: u32 = 2;
+/// [`Manifest::unreachable_since`] and [`Manifest::prunes`], format 3
+/// [`Manifest::lfs_locks`]: a manifest is written in the format its fields need, so
+/// that a server too old to keep them refuses the manifest instead of writing it back
+/// without them.
+pub const FORMAT: u32 = 3;
 
 /// The format of a manifest that needs nothing newer.
 pub const BASE_FORMAT: u32 = 1;
@@ -55,10 +55,19 @@ pub struct Manifest {
     /// against packs before a prune checks again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prunes: u64,
+    /// Whether Git LFS locks were ever taken in this repository: pushes then check that
+    /// they change no file locked by someone else. Set before the first lock is
+    /// written, never cleared.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lfs_locks: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Ids of the last [`RECENT_TXNS`] transactions that wrote a document (a manifest, the
@@ -135,6 +144,18 @@ impl Manifest {
             retired: Vec::new(),
             unreachable_since: None,
             prunes: 0,
+            lfs_locks: false,
+        }
+    }
+
+    /// The oldest format that holds every field this manifest uses.
+    fn needed_format(&self) -> u32 {
+        if self.lfs_locks {
+            3
+        } else if self.unreachable_since.is_some() || self.prunes > 0 {
+            2
+        } else {
+            BASE_FORMAT
         }
     }
 
@@ -146,8 +167,11 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// The manifest as stored, in the format its fields need.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("a manifest always serializes")
+        let mut stored = self.clone();
+        stored.format = self.format.max(self.needed_format());
+        serde_json::to_vec_pretty(&stored).expect("a manifest always serializes")
     }
 
     /// Lists `pack` (once), taking it off the retired list if it was there: the same
@@ -227,6 +251,17 @@ mod tests {
         let parsed = Manifest::parse(&m.to_bytes()).expect("parses");
         assert_eq!(parsed, m);
         assert_eq!(parsed.head_id(), Some(id));
+    }
+
+    #[test]
+    fn is_written_in_the_format_its_fields_need() {
+        let mut m = Manifest::empty("refs/heads/main");
+        let format = |m: &Manifest| Manifest::parse(&m.to_bytes()).expect("parses").format;
+        assert_eq!(format(&m), BASE_FORMAT);
+        m.prunes = 1;
+        assert_eq!(format(&m), 2);
+        m.lfs_locks = true;
+        assert_eq!(format(&m), 3);
     }
 
     #[test]

@@ -313,6 +313,31 @@ impl Repos {
         }
     }
 
+    /// Marks `repo`'s manifest as having Git LFS locks (once; later pushes then check
+    /// them).
+    pub async fn mark_lfs_locks(&self, repo: &RepoName) -> Result<(), RepoError> {
+        loop {
+            let Some(snapshot) = self.snapshot(repo).await? else {
+                return Err(RepoError::NotFound(repo.clone()));
+            };
+            if snapshot.manifest.lfs_locks {
+                return Ok(());
+            }
+            let mut marked = snapshot.manifest;
+            marked.lfs_locks = true;
+            let body = Bytes::from(marked.to_bytes());
+            match self
+                .store
+                .put(&repo.key("manifest"), body, PutMode::Update(snapshot.etag))
+                .await
+            {
+                // Lost to another write (or to our own, retried): read again.
+                Ok(_) | Err(StoreError::Precondition { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Every repository in the store, sorted by name.
     pub async fn list(&self) -> Result<Vec<RepoName>, RepoError> {
         let mut names: Vec<RepoName> = self

@@ -71,6 +71,13 @@ pub struct RefChange<'a> {
     pub fast_forward: Option<bool>,
 }
 
+/// A file a push may not change, and who holds it (a Git LFS lock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedFile {
+    pub path: String,
+    pub owner: String,
+}
+
 /// Rules a push must follow, given by the layer above (access control, locks, hooks).
 #[async_trait::async_trait]
 pub trait RefPolicy: Send + Sync {
@@ -83,6 +90,13 @@ pub trait RefPolicy: Send + Sync {
     async fn refresh(&self) -> Result<(), String>;
     /// `Ok`, or the reason the command is refused (git shows it after `ng <ref>`).
     fn check(&self, change: &RefChange<'_>) -> Result<(), String>;
+
+    /// Files the commits of this push may not change (locked by someone else), asked
+    /// once the pack is in, and only of repositories that have had locks. `Err`
+    /// refuses every command with that reason.
+    async fn locked_files(&self) -> Result<Vec<LockedFile>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// The policy that allows every command.
@@ -288,6 +302,16 @@ pub async fn receive(
     if snapshot.is_none() && !policy.may_create() {
         return Err(RepoError::NotFound(repo.clone()));
     }
+    if base.lfs_locks {
+        check_locks(
+            policy,
+            &odb,
+            &commands,
+            &mut results,
+            received.as_ref().map(|r| r.2.clone()),
+        )
+        .await?;
+    }
     let (refs, written, created, relisted) = swap_manifest(
         repos,
         repo,
@@ -314,6 +338,62 @@ pub async fn receive(
         refs,
         created,
     })
+}
+
+/// Refuses each command whose new commits change a file `policy` says is locked.
+/// The new commits are those of the received pack (at `local_index`) that the new
+/// value reaches; a commit changes a path when its entry there differs from the entry
+/// in every parent (a merge that takes one side's version changes nothing itself).
+async fn check_locks(
+    policy: &dyn RefPolicy,
+    odb: &Arc<Odb>,
+    commands: &[Command],
+    results: &mut [Result<Checked, String>],
+    local_index: Option<std::path::PathBuf>,
+) -> Result<(), RepoError> {
+    let Some(local_index) = local_index else {
+        return Ok(());
+    };
+    let locked = match policy.locked_files().await {
+        Ok(locked) => locked,
+        Err(reason) => {
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(reason.clone());
+            }
+            return Ok(());
+        }
+    };
+    if locked.is_empty() {
+        return Ok(());
+    }
+    let tips: Vec<(usize, ObjectId)> = commands
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| results[*i].is_ok() && !c.new.is_null())
+        .map(|(i, c)| (i, c.new))
+        .collect();
+    let odb = odb.clone();
+    let found =
+        tokio::task::spawn_blocking(move || -> Result<Vec<(usize, LockedFile)>, OdbError> {
+            let local = LocalPack::open(&local_index)?;
+            let source = Layered {
+                first: &local,
+                then: odb.as_ref(),
+            };
+            let mut found = Vec::new();
+            for (i, tip) in tips {
+                if let Some(file) = super::walk::changes_locked(&source, &local, tip, &locked)? {
+                    found.push((i, file));
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .expect("the lock check does not panic")?;
+    for (i, file) in found {
+        results[i] = Err(format!("{} is locked by {}", file.path, file.owner));
+    }
+    Ok(())
 }
 
 /// Why a received pack was refused: the reason after `unpack`, and lines to show.

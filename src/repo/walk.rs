@@ -831,6 +831,87 @@ fn too_deep(subtrees: &HashMap<ObjectId, Vec<ObjectId>>, max: u32) -> Option<Obj
     None
 }
 
+/// The entry at `path` (`/`-separated) under `tree`: its mode and id.
+pub fn entry_at(
+    source: &dyn ObjectSource,
+    tree: ObjectId,
+    path: &str,
+) -> Result<Option<(gix_object::tree::EntryMode, ObjectId)>, OdbError> {
+    let mut buf = Vec::new();
+    let mut current = tree;
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if read_required(source, &current, &mut buf)? != Kind::Tree {
+            return Ok(None);
+        }
+        let parsed = gix_object::TreeRef::from_bytes(&buf, gix_hash::Kind::Sha1)
+            .map_err(|e| bad(current, Kind::Tree, e))?;
+        let Some(entry) = parsed
+            .entries
+            .iter()
+            .find(|e| e.filename == part.as_bytes())
+        else {
+            return Ok(None);
+        };
+        if i + 1 == parts.len() {
+            return Ok(Some((entry.mode, entry.oid.to_owned())));
+        }
+        if !entry.mode.is_tree() {
+            return Ok(None);
+        }
+        current = entry.oid.to_owned();
+    }
+    Ok(None)
+}
+
+/// The first of `locked` that a commit `tip` reaches among the objects of `new` (a
+/// received pack) changes, if any. A commit changes a path when its entry there
+/// differs from the entry in every parent (or, for a root commit, exists).
+pub fn changes_locked(
+    source: &dyn ObjectSource,
+    new: &dyn ObjectSource,
+    tip: ObjectId,
+    locked: &[super::push::LockedFile],
+) -> Result<Option<super::push::LockedFile>, OdbError> {
+    let (tip, kind) = peel(source, tip)?;
+    if kind != Kind::Commit {
+        return Ok(None);
+    }
+    let mut buf = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![tip];
+    while let Some(commit) = stack.pop() {
+        if !seen.insert(commit) || !new.contains(&commit) {
+            continue;
+        }
+        read_required(source, &commit, &mut buf)?;
+        let info = parse_commit(commit, &buf)?;
+        let mut parent_trees = Vec::with_capacity(info.parents.len());
+        for parent in &info.parents {
+            read_required(source, parent, &mut buf)?;
+            parent_trees.push(parse_commit(*parent, &buf)?.tree);
+        }
+        for file in locked {
+            let here = entry_at(source, info.tree, &file.path)?;
+            let mut changed = true;
+            for parent_tree in &parent_trees {
+                if entry_at(source, *parent_tree, &file.path)? == here {
+                    changed = false;
+                    break;
+                }
+            }
+            if parent_trees.is_empty() {
+                changed = here.is_some();
+            }
+            if changed {
+                return Ok(Some(file.clone()));
+            }
+        }
+        stack.extend(info.parents);
+    }
+    Ok(None)
+}
+
 /// Whether `ancestor` is reachable from `descendant` (both commits).
 pub fn is_ancestor(
     source: &dyn ObjectSource,

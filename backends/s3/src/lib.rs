@@ -11,6 +11,7 @@
 //! credentials); see [`S3Store::from_url`].
 
 mod error;
+mod presign;
 pub mod testing;
 
 use std::fmt;
@@ -75,6 +76,25 @@ pub enum ConfigError {
 pub struct S3Store {
     client: Client,
     location: Location,
+    endpoint: Endpoint,
+}
+
+/// Where the bucket is reached and with which credentials, for presigned requests.
+#[derive(Clone, Default)]
+struct Endpoint {
+    /// A custom endpoint (`AWS_ENDPOINT_URL`), or `None` for AWS.
+    url: Option<String>,
+    path_style: bool,
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for S3Store {
@@ -133,12 +153,22 @@ impl S3Store {
             .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
             .timeout_config(timeouts())
             .build();
-        Ok(Self::new(Client::from_conf(config), location))
+        let mut store = Self::new(Client::from_conf(config), location);
+        store.endpoint = Endpoint {
+            url: shared.endpoint_url().map(str::to_owned),
+            path_style,
+            credentials: shared.credentials_provider(),
+        };
+        Ok(store)
     }
 
     /// A store over an already configured client.
     pub fn new(client: Client, location: Location) -> Self {
-        S3Store { client, location }
+        S3Store {
+            client,
+            location,
+            endpoint: Endpoint::default(),
+        }
     }
 
     pub fn client(&self) -> &Client {

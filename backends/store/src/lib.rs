@@ -17,12 +17,15 @@
 //! - [`latency`]: [`LatencyStore`], a layer that delays every request (benchmarks);
 //! - [`faults`]: [`FaultStore`], a layer that fails chosen requests (tests);
 //! - [`retry`]: [`RetryStore`], the one layer that retries transient faults;
+//! - [`direct`]: [`direct::DirectAccess`], requests signed for a client to send to the
+//!   store itself (S3 presigned URLs);
 //! - [`contract`]: the test suite that defines a backend. Every
 //!   backend (memory, filesystem, S3) runs it.
 //!
 //! The filesystem and S3 backends live in their own crates (`stowage-fs`, `stowage-s3`).
 
 pub mod counting;
+pub mod direct;
 pub mod error;
 pub mod faults;
 pub mod key;
