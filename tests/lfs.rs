@@ -20,6 +20,7 @@ on_every_backend!(
     hostile_batches_are_answered_in_place,
     locks_bind_their_holders_and_pushes,
     two_instances_race_for_locks,
+    raw_files_by_path,
 );
 
 /// The size of the large file of [`tracked_files_push_and_clone`], in MiB
@@ -793,4 +794,113 @@ fn two_instances_race_for_locks(backend: Backend) {
     let rest: serde_json::Value = serde_json::from_slice(&rest).expect("JSON");
     assert_eq!(rest["locks"].as_array().expect("locks").len(), 6);
     assert!(rest["next_cursor"].is_null());
+}
+
+fn raw_files_by_path(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::with_lfs();
+    let work = lfs_repo(&sb, "work", &server.url("models.git"));
+    std::fs::create_dir_all(work.join("data")).expect("dir");
+    write_random(&work.join("data/model.bin"), 100_000, 5);
+    std::fs::write(work.join("README"), "version one of the readme\n").expect("write");
+    sb.git(&work, &["add", "-A"]);
+    sb.git(&work, &["commit", "-q", "-m", "first"]);
+    sb.git(&work, &["tag", "v1"]);
+    let first = sb.git(&work, &["rev-parse", "HEAD"]).trim().to_owned();
+    sb.git(&work, &["checkout", "-q", "-b", "feature/x"]);
+    std::fs::write(
+        work.join("README"),
+        "version two, on a branch with a slash\n",
+    )
+    .expect("write");
+    write_random(&work.join("data/model.bin"), 50_000, 6);
+    sb.git(&work, &["commit", "-q", "-am", "second"]);
+    sb.git(&work, &["push", "-q", "origin", "main", "feature/x", "v1"]);
+    let model_v1 = {
+        sb.git(&work, &["checkout", "-q", "main"]);
+        std::fs::read(work.join("data/model.bin")).expect("read")
+    };
+    let raw = |spec: &str| server.url(&format!("models.git/raw/{spec}"));
+
+    let (status, headers, body) = curl(&[&raw("main/README")]);
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"version one of the readme\n"[..])
+    );
+    let blob = sb
+        .git(&work, &["rev-parse", "main:README"])
+        .trim()
+        .to_owned();
+    assert!(headers.contains(&format!("etag: \"{blob}\"")), "{headers}");
+    assert!(
+        headers.contains("x-content-type-options: nosniff"),
+        "{headers}"
+    );
+    let (_, _, body) = curl(&[&raw("feature/x/README")]);
+    assert_eq!(body, b"version two, on a branch with a slash\n");
+    let (_, _, body) = curl(&[&raw(&format!("{first}/README"))]);
+    assert_eq!(body, b"version one of the readme\n");
+    let (status, _, body) = curl(&["-H", "Range: bytes=8-10", &raw("v1/README")]);
+    assert_eq!((status, body.as_slice()), (206, &b"one"[..]));
+
+    // A tracked file is its LFS object (on S3, by a redirect to the bucket).
+    let oid = hex::encode(Sha256::digest(&model_v1));
+    let (status, headers, _) = curl(&[&raw("main/data/model.bin")]);
+    if matches!(backend, Backend::S3 { .. }) {
+        assert_eq!(status, 302, "{headers}");
+        assert!(headers.contains(&format!("location: {}", stowage_s3::testing::endpoint())));
+    } else {
+        assert_eq!(status, 200);
+    }
+    assert!(headers.contains(&format!("etag: \"{oid}\"")), "{headers}");
+    for spec in [
+        "main/data/model.bin",
+        "v1/data/model.bin",
+        &format!("{first}/data/model.bin"),
+    ] {
+        let (status, _, body) = curl(&["-L", &raw(spec)]);
+        assert!(status == 200 && body == model_v1, "{spec}: {status}");
+    }
+    let (status, _, body) = curl(&[
+        "-L",
+        "-H",
+        "Range: bytes=1000-1999",
+        &raw("v1/data/model.bin"),
+    ]);
+    assert_eq!((status, body.as_slice()), (206, &model_v1[1000..2000]));
+    let (_, _, body) = curl(&["-L", &raw("feature/x/data/model.bin")]);
+    assert_eq!(body.len(), 50_000);
+    let (status, headers, _) = curl(&["-I", &raw("main/README")]);
+    assert!(
+        status == 200 && headers.contains("content-length: 26"),
+        "{headers}"
+    );
+    let (status, _, _) = curl(&[
+        "-H",
+        &format!("If-None-Match: \"{blob}\""),
+        &raw("main/README"),
+    ]);
+    assert_eq!(status, 304);
+
+    // Clear answers for what is not there.
+    for (spec, says) in [
+        ("main/missing.txt", "missing.txt not found at main"),
+        ("nope/README", "no branch, tag or commit"),
+        ("main/data", "is a directory"),
+        (
+            &format!("{}/README", "0".repeat(40)),
+            "no branch, tag or commit",
+        ),
+    ] {
+        let (status, _, body) = curl(&[&raw(spec)]);
+        assert_eq!(status, 404, "{spec}");
+        assert!(
+            String::from_utf8_lossy(&body).contains(says),
+            "{spec}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // The same access rules as git.
+    let (status, _, _) = curl(&[&server.anon_url("models.git/raw/main/README")]);
+    assert_eq!(status, 401);
 }

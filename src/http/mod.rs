@@ -7,7 +7,8 @@
 //! - [`info_refs`]: `GET /<repo>/info/refs?service=git-upload-pack|git-receive-pack`
 //! - [`upload_pack`]: `POST /<repo>/git-upload-pack` (clone, fetch, ls-refs)
 //! - [`receive_pack`]: `POST /<repo>/git-receive-pack` (push)
-//! - [`lfs`]: `/<repo>.git/info/lfs/...`, Git LFS (batch API, objects, verify)
+//! - [`lfs`]: `/<repo>.git/info/lfs/...`, Git LFS (batch API, objects, verify, locks)
+//! - [`raw`]: `GET /<repo>.git/raw/<ref-or-commit>/<path>`, one file (LFS resolved)
 //! - [`api`]: `/-/api/v1/...`, the management API (JSON)
 //! - [`stats`]: `GET /-/stats`, store requests and caches (JSON, server admins)
 //!
@@ -21,6 +22,7 @@ mod api;
 mod auth;
 mod info_refs;
 mod lfs;
+mod raw;
 mod receive_pack;
 mod stats;
 mod upload_pack;
@@ -402,12 +404,16 @@ async fn route(state: &AppState, peer: SocketAddr, request: Request) -> Result<R
         return api::handle(state, peer, rest, request).await;
     }
     // No segment of a repository name ends in `.git`: the first `.git/` ends the name.
-    if let Some((repo, rest)) = path.split_once(".git/")
-        && let Some(lfs_path) = rest.strip_prefix("info/lfs/")
-    {
-        let repo = RepoName::new(repo)
-            .map_err(|e| Failure::status(StatusCode::BAD_REQUEST, e.to_string()))?;
-        return Ok(lfs::handle(state, peer, &repo, lfs_path, request).await);
+    if let Some((repo, rest)) = path.split_once(".git/") {
+        let name = |repo| {
+            RepoName::new(repo).map_err(|e| Failure::status(StatusCode::BAD_REQUEST, e.to_string()))
+        };
+        if let Some(lfs_path) = rest.strip_prefix("info/lfs/") {
+            return Ok(lfs::handle(state, peer, &name(repo)?, lfs_path, request).await);
+        }
+        if let Some(spec) = rest.strip_prefix("raw/") {
+            return raw::handle(state, peer, &name(repo)?, spec, request).await;
+        }
     }
     let (repo, route) = if let Some(repo) = path.strip_suffix("/info/refs") {
         (repo, RepoRoute::InfoRefs)

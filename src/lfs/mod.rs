@@ -18,7 +18,8 @@
 //! - [`oid`]: [`Oid`], checked (64 lowercase hex digits) before any key is built;
 //! - [`batch`]: the batch API (which objects to send or fetch, and where);
 //! - [`locks`]: file locks, and the push rule that enforces them;
-//! - [`objects`]: uploads through the server, hashed, and downloads.
+//! - [`objects`]: uploads through the server, hashed, and downloads;
+//! - [`pointer`]: the pointer files git stores in place of tracked files.
 //!
 //! This layer knows the store and the repository model, not HTTP.
 
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod locks;
 pub mod objects;
 pub mod oid;
+pub mod pointer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

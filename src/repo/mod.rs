@@ -12,6 +12,7 @@
 //! reachability; the manifest is read afresh for every request, never served stale.
 
 pub mod fetch;
+pub mod files;
 pub mod indexer;
 pub mod maintenance;
 pub mod manifest;
