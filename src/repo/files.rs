@@ -36,7 +36,7 @@ pub enum FileError {
 /// refs of `refs`: the longest leading part that names a branch (`refs/heads/`), then a
 /// tag (`refs/tags/`), wins; else a leading full commit id. Returns the ref or id and
 /// the path.
-pub fn split_revision<'a>(refs: impl Fn(&str) -> bool, spec: &'a str) -> Option<(String, &'a str)> {
+pub fn split_revision(refs: impl Fn(&str) -> bool, spec: &str) -> Option<(String, &str)> {
     let cuts: Vec<usize> = spec.match_indices('/').map(|(i, _)| i).collect();
     for &cut in cuts.iter().rev() {
         let (name, path) = (&spec[..cut], &spec[cut + 1..]);
