@@ -159,11 +159,15 @@ impl Manifest {
         }
     }
 
+    /// Reads a stored manifest. One that uses fields newer than the format it names
+    /// (written by hand, or by a server that did not yet bump the format) reads as the
+    /// format its fields need, so that writing it back changes nothing.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let manifest: Manifest = serde_json::from_slice(bytes)?;
+        let mut manifest: Manifest = serde_json::from_slice(bytes)?;
         if manifest.format > FORMAT {
             return Err(ManifestError::Format(manifest.format));
         }
+        manifest.format = manifest.format.max(manifest.needed_format());
         Ok(manifest)
     }
 
@@ -262,6 +266,17 @@ mod tests {
         assert_eq!(format(&m), 2);
         m.lfs_locks = true;
         assert_eq!(format(&m), 3);
+    }
+
+    #[test]
+    fn reads_as_the_format_its_fields_need() {
+        let mut m = Manifest::empty("refs/heads/main");
+        m.prunes = 2;
+        let mut doc: serde_json::Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+        doc["format"] = 1.into();
+        let parsed = Manifest::parse(&serde_json::to_vec(&doc).unwrap()).expect("parses");
+        assert_eq!(parsed.format, 2);
+        assert_eq!(Manifest::parse(&parsed.to_bytes()).expect("parses"), parsed);
     }
 
     #[test]
