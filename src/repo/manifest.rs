@@ -272,9 +272,9 @@ mod tests {
     fn reads_as_the_format_its_fields_need() {
         let mut m = Manifest::empty("refs/heads/main");
         m.prunes = 2;
-        let mut doc: serde_json::Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_slice(&m.to_bytes()).expect("json");
         doc["format"] = 1.into();
-        let parsed = Manifest::parse(&serde_json::to_vec(&doc).unwrap()).expect("parses");
+        let parsed = Manifest::parse(&serde_json::to_vec(&doc).expect("json")).expect("parses");
         assert_eq!(parsed.format, 2);
         assert_eq!(Manifest::parse(&parsed.to_bytes()).expect("parses"), parsed);
     }
