@@ -403,13 +403,21 @@ async fn repos_for_serving(
     Ok((Repos::new(store, caches, config), cache, retries))
 }
 
-/// Direct LFS transfers for the store `url`, if it offers them: downloads always,
-/// uploads only if the store refuses a body whose declared SHA-256 is wrong (so that
-/// no client can put other bytes under an oid).
-async fn lfs_direct(url: &str) -> anyhow::Result<Option<stowage::lfs::Direct>> {
+/// The store's own requests for LFS, if it offers them (S3): objects in parts for
+/// resumable uploads, and with `links`, direct transfers: downloads always, uploads
+/// only if the store refuses a body whose declared SHA-256 is wrong (so that no client
+/// can put other bytes under an oid).
+async fn lfs_direct(url: &str, links: bool) -> anyhow::Result<Option<stowage::lfs::Direct>> {
     let Some(access) = stowage::store_url::direct_access(url).await? else {
         return Ok(None);
     };
+    if !links {
+        return Ok(Some(stowage::lfs::Direct {
+            access,
+            downloads: false,
+            uploads: false,
+        }));
+    }
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).context("random bytes")?;
     let scratch = stowage_store::Key::new(format!(".lfs/checksum-probe-{}", hex::encode(id)))
@@ -424,7 +432,11 @@ async fn lfs_direct(url: &str) -> anyhow::Result<Option<stowage::lfs::Direct>> {
              through this server"
         );
     }
-    Ok(Some(stowage::lfs::Direct { access, uploads }))
+    Ok(Some(stowage::lfs::Direct {
+        access,
+        downloads: true,
+        uploads,
+    }))
 }
 
 fn small_caches() -> Caches {
@@ -679,11 +691,7 @@ async fn main() -> anyhow::Result<()> {
                     ..AccessConfig::default()
                 },
             );
-            let lfs_direct = if args.lfs.lfs_direct {
-                lfs_direct(&args.store.store).await?
-            } else {
-                None
-            };
+            let lfs_direct = lfs_direct(&args.store.store, args.lfs.lfs_direct).await?;
             if let Some(url) = &args.public_url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {

@@ -21,7 +21,17 @@ on_every_backend!(
     locks_bind_their_holders_and_pushes,
     two_instances_race_for_locks,
     raw_files_by_path,
+    resumable_uploads_resume,
 );
+
+/// The size of the file of [`resumable_uploads_resume`], in MiB
+/// (`STOWAGE_LFS_TUS_MB`, default 64; 6144 shows an object past S3's 5 GiB `PUT`).
+fn tus_mb() -> usize {
+    std::env::var("STOWAGE_LFS_TUS_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
 
 /// The size of the large file of [`tracked_files_push_and_clone`], in MiB
 /// (`STOWAGE_LFS_BIG_MB`, default 200).
@@ -483,6 +493,23 @@ fn access_follows_the_repository(backend: Backend) {
         stderr.contains("403") || stderr.contains("read-only"),
         "{stderr}"
     );
+
+    // Guessing tokens: after a few wrong ones, 429 with Retry-After (git-lfs waits and
+    // retries); the real token still passes meanwhile.
+    let guess = server.url_as("admin", "stw_guessed", "secret.git");
+    let mut last = (0, String::new());
+    for _ in 0..15 {
+        let (status, headers, _) = batch(&guess, &download);
+        last = (status, headers);
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    assert_eq!(last.0, 429, "{}", last.1);
+    assert!(last.1.contains("retry-after: "), "{}", last.1);
+    let (status, _, answer) = batch(&server.url_as("reader", &reader, "secret.git"), &download);
+    assert_eq!(status, 200, "{answer}");
 }
 
 fn downloads_answer_ranges(backend: Backend) {
@@ -903,4 +930,101 @@ fn raw_files_by_path(backend: Backend) {
     // The same access rules as git.
     let (status, _, _) = curl(&[&server.anon_url("models.git/raw/main/README")]);
     assert_eq!(status, 401);
+}
+
+fn resumable_uploads_resume(backend: Backend) {
+    let server = Server::start(&backend);
+    let sb = Sandbox::with_lfs();
+    let work = lfs_repo(&sb, "work", &server.url("big.git"));
+    let size = tus_mb() << 20;
+    write_random(&work.join("huge.bin"), size, 42);
+    sb.git(&work, &["add", "-A"]);
+    sb.git(&work, &["commit", "-q", "-m", "one huge file"]);
+    let oid = sha256_file(&work.join("huge.bin"));
+    let started = std::time::Instant::now();
+
+    // A first attempt is cut off about half way.
+    let request = format!(
+        r#"{{"operation":"upload","transfers":["basic","tus"],"objects":[{{"oid":"{oid}","size":{size}}}]}}"#
+    );
+    let (status, _, answer) = batch(&server.url("big.git"), &request);
+    assert_eq!(
+        (status, answer["transfer"].as_str()),
+        (200, Some("tus")),
+        "{answer}"
+    );
+    let (href, headers) = action(&answer, "upload");
+    let rate: usize = if size >= 1 << 30 { 256 << 20 } else { 16 << 20 };
+    let seconds = size as f64 / 2.0 / rate as f64;
+    let cut = Command::new("curl")
+        .args(["-sS", "-X", "PATCH", "--limit-rate", &rate.to_string()])
+        .args(["--max-time", &format!("{seconds:.2}")])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .args(["-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0"])
+        .args(["-H", "Content-Type: application/offset+octet-stream"])
+        .arg("--data-binary")
+        .arg(format!("@{}", work.join("huge.bin").display()))
+        .arg(&href)
+        .output()
+        .expect("curl runs");
+    assert!(!cut.status.success(), "the first attempt is cut off");
+    let offset = || {
+        let (status, head, _) = curl(&with_headers(
+            &headers,
+            &["-I", "-H", "Tus-Resumable: 1.0.0", &href],
+        ));
+        assert_eq!(status, 200, "{head}");
+        head.lines()
+            .find_map(|l| l.strip_prefix("upload-offset: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("an Upload-Offset")
+    };
+    // The server may still be reading what it had buffered of the broken request, and
+    // storing the last whole part of it: wait until it is done.
+    for _ in 0..600 {
+        if stat(&server, "lfs_resumable_uploads_running") == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(stat(&server, "lfs_resumable_uploads_running"), 0);
+    let (stored, before) = (offset(), stat(&server, "lfs_bytes_received"));
+    assert!(
+        stored > 0 && stored < size,
+        "part of it is stored: {stored} of {size}"
+    );
+
+    // git-lfs (lfs.tustransfers) asks where to go on, and sends only the rest.
+    sb.git(
+        &work,
+        &[
+            "-c",
+            "lfs.tustransfers=true",
+            "push",
+            "-q",
+            "-u",
+            "origin",
+            "main",
+        ],
+    );
+    let sent = stat(&server, "lfs_bytes_received") - before;
+    assert_eq!(sent, (size - stored) as u64, "resumed at {stored}");
+    eprintln!(
+        "resumable upload: {} MiB, cut at {} MiB, resumed and stored in {:.1} s",
+        size >> 20,
+        stored >> 20,
+        started.elapsed().as_secs_f64()
+    );
+
+    let clone = sb.path("clone");
+    sb.git(
+        &sb.path(""),
+        &[
+            "clone",
+            "-q",
+            &server.url("big.git"),
+            clone.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(sha256_file(&clone.join("huge.bin")), oid);
 }

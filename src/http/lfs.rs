@@ -5,6 +5,8 @@
 //! PUT       objects/<oid>     an upload through this server (write)
 //! GET, HEAD objects/<oid>     a download, whole or a Range (read)
 //! POST      verify            {"oid","size"}: the object is stored (write)
+//! HEAD      tus/<oid>?size=N  how much of a resumable upload is stored (write)
+//! PATCH     tus/<oid>?size=N  the rest of it, from Upload-Offset (write)
 //! POST      locks             {"path"}: lock a file (write)
 //! GET       locks             ?path=&id=&cursor=&limit=: list locks (write)
 //! POST      locks/verify      {"cursor","limit"}: locks of the caller and of others (write)
@@ -85,6 +87,11 @@ fn lfs_error(e: LfsError) -> LfsFailure {
             lfs_status(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
         LfsError::TooLarge { .. } => lfs_status(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        LfsError::Conflict(message) => lfs_status(StatusCode::CONFLICT, message),
+        LfsError::Interrupted(_) => {
+            tracing::info!(error = %e, "LFS upload interrupted");
+            lfs_status(StatusCode::BAD_REQUEST, e.to_string())
+        }
         LfsError::Store(e) => LfsFailure(Failure::internal(&e)),
     }
 }
@@ -120,6 +127,9 @@ pub(super) async fn handle(
         (&Method::POST, rest) if rest.starts_with("locks/") && rest.ends_with("/unlock") => {
             let id = &rest["locks/".len()..rest.len() - "/unlock".len()];
             unlock(state, peer, repo, id, request).await
+        }
+        (_, rest) if rest.starts_with("tus/") => {
+            tus(state, peer, repo, &rest["tus/".len()..], request).await
         }
         (_, rest) if rest.starts_with("objects/") => {
             let oid = &rest["objects/".len()..];
@@ -319,6 +329,99 @@ async fn verify(
         json_reply(StatusCode::OK, "{}".into()),
         &allowed.caller,
     ))
+}
+
+/// A resumable upload (tus 1.0.0 core, as git-lfs's `tus` adapter speaks it).
+async fn tus(
+    state: &AppState,
+    peer: SocketAddr,
+    repo: &RepoName,
+    oid: &str,
+    request: Request,
+) -> Result<Response, LfsFailure> {
+    use crate::lfs::tus::{Appended, TUS_VERSION};
+    let tus_reply = |status: StatusCode, offset: Option<u64>, size: Option<u64>| {
+        let mut response = status.into_response();
+        let headers = response.headers_mut();
+        headers.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(offset) = offset {
+            headers.insert("upload-offset", HeaderValue::from(offset));
+        }
+        if let Some(size) = size {
+            headers.insert("upload-length", HeaderValue::from(size));
+        }
+        response
+    };
+    let allowed = authorize_upload(state, peer, request.headers(), repo).await?;
+    if request.method() == Method::OPTIONS {
+        let mut response = tus_reply(StatusCode::NO_CONTENT, None, None);
+        response
+            .headers_mut()
+            .insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+        response.headers_mut().insert(
+            "tus-max-size",
+            HeaderValue::from(state.lfs.config.max_object_bytes),
+        );
+        return Ok(for_caller(response, &allowed.caller));
+    }
+    let oid = parse_oid(oid)?;
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let size = query_value(&query, "size")
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| lfs_status(StatusCode::BAD_REQUEST, "the upload URL names no size"))?;
+    let response = match *request.method() {
+        Method::HEAD => {
+            let offset = state
+                .lfs
+                .tus_offset(repo, &oid, size)
+                .await
+                .map_err(lfs_error)?;
+            tus_reply(StatusCode::OK, Some(offset), Some(size))
+        }
+        Method::PATCH => {
+            let content_type = request
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !content_type.eq_ignore_ascii_case("application/offset+octet-stream") {
+                return Err(lfs_status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "a tus PATCH is application/offset+octet-stream",
+                ));
+            }
+            let offset = request
+                .headers()
+                .get("upload-offset")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| lfs_status(StatusCode::BAD_REQUEST, "Upload-Offset is needed"))?;
+            let body = body_stream(request, &state.options.connections);
+            // In a task of its own: a client that goes away must not cancel the storing
+            // of a part it sent whole (the body then ends with an error, and the upload
+            // stops at its last stored part).
+            let (lfs, owned) = (state.lfs.clone(), repo.clone());
+            let appended =
+                tokio::spawn(async move { lfs.tus_append(&owned, oid, size, offset, body).await })
+                    .await
+                    .map_err(|e| LfsFailure(Failure::internal(&e)))?;
+            match appended.map_err(lfs_error)? {
+                Appended::Complete => {
+                    tracing::info!(repo = %repo, %oid, "LFS object stored (resumable upload)");
+                    tus_reply(StatusCode::NO_CONTENT, Some(size), None)
+                }
+                Appended::Partial(stored) => tus_reply(StatusCode::NO_CONTENT, Some(stored), None),
+            }
+        }
+        _ => {
+            return Err(lfs_status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            ));
+        }
+    };
+    Ok(for_caller(response, &allowed.caller))
 }
 
 /// Largest lock request body.

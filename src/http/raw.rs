@@ -51,7 +51,7 @@ pub(super) async fn handle(
             if not_modified(&request, &etag) {
                 return Ok(for_caller(not_modified_response(&etag), &allowed.caller));
             }
-            if let Some(direct) = state.lfs.direct() {
+            if let Some(direct) = state.lfs.direct().filter(|d| d.downloads) {
                 let key = crate::lfs::Lfs::object_key(repo, &oid);
                 let link = direct
                     .access

@@ -60,6 +60,7 @@ pub(super) async fn handle(
     body["lfs_bytes_sent"] = read(&lfs.bytes_sent).into();
     body["lfs_direct_uploads"] = read(&lfs.direct_uploads).into();
     body["lfs_direct_downloads"] = read(&lfs.direct_downloads).into();
+    body["lfs_resumable_uploads_running"] = read(&lfs.resumable_running).into();
     if let Some(disk) = &state.options.disk_cache {
         let (hits, misses) = disk.hits_and_misses();
         body["disk_cache_bytes"] = disk.held_bytes().into();

@@ -155,7 +155,11 @@ impl Lfs {
                 max: self.config.max_batch_objects,
             });
         }
-        if !request.transfers.is_empty() && !request.transfers.iter().any(|t| t == "basic") {
+        // Resumable uploads (tus) when the client offers them: its choice, made with
+        // `lfs.tustransfers`.
+        let tus = operation == Operation::Upload && request.transfers.iter().any(|t| t == "tus");
+        if !tus && !request.transfers.is_empty() && !request.transfers.iter().any(|t| t == "basic")
+        {
             return Err(BatchError::Invalid(format!(
                 "none of the transfer adapters {:?} is offered here: use basic",
                 request.transfers
@@ -170,7 +174,7 @@ impl Lfs {
             futures::stream::iter(request.objects.into_iter().map(|spec| {
                 let wrong_algo = wrong_algo.clone();
                 async move {
-                    self.answer(repo, operation, spec, wrong_algo.as_deref(), links)
+                    self.answer(repo, operation, tus, spec, wrong_algo.as_deref(), links)
                         .await
                 }
             }))
@@ -178,7 +182,7 @@ impl Lfs {
             .collect()
             .await;
         Ok(BatchResponse {
-            transfer: "basic",
+            transfer: if tus { "tus" } else { "basic" },
             objects: answers.into_iter().collect::<Result<_, _>>()?,
             hash_algo: "sha256",
         })
@@ -188,6 +192,7 @@ impl Lfs {
         &self,
         repo: &RepoName,
         operation: Operation,
+        tus: bool,
         spec: ObjectSpec,
         wrong_algo: Option<&str>,
         links: &Links,
@@ -264,7 +269,7 @@ impl Lfs {
                 return Ok(object_error(oid_value, size_value, 422, message));
             }
             (Operation::Download, Some(_)) => match &self.direct {
-                Some(direct) => {
+                Some(direct) if direct.downloads => {
                     let request = direct
                         .access
                         .presign_get(&key, self.config.link_lifetime)
@@ -272,12 +277,18 @@ impl Lfs {
                     LfsCounters::add(&self.counters.direct_downloads, 1);
                     actions.insert("download", signed(request));
                 }
-                None => {
+                _ => {
                     actions.insert("download", action(links.href(repo, &object_path)));
                 }
             },
             // There already: nothing to send.
             (Operation::Upload, Some(_)) => {}
+            // Resumable, through this server, which hashes it part by part: completing
+            // the upload is its verification.
+            (Operation::Upload, None) if tus => {
+                let href = links.href(repo, &format!("tus/{oid}?size={size}"));
+                actions.insert("upload", action(href));
+            }
             (Operation::Upload, None) => match &self.direct {
                 Some(direct) if direct.uploads && size <= direct.access.max_put_size() => {
                     let request = direct
@@ -293,7 +304,7 @@ impl Lfs {
                 // it (size) costs one request.
                 _ => {
                     actions.insert("upload", action(links.href(repo, &object_path)));
-                    if self.direct.is_none() {
+                    if !self.direct_uploads() {
                         actions.insert("verify", action(links.href(repo, "verify")));
                     }
                 }
@@ -314,7 +325,7 @@ impl Lfs {
     /// an object that fails is deleted.
     pub async fn verify(&self, repo: &RepoName, oid: Oid, size: u64) -> Result<(), LfsError> {
         let key = Lfs::object_key(repo, &oid);
-        let Some(direct) = &self.direct else {
+        let Some(direct) = self.direct.as_ref().filter(|d| d.uploads) else {
             let actual = self.size(repo, &oid).await?;
             if actual != size {
                 return Err(LfsError::WrongSize {

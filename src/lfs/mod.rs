@@ -19,15 +19,19 @@
 //! - [`batch`]: the batch API (which objects to send or fetch, and where);
 //! - [`locks`]: file locks, and the push rule that enforces them;
 //! - [`objects`]: uploads through the server, hashed, and downloads;
+//! - [`tus`]: resumable uploads of any size (the tus protocol), hashed part by part
+//!   ([`hash`]);
 //! - [`pointer`]: the pointer files git stores in place of tracked files.
 //!
 //! This layer knows the store and the repository model, not HTTP.
 
 pub mod batch;
+pub mod hash;
 pub mod locks;
 pub mod objects;
 pub mod oid;
 pub mod pointer;
+pub mod tus;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,11 +57,14 @@ pub struct LfsConfig {
     pub link_lifetime: Duration,
 }
 
-/// Transfers straight between clients and the store.
+/// A store's own requests: presigned links for transfers straight between clients and
+/// the store, and objects written in parts (resumable uploads).
 #[derive(Debug, Clone)]
 pub struct Direct {
     pub access: Arc<dyn DirectAccess>,
-    /// Whether uploads go direct too (the store refuses wrong checksums).
+    /// Whether downloads are links to the store (`--lfs-direct`).
+    pub downloads: bool,
+    /// Whether uploads are too (also: the store refuses wrong checksums).
     pub uploads: bool,
 }
 
@@ -80,6 +87,8 @@ pub struct LfsCounters {
     pub bytes_sent: AtomicU64,
     pub direct_uploads: AtomicU64,
     pub direct_downloads: AtomicU64,
+    /// Resumable upload requests being received now.
+    pub resumable_running: AtomicU64,
 }
 
 impl LfsCounters {
@@ -124,6 +133,11 @@ impl Lfs {
         self.direct.as_ref()
     }
 
+    /// Whether clients upload straight to the store.
+    pub fn direct_uploads(&self) -> bool {
+        self.direct.as_ref().is_some_and(|d| d.uploads)
+    }
+
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
@@ -147,6 +161,13 @@ pub enum LfsError {
     TooLarge { oid: Oid, size: u64, max: u64 },
     #[error("object {oid} is {actual} bytes, not {claimed}")]
     WrongSize { oid: Oid, claimed: u64, actual: u64 },
+    /// A resumable upload's request that does not fit its state (another offset, another
+    /// writer).
+    #[error("{0}")]
+    Conflict(String),
+    /// The client's body broke off (what was stored of it stays, for a resumption).
+    #[error("the upload broke off: {0}")]
+    Interrupted(String),
     #[error(transparent)]
     Store(#[from] stowage_store::Error),
 }

@@ -26,6 +26,18 @@ impl Lfs {
         length: Option<u64>,
         body: ByteStream,
     ) -> Result<bool, LfsError> {
+        self.store_hashed(repo, oid, length, body, true).await
+    }
+
+    /// [`Lfs::receive`]; `from_client` says whether the bytes count as received.
+    pub(super) async fn store_hashed(
+        &self,
+        repo: &RepoName,
+        oid: Oid,
+        length: Option<u64>,
+        body: ByteStream,
+        from_client: bool,
+    ) -> Result<bool, LfsError> {
         let max = self.config.max_object_bytes;
         if let Some(size) = length.filter(|&n| n > max) {
             return Err(LfsError::TooLarge { oid, size, max });
@@ -38,7 +50,7 @@ impl Lfs {
             max,
             oid,
             outcome: outcome.clone(),
-            counters: self.counters.clone(),
+            counters: from_client.then(|| self.counters.clone()),
         };
         let key = Lfs::object_key(repo, &oid);
         let stored = self
@@ -106,7 +118,8 @@ struct Verifying {
     max: u64,
     oid: Oid,
     outcome: Arc<Mutex<Option<LfsError>>>,
-    counters: Arc<LfsCounters>,
+    /// Where the bytes are counted, if they come from a client.
+    counters: Option<Arc<LfsCounters>>,
 }
 
 impl Verifying {
@@ -132,7 +145,9 @@ impl Stream for Verifying {
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.size += chunk.len() as u64;
-                LfsCounters::add(&this.counters.bytes_received, chunk.len() as u64);
+                if let Some(counters) = &this.counters {
+                    LfsCounters::add(&counters.bytes_received, chunk.len() as u64);
+                }
                 if this.size > this.max {
                     let refusal = LfsError::TooLarge {
                         oid: this.oid,

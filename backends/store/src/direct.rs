@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::{Key, Result};
 
@@ -60,4 +61,19 @@ pub trait DirectAccess: Send + Sync + fmt::Debug + 'static {
 
     /// The largest object one signed `PUT` may carry.
     fn max_put_size(&self) -> u64;
+
+    /// Starts an object written in parts that can be added over many requests, from
+    /// any process (an S3 multipart upload); returns the upload's id.
+    async fn start_parts(&self, key: &Key) -> Result<String>;
+
+    /// Stores part `number` (from 1; every part but the last at least 5 MiB) of
+    /// `upload`; returns the part's tag.
+    async fn put_part(&self, key: &Key, upload: &str, number: u32, body: Bytes) -> Result<String>;
+
+    /// Makes the object of `parts` visible at `key`, only if nothing is there
+    /// ([`crate::Error::AlreadyExists`] otherwise; the upload is then left to abort).
+    async fn complete_parts(&self, key: &Key, upload: &str, parts: &[(u32, String)]) -> Result<()>;
+
+    /// Drops `upload` and its parts.
+    async fn abort_parts(&self, key: &Key, upload: &str) -> Result<()>;
 }
