@@ -22,6 +22,7 @@ on_every_backend!(
     two_instances_race_for_locks,
     raw_files_by_path,
     resumable_uploads_resume,
+    two_instances_race_for_an_upload,
 );
 
 /// The size of the file of [`resumable_uploads_resume`], in MiB
@@ -1027,4 +1028,93 @@ fn resumable_uploads_resume(backend: Backend) {
         ],
     );
     assert_eq!(sha256_file(&clone.join("huge.bin")), oid);
+}
+
+/// Two instances receive the same resumable upload at once: one advances it, the other
+/// is refused (409) and leaves nothing behind; the object is whole.
+fn two_instances_race_for_an_upload(backend: Backend) {
+    let one = Server::start(&backend);
+    let two = Server::start(&backend);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let size = 40usize << 20;
+    let data = common::random_bytes(size, 77);
+    let file = dir.path().join("object");
+    std::fs::write(&file, &data).expect("write");
+    let oid = oid_of(&data);
+    // The repository exists before the race.
+    let sb = Sandbox::new();
+    let src = sb.init_repo("src");
+    sb.commit(&src, "f.txt", "x\n", "first");
+    sb.git(&src, &["push", "-q", &one.url("race.git"), "main"]);
+    let request = format!(
+        r#"{{"operation":"upload","transfers":["tus"],"objects":[{{"oid":"{oid}","size":{size}}}]}}"#
+    );
+    let (status, _, answer) = batch(&one.url("race.git"), &request);
+    assert_eq!(status, 200, "{answer}");
+    let (href, headers) = action(&answer, "upload");
+    let href_two = href.replace(&one.anon_base, &two.anon_base);
+    assert_ne!(href, href_two, "{href}");
+    let send = |href: &str| {
+        // Slow enough that both have read the upload's state before either stores its
+        // first part.
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PATCH",
+            ])
+            .args(["--limit-rate", "8M"])
+            .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+            .args(["-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0"])
+            .args(["-H", "Content-Type: application/offset+octet-stream"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(href)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| send(&href));
+        let b = s.spawn(|| send(&href_two));
+        (a.join().expect("one"), b.join().expect("two"))
+    });
+    let mut statuses = [a.clone(), b.clone()];
+    statuses.sort();
+    assert_eq!(statuses[1], "409", "one is refused: {a} {b}");
+    assert_eq!(statuses[0], "204", "one stores it: {a} {b}");
+    let (status, _, body) = curl(&with_headers(
+        &[],
+        &[&format!("{}/info/lfs/objects/{oid}", two.url("race.git"))],
+    ));
+    assert_eq!(status, 200);
+    assert!(body == data, "the object is whole");
+    if let Backend::Fs(root) = &backend {
+        let uploads = walk_files(root.path())
+            .into_iter()
+            // (`.stowage-lock.` files are the filesystem store's own, empty.)
+            .filter(|p| p.contains("lfs/uploads") && !p.contains("/.stowage-lock."))
+            .collect::<Vec<_>>();
+        assert!(uploads.is_empty(), "left behind: {uploads:?}");
+    }
+}
+
+fn walk_files(root: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
 }

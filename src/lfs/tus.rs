@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! <name>.git/lfs/uploads/<oid>/state        size, part size, offset, parts, hash state
-//! <name>.git/lfs/uploads/<oid>/part-<n>     a part, where the store has no multipart
+//! <name>.git/lfs/uploads/<oid>/part-<n>-<w> part n, by writer w, where the store has no multipart
 //! ```
 //!
 //! A body is cut into parts of a fixed size; each stored part (an S3 multipart part, or
@@ -42,7 +42,8 @@ struct UploadState {
     offset: u64,
     /// The store's multipart upload, if the store has them; else parts are objects.
     multipart: Option<String>,
-    /// Number and tag of each stored part.
+    /// Number and tag of each stored part: the store's tag of a multipart part, else
+    /// the name of the part's object.
     parts: Vec<(u32, String)>,
     /// The hash of the first `offset` bytes.
     sha256: SavedSha256,
@@ -172,7 +173,23 @@ impl Lfs {
                 self.store_part(repo, &oid, &mut state, part).await?;
                 state.offset += wanted;
                 state.sha256 = hasher.save().expect("parts are whole blocks");
-                etag = Some(self.save_state(repo, &oid, &state, etag).await?);
+                let first = etag.is_none();
+                match self.save_state(repo, &oid, &state, etag).await {
+                    Ok(tag) => etag = Some(tag),
+                    Err(e) => {
+                        // Another writer advanced this upload first: what this one
+                        // stored belongs to no state, and goes (a part of a multipart
+                        // upload both share cannot: the winner's tag names its own).
+                        if first {
+                            self.drop_parts(repo, &oid, &state).await;
+                        } else if state.multipart.is_none()
+                            && let Some((_, name)) = state.parts.last()
+                        {
+                            let _ = self.store.delete(&Lfs::upload_key(repo, &oid, name)).await;
+                        }
+                        return Err(e);
+                    }
+                }
                 continue;
             }
             match body.next().await {
@@ -233,9 +250,19 @@ impl Lfs {
                 direct.access.put_part(&key, &upload, number, part).await?
             }
             None => {
-                let part_key = Lfs::upload_key(repo, oid, &format!("part-{number:05}"));
-                self.store.put(&part_key, part, PutMode::Overwrite).await?;
-                String::new()
+                // Named by its writer too: a writer that loses a race for the upload
+                // removes its part, never the winner's.
+                let mut nonce = [0u8; 4];
+                getrandom::fill(&mut nonce).map_err(|e| {
+                    LfsError::Store(StoreError::Other {
+                        key: key.to_string(),
+                        source: format!("no random: {e}").into(),
+                    })
+                })?;
+                let name = format!("part-{number:05}-{}", hex::encode(nonce));
+                let part_key = Lfs::upload_key(repo, oid, &name);
+                self.store.put(&part_key, part, PutMode::Create).await?;
+                name
             }
         };
         state.parts.push((number, tag));
@@ -292,7 +319,7 @@ impl Lfs {
                 let keys: Vec<Key> = state
                     .parts
                     .iter()
-                    .map(|(n, _)| Lfs::upload_key(repo, oid, &format!("part-{n:05}")))
+                    .map(|(_, name)| Lfs::upload_key(repo, oid, name))
                     .collect();
                 let parts = futures::stream::iter(keys)
                     .then(move |key| {
@@ -317,6 +344,15 @@ impl Lfs {
 
     /// Removes what is left of an upload (its parts, its state).
     async fn drop_upload(&self, repo: &RepoName, oid: &Oid, state: &UploadState) {
+        self.drop_parts(repo, oid, state).await;
+        let _ = self
+            .store
+            .delete(&Lfs::upload_key(repo, oid, "state"))
+            .await;
+    }
+
+    /// Removes the parts of `state`.
+    async fn drop_parts(&self, repo: &RepoName, oid: &Oid, state: &UploadState) {
         let key = Lfs::object_key(repo, oid);
         if let (Some(direct), Some(upload)) = (&self.direct, &state.multipart)
             && let Err(e) = direct.access.abort_parts(&key, upload).await
@@ -324,14 +360,11 @@ impl Lfs {
             // Completed ones cannot be aborted; others the store's lifecycle removes.
             tracing::debug!(%oid, error = %e, "aborting an upload's parts failed");
         }
-        for (number, _) in &state.parts {
-            let part = Lfs::upload_key(repo, oid, &format!("part-{number:05}"));
-            let _ = self.store.delete(&part).await;
+        if state.multipart.is_none() {
+            for (_, name) in &state.parts {
+                let _ = self.store.delete(&Lfs::upload_key(repo, oid, name)).await;
+            }
         }
-        let _ = self
-            .store
-            .delete(&Lfs::upload_key(repo, oid, "state"))
-            .await;
     }
 }
 
