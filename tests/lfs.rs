@@ -228,6 +228,7 @@ fn with_headers<'a>(headers: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
 fn s3_presigned_uploads_refuse_other_bytes() {
     common::on_s3(|backend| {
         let server = Server::start(&backend);
+        cli(&backend, &["repo", "create", "data"]);
         let repo_url = server.url("data.git");
         let dir = tempfile::tempdir().expect("temp dir");
         let real = common::random_bytes(300_000, 11);
@@ -370,6 +371,7 @@ fn s3_presigned_uploads_refuse_other_bytes() {
 
 fn wrong_bytes_never_become_an_object(backend: Backend) {
     let server = Server::start(&backend);
+    cli(&backend, &["repo", "create", "data"]);
     let real = b"the real content of the object";
     let oid = oid_of(real);
     let object_url = server.url(&format!("data.git/info/lfs/objects/{oid}"));
@@ -553,6 +555,7 @@ fn downloads_answer_ranges(backend: Backend) {
 
 fn hostile_batches_are_answered_in_place(backend: Backend) {
     let server = Server::start_with(&backend, &["--lfs-max-object-mb", "1"]);
+    cli(&backend, &["repo", "create", "data"]);
     let url = server.url("data.git");
     let good = oid_of(b"x");
     let objects = format!(
@@ -578,6 +581,13 @@ fn hostile_batches_are_answered_in_place(backend: Backend) {
 
     let (status, _, answer) = batch(&url, r#"{"operation":"destroy","objects":[]}"#);
     assert_eq!(status, 422, "{answer}");
+    // A download from a repository that does not exist.
+    let (status, _, answer) = batch(
+        &server.url("nothing-here.git"),
+        &format!(r#"{{"operation":"download","objects":[{{"oid":"{good}","size":1}}]}}"#),
+    );
+    assert_eq!(status, 404, "{answer}");
+    assert!(answer["message"].is_string(), "{answer}");
     let (status, _, _) = batch(&url, "not json");
     assert_eq!(status, 422);
     let (status, _, answer) = batch(

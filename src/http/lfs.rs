@@ -194,20 +194,30 @@ async fn authorize_upload(
 ) -> Result<Allowed, LfsFailure> {
     let allowed = auth::authorize(state, peer, headers, repo, Need::Write).await?;
     if !(allowed.may_create && state.repos.config.auto_create) {
-        let exists = state
-            .repos
-            .snapshot(repo)
-            .await
-            .map_err(|e| LfsFailure(Failure::internal(&e)))?
-            .is_some();
-        if !exists {
-            return Err(LfsFailure(Failure::Of(
-                allowed.caller.name().to_owned(),
-                Box::new(Failure::NotFound(repo.clone())),
-            )));
-        }
+        require_repository(state, repo, &allowed.caller).await?;
     }
     Ok(allowed)
+}
+
+/// The repository exists (else the 404 of a missing repository).
+async fn require_repository(
+    state: &AppState,
+    repo: &RepoName,
+    caller: &crate::access::Caller,
+) -> Result<(), LfsFailure> {
+    let exists = state
+        .repos
+        .snapshot(repo)
+        .await
+        .map_err(|e| LfsFailure(Failure::internal(&e)))?
+        .is_some();
+    if !exists {
+        return Err(LfsFailure(Failure::Of(
+            caller.name().to_owned(),
+            Box::new(Failure::NotFound(repo.clone())),
+        )));
+    }
+    Ok(())
 }
 
 async fn batch(
@@ -235,7 +245,12 @@ async fn batch(
         .operation()
         .map_err(|e| lfs_status(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let allowed = match operation {
-        Operation::Download => auth::authorize(state, peer, &headers, repo, Need::Read).await?,
+        Operation::Download => {
+            let allowed = auth::authorize(state, peer, &headers, repo, Need::Read).await?;
+            // Nothing to download from a repository that does not exist.
+            require_repository(state, repo, &allowed.caller).await?;
+            allowed
+        }
         Operation::Upload => authorize_upload(state, peer, &headers, repo).await?,
     };
     let links = links(state, &headers)?;
