@@ -171,6 +171,10 @@ struct Serve {
     /// for the links of Git LFS answers; by default http:// and the request's Host.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// On SIGTERM or SIGINT, how long open requests (a push still uploading among them)
+    /// may run on before the process exits; new connections are refused at once.
+    #[arg(long, default_value_t = 30)]
+    drain_secs: u64,
     #[command(flatten)]
     lfs: LfsArgs,
 }
@@ -742,8 +746,14 @@ async fn main() -> anyhow::Result<()> {
             print_start(bootstrap.as_ref(), &format!("http://{reach}"));
             // Tests and scripts read the address from this line.
             println!("listening on http://{local}");
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("listening for SIGTERM")?;
+            let shutdown = async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
             };
             let options = Options {
                 features: Features {
@@ -783,8 +793,10 @@ async fn main() -> anyhow::Result<()> {
                     link_lifetime: std::time::Duration::from_secs(args.lfs.lfs_link_secs.max(1)),
                 },
                 lfs_direct,
+                drain: std::time::Duration::from_secs(args.drain_secs),
             };
             http::serve(listener, repos, access, options, shutdown).await?;
+            tracing::info!("stopped");
         }
         command @ (Command::User(_)
         | Command::Token(_)

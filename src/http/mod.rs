@@ -20,6 +20,7 @@
 
 mod api;
 mod auth;
+mod health;
 mod info_refs;
 mod lfs;
 mod raw;
@@ -75,6 +76,8 @@ pub struct Options {
     pub lfs: crate::lfs::LfsConfig,
     /// Transfers of LFS objects straight to and from the store, where it offers them.
     pub lfs_direct: Option<crate::lfs::Direct>,
+    /// How long open requests may run on after the signal to stop (`--drain-secs`).
+    pub drain: Duration,
 }
 
 /// Limits on each connection and request body, against clients that are slow, idle,
@@ -125,6 +128,7 @@ impl Default for Options {
             public_url: None,
             lfs: Default::default(),
             lfs_direct: None,
+            drain: Duration::from_secs(30),
         }
     }
 }
@@ -135,10 +139,20 @@ struct AppState {
     access: Access,
     lfs: crate::lfs::Lfs,
     options: Arc<Options>,
+    health: Arc<health::Health>,
 }
 
 /// The application: every route of the server.
 pub fn router(repos: Repos, access: Access, options: Options) -> Router {
+    router_with(repos, access, options, Arc::default())
+}
+
+fn router_with(
+    repos: Repos,
+    access: Access,
+    options: Options,
+    health: Arc<health::Health>,
+) -> Router {
     let lfs = crate::lfs::Lfs::new(repos.store.clone(), options.lfs.clone())
         .with_direct(options.lfs_direct.clone());
     Router::new().fallback(handle).with_state(AppState {
@@ -146,10 +160,14 @@ pub fn router(repos: Repos, access: Access, options: Options) -> Router {
         access,
         lfs,
         options: Arc::new(options),
+        health,
     })
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains open requests.
+/// Serves on `listener` until `shutdown` completes, then drains: `/-/ready` answers
+/// 503, no connection is accepted any more, open requests run on for
+/// [`Options::drain`], and pushes that are storing their pack and swapping the manifest
+/// finish whatever that time.
 ///
 /// Connections are served by hyper's HTTP/1 with a timer, so that the header timeout
 /// of [`ConnectionLimits`] holds (axum's own `serve` runs hyper without one, which
@@ -162,7 +180,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let limits = options.connections.clone();
-    let app = router(repos, access, options);
+    let drain = options.drain;
+    let health = Arc::new(health::Health::default());
+    let pushes = repos.clone();
+    let app = router_with(repos, access, options, health.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -204,8 +225,23 @@ pub async fn serve(
             }
         });
     }
+    health.start_draining();
     drop(listener);
-    graceful.shutdown().await;
+    tracing::info!(secs = drain.as_secs(), "draining open requests");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            secs = drain.as_secs(),
+            "drain time is up: open requests are cut"
+        );
+    }
+    // A push between storing its pack and swapping the manifest is never cut: its
+    // store requests have their own time limits.
+    if !pushes.commits_done(Duration::from_secs(300)).await {
+        tracing::warn!("a push is still swapping its manifest; stopping anyway");
+    }
     Ok(())
 }
 
@@ -399,6 +435,19 @@ async fn route(state: &AppState, peer: SocketAddr, request: Request) -> Result<R
     let path = path.strip_prefix('/').ok_or_else(not_found)?;
     if path == "-/stats" {
         return stats::handle(state, peer, request).await;
+    }
+    if path == "-/health" || path == "-/ready" {
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return Err(Failure::status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            ));
+        }
+        return Ok(if path == "-/health" {
+            health::health().await
+        } else {
+            health::ready(state).await
+        });
     }
     if let Some(rest) = path.strip_prefix("-/api/v1/") {
         return api::handle(state, peer, rest, request).await;

@@ -116,6 +116,17 @@ pub struct Repos {
     /// Repositories this process is compacting; `true` when another push asked for a
     /// compaction meanwhile (one more round follows).
     maintaining: Arc<Maintaining>,
+    /// Pushes of this process between storing their pack and swapping the manifest.
+    committing: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a push in [`Repos::committing`] while it lives.
+pub(crate) struct Committing(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 type Maintaining = std::sync::Mutex<std::collections::HashMap<RepoName, bool>>;
@@ -155,6 +166,7 @@ impl Repos {
             caches,
             config,
             maintaining: Arc::default(),
+            committing: Arc::default(),
         }
     }
 
@@ -224,6 +236,26 @@ impl Repos {
     /// Store requests made so far, by kind.
     pub fn store_counts(&self) -> StoreCounts {
         self.counting.counts()
+    }
+
+    /// Marks a push as storing its pack and swapping the manifest, until it drops.
+    pub(crate) fn committing(&self) -> Committing {
+        self.committing
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Committing(self.committing.clone())
+    }
+
+    /// Waits, at most `within`, until no push of this process is between storing its
+    /// pack and swapping the manifest; whether none is.
+    pub async fn commits_done(&self, within: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        while self.committing.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// The repository's current manifest, or `None` if it does not exist.

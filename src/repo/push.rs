@@ -312,6 +312,8 @@ pub async fn receive(
         )
         .await?;
     }
+    // A server draining for its exit lets this part finish.
+    let committing = repos.committing();
     let (refs, written, created, relisted) = swap_manifest(
         repos,
         repo,
@@ -332,6 +334,7 @@ pub async fn receive(
         }
         repos.maintain_in_background(repo, &written);
     }
+    drop(committing);
     Ok(Report {
         unpack: Ok(()),
         messages: Vec::new(),

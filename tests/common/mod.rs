@@ -200,6 +200,27 @@ impl Server {
 }
 
 impl Server {
+    /// Sends SIGTERM, as an orchestrator stopping the server does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits at most `within` for the server to end; its exit status, if it ended.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Kills the server with SIGKILL, as a crash would, and waits for it to end.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
