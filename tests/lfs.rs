@@ -23,6 +23,7 @@ on_every_backend!(
     raw_files_by_path,
     resumable_uploads_resume,
     two_instances_race_for_an_upload,
+    two_instances_race_to_resume_an_upload,
 );
 
 /// The size of the file of [`resumable_uploads_resume`], in MiB
@@ -541,6 +542,9 @@ fn downloads_answer_ranges(backend: Backend) {
     );
     let (status, _, body) = curl(&["-H", "Range: bytes=9990-", &url]);
     assert_eq!((status, body.as_slice()), (206, &content[9990..]));
+    // An end past any size is the end of the object.
+    let (status, _, body) = curl(&["-H", "Range: bytes=9000-18446744073709551615", &url]);
+    assert_eq!((status, body.as_slice()), (206, &content[9000..]));
     let (status, headers, _) = curl(&["-H", "Range: bytes=20000-", &url]);
     assert_eq!(status, 416);
     assert!(
@@ -581,6 +585,11 @@ fn hostile_batches_are_answered_in_place(backend: Backend) {
 
     let (status, _, answer) = batch(&url, r#"{"operation":"destroy","objects":[]}"#);
     assert_eq!(status, 422, "{answer}");
+    // Lock routes with no id.
+    for path in ["locks/unlock", "locks//unlock"] {
+        let (status, _, _) = curl(&["-X", "POST", &format!("{url}/info/lfs/{path}")]);
+        assert_eq!(status, 404, "{path}");
+    }
     // A download from a repository that does not exist.
     let (status, _, answer) = batch(
         &server.url("nothing-here.git"),
@@ -1128,6 +1137,76 @@ fn two_instances_race_for_an_upload(backend: Backend) {
             .collect::<Vec<_>>();
         assert!(uploads.is_empty(), "left behind: {uploads:?}");
     }
+}
+
+/// An upload stored in part is resumed by two instances at once: one goes on, the other
+/// is refused (409) before it sends a part; the object is whole.
+fn two_instances_race_to_resume_an_upload(backend: Backend) {
+    let one = Server::start(&backend);
+    let two = Server::start(&backend);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let size = 48usize << 20;
+    let data = common::random_bytes(size, 78);
+    let oid = oid_of(&data);
+    let (head, rest) = (dir.path().join("head"), dir.path().join("rest"));
+    std::fs::write(&head, &data[..20 << 20]).expect("write");
+    std::fs::write(&rest, &data[16 << 20..]).expect("write");
+    let sb = Sandbox::new();
+    let src = sb.init_repo("src");
+    sb.commit(&src, "f.txt", "x\n", "first");
+    sb.git(&src, &["push", "-q", &one.url("race.git"), "main"]);
+    let request = format!(
+        r#"{{"operation":"upload","transfers":["tus"],"objects":[{{"oid":"{oid}","size":{size}}}]}}"#
+    );
+    let (status, _, answer) = batch(&one.url("race.git"), &request);
+    assert_eq!(status, 200, "{answer}");
+    let (href, headers) = action(&answer, "upload");
+    let href_two = href.replace(&one.anon_base, &two.anon_base);
+    let send = |href: &str, file: &std::path::Path, offset: usize, rate: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PATCH",
+            ])
+            .args(["--limit-rate", rate])
+            .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+            .args(["-H", "Tus-Resumable: 1.0.0"])
+            .args(["-H", &format!("Upload-Offset: {offset}")])
+            .args(["-H", "Content-Type: application/offset+octet-stream"])
+            .arg("-T")
+            .arg(file)
+            .arg(href)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    // A body that ends short of the object: one part is stored, and git-lfs is told
+    // it is not done (it takes any 204 for done).
+    let short = send(&href, &head, 0, "1G");
+    assert!(short.ends_with("400"), "{short}");
+    assert!(
+        short.contains(&format!("upload-offset: {}", 16 << 20)),
+        "{short}"
+    );
+
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| send(&href, &rest, 16 << 20, "8M"));
+        let b = s.spawn(|| send(&href_two, &rest, 16 << 20, "8M"));
+        (a.join().expect("one"), b.join().expect("two"))
+    });
+    let mut statuses = [a[a.len() - 3..].to_owned(), b[b.len() - 3..].to_owned()];
+    statuses.sort();
+    assert_eq!(statuses, ["204", "409"], "{a}\n{b}");
+    let (status, _, body) = curl(&[&format!("{}/info/lfs/objects/{oid}", two.url("race.git"))]);
+    assert_eq!(status, 200);
+    assert!(body == data, "the object is whole");
 }
 
 fn walk_files(root: &std::path::Path) -> Vec<String> {

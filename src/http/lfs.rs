@@ -124,7 +124,12 @@ pub(super) async fn handle(
         (&Method::POST, "locks") => create_lock(state, peer, repo, request).await,
         (&Method::GET, "locks") => list_locks(state, peer, repo, request).await,
         (&Method::POST, "locks/verify") => verify_locks(state, peer, repo, request).await,
-        (&Method::POST, rest) if rest.starts_with("locks/") && rest.ends_with("/unlock") => {
+        (&Method::POST, rest)
+            if rest
+                .strip_prefix("locks/")
+                .and_then(|r| r.strip_suffix("/unlock"))
+                .is_some_and(|id| !id.is_empty()) =>
+        {
             let id = &rest["locks/".len()..rest.len() - "/unlock".len()];
             unlock(state, peer, repo, id, request).await
         }
@@ -426,7 +431,25 @@ async fn tus(
                     tracing::info!(repo = %repo, %oid, "LFS object stored (resumable upload)");
                     tus_reply(StatusCode::NO_CONTENT, Some(size), None)
                 }
-                Appended::Partial(stored) => tus_reply(StatusCode::NO_CONTENT, Some(stored), None),
+                // git-lfs takes any 204 for a whole upload: a body that ended short
+                // (cleanly) is an error it reports, and a push resumes from here.
+                Appended::Partial(stored) => {
+                    let mut response = LfsFailure(Failure::status(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "the upload of {oid} ended at byte {stored} of {size}; send the \
+                             rest from there"
+                        ),
+                    ))
+                    .into_response();
+                    response
+                        .headers_mut()
+                        .insert("upload-offset", HeaderValue::from(stored));
+                    response
+                        .headers_mut()
+                        .insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+                    response
+                }
             }
         }
         _ => {
@@ -715,7 +738,7 @@ pub(super) fn wanted_range(headers: &HeaderMap, size: u64, etag: &str) -> Wanted
             size
         } else {
             match last.parse::<u64>() {
-                Ok(last) if last >= start => (last + 1).min(size),
+                Ok(last) if last >= start => last.saturating_add(1).min(size),
                 _ => return Wanted::Whole,
             }
         };

@@ -284,10 +284,14 @@ impl Lfs {
             // There already: nothing to send.
             (Operation::Upload, Some(_)) => {}
             // Resumable, through this server, which hashes it part by part: completing
-            // the upload is its verification.
+            // the upload is its verification, and the verify action (where it costs one
+            // request, as for basic uploads through the server) checks it completed.
             (Operation::Upload, None) if tus => {
                 let href = links.href(repo, &format!("tus/{oid}?size={size}"));
                 actions.insert("upload", action(href));
+                if !self.direct_uploads() {
+                    actions.insert("verify", action(links.href(repo, "verify")));
+                }
             }
             (Operation::Upload, None) => match &self.direct {
                 Some(direct) if direct.uploads && size <= direct.access.max_put_size() => {

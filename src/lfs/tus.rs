@@ -10,10 +10,14 @@
 //! A body is cut into parts of a fixed size; each stored part (an S3 multipart part, or
 //! an object of the store) advances the upload's state, which is written by
 //! compare-and-swap: any instance resumes an upload where the last part stored ended,
-//! and two writers of one upload cannot both advance it. The state carries the SHA-256
-//! of the parts so far ([`super::hash`]), so the object is hashed, part by part, with
-//! nothing read back; it becomes visible (completed with `Create`) only if its hash is
-//! its oid. Bytes after the last whole part of an interrupted body are sent again.
+//! and two writers of one upload cannot both advance it. Into an S3 multipart upload
+//! another writer may already know of, a part is sent only under a reservation written
+//! in the state first, since parts of the same number replace each other there. The
+//! state carries the SHA-256 of the parts so far ([`super::hash`]), so the object is
+//! hashed, part by part, with nothing read back; it becomes visible (completed with
+//! `Create`) only if its hash is its oid. Bytes after the last whole part of an
+//! interrupted body are sent again; a body that ends short, cleanly, is an error (git-lfs
+//! takes any success for a whole upload).
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -47,6 +51,20 @@ struct UploadState {
     parts: Vec<(u32, String)>,
     /// The hash of the first `offset` bytes.
     sha256: SavedSha256,
+    /// A part being sent into a multipart upload that was already shared, and since
+    /// when (Unix seconds): no other writer sends a part meanwhile, for parts of the
+    /// same number would replace each other at the store.
+    #[serde(default)]
+    reserved: Option<(u32, u64)>,
+}
+
+/// After this long, a reservation is taken for the leftover of a server that died.
+const RESERVATION_LAPSES: u64 = 15 * 60;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How a `PATCH` ended.
@@ -136,11 +154,29 @@ impl Lfs {
         if self.size(repo, &oid).await.is_ok() {
             return Ok(Appended::Complete);
         }
-        let (mut state, mut etag) = match self.upload_state(repo, &oid).await? {
+        let found = match self.upload_state(repo, &oid).await? {
+            // The oid fixes the size: an upload of another size is wrong, and one
+            // starting over replaces it.
+            Some((state, _)) if state.size != size && offset == 0 => {
+                self.drop_upload(repo, &oid, &state).await;
+                None
+            }
+            found => found,
+        };
+        let (mut state, mut etag) = match found {
             Some((state, _)) if state.size != size => {
                 return Err(LfsError::Conflict(format!(
                     "an upload of {oid} as {} bytes is in progress, not {size}",
                     state.size
+                )));
+            }
+            Some((state, _))
+                if state
+                    .reserved
+                    .is_some_and(|(_, at)| now_secs().saturating_sub(at) < RESERVATION_LAPSES) =>
+            {
+                return Err(LfsError::Conflict(format!(
+                    "another upload of {oid} is running"
                 )));
             }
             Some((state, etag)) => (state, Some(etag)),
@@ -152,6 +188,7 @@ impl Lfs {
                     multipart: None,
                     parts: Vec::new(),
                     sha256: ResumableSha256::default().save().expect("nothing hashed"),
+                    reserved: None,
                 },
                 None,
             ),
@@ -170,16 +207,18 @@ impl Lfs {
             if wanted > 0 && buf.len() as u64 >= wanted && state.offset + wanted < size {
                 let part = buf.split_to(wanted as usize).freeze();
                 hasher.update(&part);
-                self.store_part(repo, &oid, &mut state, part).await?;
+                self.store_part(repo, &oid, &mut state, &mut etag, part)
+                    .await?;
                 state.offset += wanted;
                 state.sha256 = hasher.save().expect("parts are whole blocks");
+                state.reserved = None;
                 let first = etag.is_none();
                 match self.save_state(repo, &oid, &state, etag).await {
                     Ok(tag) => etag = Some(tag),
                     Err(e) => {
                         // Another writer advanced this upload first: what this one
-                        // stored belongs to no state, and goes (a part of a multipart
-                        // upload both share cannot: the winner's tag names its own).
+                        // stored belongs to no state, and goes (into a multipart upload
+                        // both share, parts are sent only under a reservation).
                         if first {
                             self.drop_parts(repo, &oid, &state).await;
                         } else if state.multipart.is_none()
@@ -213,7 +252,8 @@ impl Lfs {
         let last = buf.freeze();
         hasher.update(&last);
         if !last.is_empty() || state.parts.is_empty() {
-            self.store_part(repo, &oid, &mut state, last).await?;
+            self.store_part(repo, &oid, &mut state, &mut etag, last)
+                .await?;
         }
         let digest = hasher.finish();
         if digest != *oid.as_bytes() {
@@ -228,14 +268,40 @@ impl Lfs {
         Ok(Appended::Complete)
     }
 
+    /// Stores the next part of `state` (saved with `etag`, if it was).
     async fn store_part(
         &self,
         repo: &RepoName,
         oid: &Oid,
         state: &mut UploadState,
+        etag: &mut Option<ETag>,
         part: Bytes,
     ) -> Result<(), LfsError> {
         let number = state.parts.len() as u32 + 1;
+        // A multipart upload other writers know of: reserve the part first.
+        if self.direct.is_some() && state.multipart.is_some() && etag.is_some() {
+            state.reserved = Some((number, now_secs()));
+            *etag = Some(self.save_state(repo, oid, state, etag.take()).await?);
+            if let Err(e) = self.send_part(repo, oid, state, number, part).await {
+                state.reserved = None;
+                if let Ok(tag) = self.save_state(repo, oid, state, etag.take()).await {
+                    *etag = Some(tag);
+                }
+                return Err(e);
+            }
+            return Ok(());
+        }
+        self.send_part(repo, oid, state, number, part).await
+    }
+
+    async fn send_part(
+        &self,
+        repo: &RepoName,
+        oid: &Oid,
+        state: &mut UploadState,
+        number: u32,
+        part: Bytes,
+    ) -> Result<(), LfsError> {
         let key = Lfs::object_key(repo, oid);
         let tag = match &self.direct {
             Some(direct) => {
@@ -247,7 +313,18 @@ impl Lfs {
                         upload
                     }
                 };
-                direct.access.put_part(&key, &upload, number, part).await?
+                match direct.access.put_part(&key, &upload, number, part).await {
+                    Ok(tag) => tag,
+                    // The store dropped the multipart upload (a lifecycle rule that
+                    // aborts old ones): the upload starts again.
+                    Err(StoreError::NotFound { .. }) => {
+                        self.drop_upload(repo, oid, state).await;
+                        return Err(LfsError::Conflict(format!(
+                            "the stored parts of {oid} are gone; upload it again from byte 0"
+                        )));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             None => {
                 // Named by its writer too: a writer that loses a race for the upload

@@ -202,7 +202,20 @@ impl DirectAccess for S3Store {
             .send()
             .await;
         match sent {
-            Err(aws_sdk_s3::error::SdkError::ServiceError(_)) => Ok(true),
+            // Refused for its checksum, not for anything else (a policy, a header the
+            // service does not know): only then are direct uploads safe.
+            Err(aws_sdk_s3::error::SdkError::ServiceError(e)) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                let code = e.err().code().unwrap_or("").to_owned();
+                let refused = matches!(
+                    code.as_str(),
+                    "BadDigest" | "InvalidRequest" | "XAmzContentChecksumMismatch"
+                );
+                if !refused {
+                    tracing::warn!(code, "the checksum probe was refused for another reason");
+                }
+                Ok(refused)
+            }
             Err(e) => Err(map_sdk_error(scratch, Intent::Write, e)),
             Ok(_) => {
                 let _ = self
