@@ -5,10 +5,9 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Backend, Sandbox, Server, get, pkt, post, post_with};
+use common::{Backend, Sandbox, Server, get, pack_of, pkt, post, post_with, push_body};
 
 on_every_backend!(
     corrupt_and_truncated_packs_are_refused,
@@ -23,35 +22,6 @@ on_every_backend!(
 );
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
-
-/// A pack of the given objects, made by git.
-fn pack_of(sb: &Sandbox, repo: &Path, ids: &[&str]) -> Vec<u8> {
-    let mut child = sb
-        .git_cmd(repo)
-        .args(["pack-objects", "--stdout"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pack-objects");
-    let input: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write ids");
-    let out = child.wait_with_output().expect("pack-objects ends");
-    assert!(out.status.success());
-    out.stdout
-}
-
-/// A receive-pack request body: one command, then the pack.
-fn push_body(old: &str, new: &str, name: &str, pack: &[u8]) -> Vec<u8> {
-    let mut body = pkt(format!("{old} {new} {name}\0report-status side-band-64k\n").as_bytes());
-    body.extend_from_slice(b"0000");
-    body.extend_from_slice(pack);
-    body
-}
 
 fn ls_remote(sb: &Sandbox, url: &str) -> String {
     sb.git(sb.dir.path(), &["ls-remote", url])

@@ -746,6 +746,40 @@ fn locks_bind_their_holders_and_pushes(backend: Backend) {
     // ...and by git-lfs itself, which asks the server which locks are someone else's.
     let out = sb.git_output(&b, &["push", "origin", "main"]);
     assert!(!out.status.success());
+    // Nor does it get in another way: its commit sent along with another branch's
+    // (which lands, and with it the pack), then main set to it with no new objects.
+    let locked_change = sb.git(&b, &["rev-parse", "HEAD"]).trim().to_owned();
+    sb.git(&b, &["checkout", "-q", "-b", "side", "origin/main"]);
+    sb.commit(&b, "side.txt", "side\n", "a side branch");
+    let out = sb.git_output(
+        &b,
+        &[
+            "-c",
+            "lfs.locksverify=false",
+            "push",
+            "origin",
+            "side",
+            "main",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("a.bin is locked by alice"),
+        "{}",
+        stderr_of(&out)
+    );
+    let old_main = sb.git(&b, &["rev-parse", "origin/main"]).trim().to_owned();
+    let empty = common::pack_of(&sb, &b, &[]);
+    let body = common::push_body(&old_main, &locked_change, "refs/heads/main", &empty);
+    let (status, answer) = common::post(
+        &server.url_as("bob", &bob, "team.git/git-receive-pack"),
+        "application/x-git-receive-pack-request",
+        &body,
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("a.bin is locked by alice"), "{text}");
+    sb.git(&b, &["checkout", "-q", "main"]);
     sb.git(&b, &["reset", "-q", "--hard", "origin/main"]);
     // Files nobody locked are pushed as ever.
     write_random(&b.join("b.bin"), 2000, 98);

@@ -304,6 +304,9 @@ pub async fn receive(
     }
     if base.lfs_locks {
         check_locks(
+            repos,
+            repo,
+            snapshot.as_ref(),
             policy,
             &odb,
             &commands,
@@ -344,17 +347,24 @@ pub async fn receive(
 }
 
 /// Refuses each command whose new commits change a file `policy` says is locked.
-/// The new commits are those of the received pack (at `local_index`) that the new
-/// value reaches; a commit changes a path when its entry there differs from the entry
-/// in every parent (a merge that takes one side's version changes nothing itself).
+/// The new commits are those the new value reaches that no ref of the repository
+/// reaches: the received pack's (at `local_index`), and any stored earlier that no ref
+/// took (sent with another command, say); the walk stops at commits a ref reaches. A
+/// commit changes a path when its entry there differs from the entry in every parent
+/// (a merge that takes one side's version changes nothing itself).
+#[allow(clippy::too_many_arguments)]
 async fn check_locks(
+    repos: &Repos,
+    repo: &RepoName,
+    snapshot: Option<&Snapshot>,
     policy: &dyn RefPolicy,
     odb: &Arc<Odb>,
     commands: &[Command],
     results: &mut [Result<Checked, String>],
     local_index: Option<std::path::PathBuf>,
 ) -> Result<(), RepoError> {
-    let Some(local_index) = local_index else {
+    let Some(snapshot) = snapshot else {
+        // A repository this push creates has no locks.
         return Ok(());
     };
     let locked = match policy.locked_files().await {
@@ -376,16 +386,49 @@ async fn check_locks(
         .map(|(i, c)| (i, c.new))
         .collect();
     let odb = odb.clone();
+    let caches = repos.caches.clone();
+    let key = (repo.to_string(), snapshot.etag.as_str().to_owned());
+    let manifest = snapshot.manifest.clone();
     let found =
         tokio::task::spawn_blocking(move || -> Result<Vec<(usize, LockedFile)>, OdbError> {
-            let local = LocalPack::open(&local_index)?;
-            let source = Layered {
-                first: &local,
-                then: odb.as_ref(),
+            let local = local_index.map(|path| LocalPack::open(&path)).transpose()?;
+            let ref_tips = super::fetch::ref_tips(&manifest);
+            let mut reachable: Option<Arc<HashSet<ObjectId>>> = None;
+            let mut is_new = |id: &ObjectId| -> Result<bool, OdbError> {
+                if local.as_ref().is_some_and(|l| l.contains(id)) {
+                    return Ok(true);
+                }
+                if ref_tips.contains(id) {
+                    return Ok(false);
+                }
+                // Only a commit neither received nor a ref's needs every reachable
+                // object (one walk per manifest, shared with the fetches that ask).
+                if reachable.is_none() {
+                    let set = caches
+                        .reachable_or(key.clone(), || {
+                            super::fetch::reachable(&odb, &manifest).map(Arc::new)
+                        })
+                        .map_err(|e| OdbError::Corrupt {
+                            pack: "reachable objects".into(),
+                            message: e.to_string(),
+                        })?;
+                    reachable = Some(set);
+                }
+                Ok(!reachable.as_ref().is_some_and(|set| set.contains(id)))
             };
             let mut found = Vec::new();
             for (i, tip) in tips {
-                if let Some(file) = super::walk::changes_locked(&source, &local, tip, &locked)? {
+                let file = match &local {
+                    Some(local) => {
+                        let source = Layered {
+                            first: local,
+                            then: odb.as_ref(),
+                        };
+                        super::walk::changes_locked(&source, &mut is_new, tip, &locked)?
+                    }
+                    None => super::walk::changes_locked(odb.as_ref(), &mut is_new, tip, &locked)?,
+                };
+                if let Some(file) = file {
                     found.push((i, file));
                 }
             }

@@ -864,12 +864,13 @@ pub fn entry_at(
     Ok(None)
 }
 
-/// The first of `locked` that a commit `tip` reaches among the objects of `new` (a
-/// received pack) changes, if any. A commit changes a path when its entry there
-/// differs from the entry in every parent (or, for a root commit, exists).
+/// The first of `locked` that a commit `tip` reaches among the commits `is_new` says
+/// are new changes, if any (the walk goes no further than the first commit that is
+/// not). A commit changes a path when its entry there differs from the entry in every
+/// parent (or, for a root commit, exists).
 pub fn changes_locked(
     source: &dyn ObjectSource,
-    new: &dyn ObjectSource,
+    is_new: &mut dyn FnMut(&ObjectId) -> Result<bool, OdbError>,
     tip: ObjectId,
     locked: &[super::push::LockedFile],
 ) -> Result<Option<super::push::LockedFile>, OdbError> {
@@ -881,7 +882,7 @@ pub fn changes_locked(
     let mut seen = HashSet::new();
     let mut stack = vec![tip];
     while let Some(commit) = stack.pop() {
-        if !seen.insert(commit) || !new.contains(&commit) {
+        if !seen.insert(commit) || !is_new(&commit)? {
             continue;
         }
         read_required(source, &commit, &mut buf)?;

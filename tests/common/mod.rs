@@ -464,3 +464,28 @@ pub fn pkt(data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(data);
     out
 }
+
+/// A pack of the given objects, made by git.
+pub fn pack_of(sb: &Sandbox, repo: &Path, ids: &[&str]) -> Vec<u8> {
+    let mut child = sb
+        .git_cmd(repo)
+        .args(["pack-objects", "--stdout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pack-objects");
+    let input: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input.as_bytes())
+        .expect("write ids");
+    let out = child.wait_with_output().expect("pack-objects ends");
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A receive-pack request body: one command, then the pack.
+pub fn push_body(old: &str, new: &str, name: &str, pack: &[u8]) -> Vec<u8> {
+    let mut body = pkt(format!("{old} {new} {name}\0report-status side-band-64k\n").as_bytes());
+    body.extend_from_slice(b"0000");
+    body.extend_from_slice(pack);
+    body
+}
