@@ -198,6 +198,9 @@ struct LfsArgs {
     /// How long the links of LFS batch answers are good for, in seconds.
     #[arg(long, default_value_t = 900)]
     lfs_link_secs: u64,
+    /// Most LFS locks one repository may hold (every push to it reads them).
+    #[arg(long, default_value_t = 10_000)]
+    lfs_max_locks: usize,
 }
 
 /// What one request or connection may ask of the server (README, "Limits").
@@ -791,6 +794,7 @@ async fn main() -> anyhow::Result<()> {
                     max_batch_objects: args.lfs.lfs_max_batch_objects,
                     max_batch_bytes: args.lfs.lfs_max_batch_kb << 10,
                     link_lifetime: std::time::Duration::from_secs(args.lfs.lfs_link_secs.max(1)),
+                    max_locks: args.lfs.lfs_max_locks.max(1),
                 },
                 lfs_direct,
                 drain: std::time::Duration::from_secs(args.drain_secs),

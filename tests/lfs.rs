@@ -558,9 +558,29 @@ fn downloads_answer_ranges(backend: Backend) {
 }
 
 fn hostile_batches_are_answered_in_place(backend: Backend) {
-    let server = Server::start_with(&backend, &["--lfs-max-object-mb", "1"]);
+    let server = Server::start_with(
+        &backend,
+        &["--lfs-max-object-mb", "1", "--lfs-max-locks", "2"],
+    );
     cli(&backend, &["repo", "create", "data"]);
     let url = server.url("data.git");
+    // A repository holds a bounded number of locks.
+    let lock = |path: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/vnd.git-lfs+json",
+            "--data-binary",
+            &format!(r#"{{"path":"{path}"}}"#),
+            &format!("{url}/info/lfs/locks"),
+        ])
+    };
+    assert_eq!(lock("one.bin").0, 201);
+    assert_eq!(lock("two.bin").0, 201);
+    let (status, _, body) = lock("three.bin");
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("2 locks"));
     let good = oid_of(b"x");
     let objects = format!(
         r#"[{{"oid":"../../../../etc/passwd","size":1}},{{"oid":"{}","size":1}},{{"oid":"{good}","size":-5}},{{"oid":"{good}","size":2097152}},{{"oid":"{good}","size":1}}]"#,

@@ -130,6 +130,18 @@ impl Lfs {
         owner: &str,
     ) -> Result<Lock, LockError> {
         check_path(path)?;
+        let max = self.config.max_locks;
+        let held = self
+            .store
+            .list(&locks_prefix(repo))
+            .take(max)
+            .try_fold(0usize, |n, _| async move { Ok(n + 1) })
+            .await?;
+        if held >= max {
+            return Err(LockError::Invalid(format!(
+                "this repository holds {max} locks, the most it may; unlock some first"
+            )));
+        }
         repos.mark_lfs_locks(repo).await?;
         let hash = path_hash(path);
         let mut nonce = [0u8; 4];

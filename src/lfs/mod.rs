@@ -55,6 +55,8 @@ pub struct LfsConfig {
     pub max_batch_bytes: usize,
     /// How long the links a batch answer gives are good for.
     pub link_lifetime: Duration,
+    /// Most locks one repository holds (`--lfs-max-locks`): every push to it reads them.
+    pub max_locks: usize,
 }
 
 /// A store's own requests: presigned links for transfers straight between clients and
@@ -75,6 +77,7 @@ impl Default for LfsConfig {
             max_batch_objects: 1000,
             max_batch_bytes: 1 << 20,
             link_lifetime: Duration::from_secs(15 * 60),
+            max_locks: 10_000,
         }
     }
 }
