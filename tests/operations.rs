@@ -9,6 +9,72 @@ use common::{Backend, Sandbox, Server};
 
 on_every_backend!(probes_answer, a_stop_lets_a_push_finish);
 
+/// `--log-format json`: one JSON object per line, request lines with their fields, no
+/// colour codes and no secret; text lines carry no colour codes off a terminal either.
+#[test]
+fn logs_are_json_or_plain_text() {
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("stderr");
+        let mut child = common::stowage()
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", format])
+            .arg("--store")
+            .arg(format!("file://{}", dir.path().join("store").display()))
+            .env("RUST_LOG", "stowage=info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("stowage starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let mut token = String::new();
+        let base = loop {
+            let line = lines.next().expect("a line").expect("utf-8");
+            if line.trim().starts_with("stw_") {
+                token = line.trim().to_owned();
+            }
+            if let Some(base) = line.strip_prefix("listening on ") {
+                break base.to_owned();
+            }
+        };
+        let (status, _) = common::get(&format!("{base}/-/health"));
+        assert_eq!(status, 200);
+        let (status, _) = common::get_with(
+            &format!("{base}/nothing.git/info/refs?service=git-upload-pack"),
+            &[&format!("Authorization: Bearer {token}")],
+        );
+        assert_eq!(status, 404);
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(!text.contains('\x1b'), "{format}: colour codes in {text}");
+        assert!(
+            !token.is_empty() && !text.contains(&token),
+            "{format}: {text}"
+        );
+        assert!(text.contains("/-/health"), "{format}: {text}");
+        if format == "json" {
+            let requests: Vec<serde_json::Value> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .filter(|v: &serde_json::Value| v["fields"]["message"] == "request")
+                .collect();
+            let health = requests
+                .iter()
+                .find(|v| v["fields"]["path"] == "/-/health")
+                .unwrap_or_else(|| panic!("no request line for /-/health in {text}"));
+            assert_eq!(health["fields"]["status"], 200, "{health}");
+            assert_eq!(health["level"], "INFO", "{health}");
+            assert!(
+                requests.iter().any(|v| v["fields"]["status"] == 404),
+                "{text}"
+            );
+        }
+    }
+}
+
 fn anon_get(server: &Server, path: &str) -> (u16, String) {
     let (status, body) = common::get(&format!("{}/{path}", server.anon_base));
     (status, String::from_utf8_lossy(&body).trim().to_owned())
