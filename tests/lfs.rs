@@ -1131,43 +1131,11 @@ fn two_instances_race_for_an_upload(backend: Backend) {
     let file = dir.path().join("object");
     std::fs::write(&file, &data).expect("write");
     let oid = oid_of(&data);
-    // The repository exists before the race.
-    let sb = Sandbox::new();
-    let src = sb.init_repo("src");
-    sb.commit(&src, "f.txt", "x\n", "first");
-    sb.git(&src, &["push", "-q", &one.url("race.git"), "main"]);
-    let request = format!(
-        r#"{{"operation":"upload","transfers":["tus"],"objects":[{{"oid":"{oid}","size":{size}}}]}}"#
-    );
-    let (status, _, answer) = batch(&one.url("race.git"), &request);
-    assert_eq!(status, 200, "{answer}");
-    let (href, headers) = action(&answer, "upload");
-    let href_two = href.replace(&one.anon_base, &two.anon_base);
+    let (href, href_two, headers) = tus_links(&one, &two, &oid, size);
     assert_ne!(href, href_two, "{href}");
-    let send = |href: &str| {
-        // Slow enough that both have read the upload's state before either stores its
-        // first part.
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "PATCH",
-            ])
-            .args(["--limit-rate", "8M"])
-            .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
-            .args(["-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0"])
-            .args(["-H", "Content-Type: application/offset+octet-stream"])
-            .arg("-T")
-            .arg(&file)
-            .arg(href)
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    // Slow enough that both have read the upload's state before either stores its
+    // first part.
+    let send = |href: &str| tus_patch(href, &headers, &file, 0, "8M").0;
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| send(&href));
         let b = s.spawn(|| send(&href_two));
@@ -1205,41 +1173,10 @@ fn two_instances_race_to_resume_an_upload(backend: Backend) {
     let (head, rest) = (dir.path().join("head"), dir.path().join("rest"));
     std::fs::write(&head, &data[..20 << 20]).expect("write");
     std::fs::write(&rest, &data[16 << 20..]).expect("write");
-    let sb = Sandbox::new();
-    let src = sb.init_repo("src");
-    sb.commit(&src, "f.txt", "x\n", "first");
-    sb.git(&src, &["push", "-q", &one.url("race.git"), "main"]);
-    let request = format!(
-        r#"{{"operation":"upload","transfers":["tus"],"objects":[{{"oid":"{oid}","size":{size}}}]}}"#
-    );
-    let (status, _, answer) = batch(&one.url("race.git"), &request);
-    assert_eq!(status, 200, "{answer}");
-    let (href, headers) = action(&answer, "upload");
-    let href_two = href.replace(&one.anon_base, &two.anon_base);
-    let send = |href: &str, file: &std::path::Path, offset: usize, rate: &str| {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-D",
-                "-",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "PATCH",
-            ])
-            .args(["--limit-rate", rate])
-            .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
-            .args(["-H", "Tus-Resumable: 1.0.0"])
-            .args(["-H", &format!("Upload-Offset: {offset}")])
-            .args(["-H", "Content-Type: application/offset+octet-stream"])
-            .arg("-T")
-            .arg(file)
-            .arg(href)
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    let (href, href_two, headers) = tus_links(&one, &two, &oid, size);
+    let send = |href: &str, file: &Path, offset: usize, rate: &str| {
+        let (status, head) = tus_patch(href, &headers, file, offset, rate);
+        format!("{head}{status}")
     };
     // A body that ends short of the object: one part is stored, and git-lfs is told
     // it is not done (it takes any 204 for done).
@@ -1261,6 +1198,49 @@ fn two_instances_race_to_resume_an_upload(backend: Backend) {
     let (status, _, body) = curl(&[&format!("{}/info/lfs/objects/{oid}", two.url("race.git"))]);
     assert_eq!(status, 200);
     assert!(body == data, "the object is whole");
+}
+
+/// The links of a tus upload of `oid` to `race.git` (created here) on servers `one`
+/// and `two` of one store, and the headers to send with them.
+fn tus_links(one: &Server, two: &Server, oid: &str, size: usize) -> (String, String, Vec<String>) {
+    let sb = Sandbox::new();
+    let src = sb.init_repo("src");
+    sb.commit(&src, "f.txt", "x\n", "first");
+    sb.git(&src, &["push", "-q", &one.url("race.git"), "main"]);
+    let request = format!(
+        r#"{{"operation":"upload","transfers":["tus"],"objects":[{{"oid":"{oid}","size":{size}}}]}}"#
+    );
+    let (status, _, answer) = batch(&one.url("race.git"), &request);
+    assert_eq!(status, 200, "{answer}");
+    let (href, headers) = action(&answer, "upload");
+    let href_two = href.replace(&one.anon_base, &two.anon_base);
+    (href, href_two, headers)
+}
+
+/// A tus PATCH of `file`, sent from `offset` at most at `rate` (curl's `--limit-rate`):
+/// the status and the response head, in lowercase.
+fn tus_patch(
+    href: &str,
+    headers: &[String],
+    file: &Path,
+    offset: usize,
+    rate: &str,
+) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "-w", "\n%{http_code}"])
+        .args(["-X", "PATCH", "--limit-rate", rate])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .args(["-H", "Tus-Resumable: 1.0.0"])
+        .args(["-H", &format!("Upload-Offset: {offset}")])
+        .args(["-H", "Content-Type: application/offset+octet-stream"])
+        .arg("-T")
+        .arg(file)
+        .arg(href)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let (head, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().to_owned(), head.to_owned())
 }
 
 fn walk_files(root: &std::path::Path) -> Vec<String> {

@@ -578,14 +578,16 @@ async fn list_locks(
         path.as_ref().is_none_or(|p| l.path == *p) && id.as_ref().is_none_or(|i| l.id == *i)
     });
     let (locks, next) = page(locks, cursor.as_deref(), page_limit(limit));
-    let mut body = serde_json::json!({ "locks": locks });
+    let body = serde_json::json!({ "locks": locks });
+    Ok(for_caller(page_reply(body, next), &allowed.caller))
+}
+
+/// A page of a lock listing, with the cursor of the next page, if any.
+fn page_reply(mut body: serde_json::Value, next: Option<String>) -> Response {
     if let Some(next) = next {
         body["next_cursor"] = next.into();
     }
-    Ok(for_caller(
-        json_reply(StatusCode::OK, body.to_string()),
-        &allowed.caller,
-    ))
+    json_reply(StatusCode::OK, body.to_string())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -609,14 +611,8 @@ async fn verify_locks(
     let cursor = body.cursor.filter(|c| !c.is_empty());
     let (locks, next) = page(locks, cursor.as_deref(), page_limit(body.limit));
     let (ours, theirs): (Vec<_>, Vec<_>) = locks.into_iter().partition(|l| l.owner.name == owner);
-    let mut answer = serde_json::json!({ "ours": ours, "theirs": theirs });
-    if let Some(next) = next {
-        answer["next_cursor"] = next.into();
-    }
-    Ok(for_caller(
-        json_reply(StatusCode::OK, answer.to_string()),
-        &allowed.caller,
-    ))
+    let answer = serde_json::json!({ "ours": ours, "theirs": theirs });
+    Ok(for_caller(page_reply(answer, next), &allowed.caller))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -664,29 +660,18 @@ async fn download(
     let response = match wanted_range(request.headers(), size, &etag) {
         Wanted::Unsatisfiable => range_not_satisfiable(size),
         wanted => {
-            let range = match &wanted {
-                Wanted::Part(range) => range.clone(),
-                _ => 0..size,
-            };
             let body = if request.method() == Method::HEAD {
                 Body::empty()
             } else {
                 Body::from_stream(
                     state
                         .lfs
-                        .read(repo, &oid, range.clone())
+                        .read(repo, &oid, wanted.bytes(size))
                         .await
                         .map_err(lfs_error)?,
                 )
             };
-            content_response(
-                body,
-                &wanted,
-                range,
-                size,
-                &etag,
-                "application/octet-stream",
-            )
+            content_response(body, &wanted, size, &etag, "application/octet-stream")
         }
     };
     Ok(for_caller(response, &allowed.caller))
@@ -698,6 +683,16 @@ pub(super) enum Wanted {
     Whole,
     Part(Range<u64>),
     Unsatisfiable,
+}
+
+impl Wanted {
+    /// The bytes to send of a body of `size` bytes.
+    pub(super) fn bytes(&self, size: u64) -> Range<u64> {
+        match self {
+            Wanted::Part(range) => range.clone(),
+            _ => 0..size,
+        }
+    }
 }
 
 /// Reads a single-range `Range: bytes=...` header (`a-b`, `a-`, `-n`); anything else,
@@ -766,11 +761,11 @@ pub(super) fn range_not_satisfiable(size: u64) -> Response {
 pub(super) fn content_response(
     body: Body,
     wanted: &Wanted,
-    range: Range<u64>,
     size: u64,
     etag: &str,
     content_type: &'static str,
 ) -> Response {
+    let range = wanted.bytes(size);
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

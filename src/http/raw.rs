@@ -82,21 +82,17 @@ pub(super) async fn handle(
                 match wanted_range(request.headers(), size, &etag) {
                     Wanted::Unsatisfiable => range_not_satisfiable(size),
                     wanted => {
-                        let range = match &wanted {
-                            Wanted::Part(range) => range.clone(),
-                            _ => 0..size,
-                        };
                         let body = if head {
                             Body::empty()
                         } else {
                             let stream = state
                                 .lfs
-                                .read(repo, &oid, range.clone())
+                                .read(repo, &oid, wanted.bytes(size))
                                 .await
                                 .map_err(|e| Failure::internal(&e))?;
                             Body::from_stream(stream)
                         };
-                        content_response(body, &wanted, range, size, &etag, CONTENT_TYPE)
+                        content_response(body, &wanted, size, &etag, CONTENT_TYPE)
                     }
                 }
             }
@@ -110,18 +106,15 @@ pub(super) async fn handle(
             match wanted_range(request.headers(), size, &etag) {
                 Wanted::Unsatisfiable => range_not_satisfiable(size),
                 wanted => {
-                    let range = match &wanted {
-                        Wanted::Part(range) => range.clone(),
-                        _ => 0..size,
-                    };
                     let body = if head {
                         Body::empty()
                     } else {
+                        let range = wanted.bytes(size);
                         let mut content = file.content;
                         content.truncate(range.end as usize);
                         Body::from(content.split_off(range.start as usize))
                     };
-                    content_response(body, &wanted, range, size, &etag, CONTENT_TYPE)
+                    content_response(body, &wanted, size, &etag, CONTENT_TYPE)
                 }
             }
         }

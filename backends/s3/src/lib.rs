@@ -236,34 +236,12 @@ impl S3Store {
         body: ByteStream,
         mode: &PutMode,
     ) -> Result<ETag> {
-        let object_key = self.object_key(key);
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.location.bucket)
-            .key(&object_key)
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| malformed(key, "CreateMultipartUpload returned no upload id"))?
-            .to_owned();
-        let result = self
-            .upload_parts(key, &object_key, &upload_id, first, body, mode)
-            .await;
-        if result.is_err() {
-            let abort = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.location.bucket)
-                .key(&object_key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            if let Err(e) = abort {
-                tracing::warn!(key = %key, error = %e, "could not abort a failed multipart upload");
-            }
+        let upload = self.start_upload(key).await?;
+        let result = self.upload_parts(key, &upload, first, body, mode).await;
+        if result.is_err()
+            && let Err(e) = self.abort_upload(key, &upload).await
+        {
+            tracing::warn!(key = %key, error = %e, "could not abort a failed multipart upload");
         }
         result
     }
@@ -271,8 +249,7 @@ impl S3Store {
     async fn upload_parts(
         &self,
         key: &Key,
-        object_key: &str,
-        upload_id: &str,
+        upload: &str,
         first: Bytes,
         mut body: ByteStream,
         mode: &PutMode,
@@ -288,36 +265,84 @@ impl S3Store {
                     None => break,
                 },
             };
-            let number = parts.len() as i32 + 1;
-            let output = self
-                .client
-                .upload_part()
-                .bucket(&self.location.bucket)
-                .key(object_key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(S3Body::from(part))
-                .customize()
-                .config_override(
-                    aws_sdk_s3::config::Builder::default()
-                        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard()),
-                )
-                .send()
-                .await
-                .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(output.e_tag().map(str::to_owned))
-                    .build(),
-            );
+            let number = parts.len() as u32 + 1;
+            let tag = self.send_part(key, upload, number, part).await?;
+            parts.push((number, tag));
         }
+        self.complete_upload(key, upload, &parts, mode).await
+    }
+
+    /// Starts a multipart upload at `key`; its upload id.
+    pub(crate) async fn start_upload(&self, key: &Key) -> Result<String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(self.object_key(key))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
+        created
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| malformed(key, "CreateMultipartUpload returned no upload id"))
+    }
+
+    /// Sends part `number` of multipart upload `upload`; the part's tag. The SDK retries
+    /// this request itself: its body is in memory.
+    pub(crate) async fn send_part(
+        &self,
+        key: &Key,
+        upload: &str,
+        number: u32,
+        body: Bytes,
+    ) -> Result<String> {
+        let output = self
+            .client
+            .upload_part()
+            .bucket(&self.location.bucket)
+            .key(self.object_key(key))
+            .upload_id(upload)
+            .part_number(number as i32)
+            .body(S3Body::from(body))
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard()),
+            )
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
+        output
+            .e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| malformed(key, "UploadPart returned no ETag"))
+    }
+
+    /// Completes multipart upload `upload` from `parts` (number and tag); with
+    /// [`PutMode::Create`], only if nothing is at the key.
+    pub(crate) async fn complete_upload(
+        &self,
+        key: &Key,
+        upload: &str,
+        parts: &[(u32, String)],
+        mode: &PutMode,
+    ) -> Result<ETag> {
+        let parts = parts
+            .iter()
+            .map(|(number, tag)| {
+                CompletedPart::builder()
+                    .part_number(*number as i32)
+                    .e_tag(tag)
+                    .build()
+            })
+            .collect();
         let request = self
             .client
             .complete_multipart_upload()
             .bucket(&self.location.bucket)
-            .key(object_key)
-            .upload_id(upload_id)
+            .key(self.object_key(key))
+            .upload_id(upload)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -332,6 +357,19 @@ impl S3Store {
             .await
             .map_err(|e| map_sdk_error(key, intent, e))?;
         etag_from(key, output.e_tag())
+    }
+
+    /// Abandons multipart upload `upload` and its parts.
+    pub(crate) async fn abort_upload(&self, key: &Key, upload: &str) -> Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(self.object_key(key))
+            .upload_id(upload)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
+        Ok(())
     }
 }
 

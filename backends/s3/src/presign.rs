@@ -235,86 +235,20 @@ impl DirectAccess for S3Store {
     }
 
     async fn start_parts(&self, key: &Key) -> Result<String> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.location.bucket)
-            .key(self.object_key(key))
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
-        created
-            .upload_id()
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Other {
-                key: key.to_string(),
-                source: "CreateMultipartUpload returned no upload id".into(),
-            })
+        self.start_upload(key).await
     }
 
     async fn put_part(&self, key: &Key, upload: &str, number: u32, body: Bytes) -> Result<String> {
-        let output = self
-            .client
-            .upload_part()
-            .bucket(&self.location.bucket)
-            .key(self.object_key(key))
-            .upload_id(upload)
-            .part_number(number as i32)
-            .body(S3Body::from(body))
-            .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::default()
-                    .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard()),
-            )
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
-        output
-            .e_tag()
-            .map(str::to_owned)
-            .ok_or_else(|| Error::Other {
-                key: key.to_string(),
-                source: "UploadPart returned no ETag".into(),
-            })
+        self.send_part(key, upload, number, body).await
     }
 
     async fn complete_parts(&self, key: &Key, upload: &str, parts: &[(u32, String)]) -> Result<()> {
-        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-        let parts = parts
-            .iter()
-            .map(|(number, tag)| {
-                CompletedPart::builder()
-                    .part_number(*number as i32)
-                    .e_tag(tag)
-                    .build()
-            })
-            .collect();
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.location.bucket)
-            .key(self.object_key(key))
-            .upload_id(upload)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .if_none_match("*")
-            .send()
+        self.complete_upload(key, upload, parts, &stowage_store::PutMode::Create)
             .await
-            .map_err(|e| map_sdk_error(key, Intent::Create, e))?;
-        Ok(())
+            .map(|_| ())
     }
 
     async fn abort_parts(&self, key: &Key, upload: &str) -> Result<()> {
-        self.client
-            .abort_multipart_upload()
-            .bucket(&self.location.bucket)
-            .key(self.object_key(key))
-            .upload_id(upload)
-            .send()
-            .await
-            .map_err(|e| map_sdk_error(key, Intent::Write, e))?;
-        Ok(())
+        self.abort_upload(key, upload).await
     }
 }
