@@ -148,6 +148,7 @@ fn acknowledged_pushes_survive_killed_servers(backend: Backend) {
     let left: Vec<_> = std::fs::read_dir(&scratch)
         .expect("scratch dir")
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "abandoned scratch directories: {left:?}");

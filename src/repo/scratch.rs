@@ -3,10 +3,12 @@
 //!
 //! Invariant: a scratch directory in use holds a lock (an exclusive `flock` on its
 //! `.lock` file) for as long as its owner lives; the operating system releases it when
-//! the process ends, however it ends. A directory gets its swept name only once its
-//! lock is held (it is made under a staging name and renamed). So a directory whose
-//! lock can be taken belongs to no one, and [`sweep`] may remove it, even while other
-//! servers share the temporary directory.
+//! the process ends, however it ends. A directory is made under a staging name, locked
+//! and renamed while its maker holds a shared lock on the parent's `.stowage-scratch.lock`,
+//! and [`sweep`] holds that one exclusively: a sweep never sees a directory half made
+//! by a living process. So a directory whose lock can be taken, or that has no lock
+//! file, belongs to no one, and [`sweep`] may remove it, even while other servers share
+//! the temporary directory.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,17 @@ const PREFIX: &str = "stowage-scratch-";
 const STAGING: &str = ".stowage-staging-";
 const LOCK: &str = ".lock";
 
-/// A staging directory this old was left by a process killed while making it.
-const STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Held shared while a directory is made, and exclusively while sweeping.
+const MAKING: &str = ".stowage-scratch.lock";
+
+/// The parent's lock on making and sweeping.
+fn making_lock(parent: &Path) -> std::io::Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(parent.join(MAKING))
+}
 
 /// A scratch directory, removed when dropped.
 #[derive(Debug)]
@@ -31,6 +42,8 @@ pub struct Scratch {
 impl Scratch {
     /// A new scratch directory in `parent`, for `purpose` (part of its name).
     pub fn new(parent: &Path, purpose: &str) -> std::io::Result<Self> {
+        let making = making_lock(parent)?;
+        making.lock_shared()?;
         let staging = tempfile::Builder::new()
             .prefix(STAGING)
             .tempdir_in(parent)?;
@@ -64,6 +77,8 @@ impl Drop for Scratch {
 /// Removes the scratch directories in `parent` that no living process holds; returns
 /// how many.
 pub fn sweep(parent: &Path) -> std::io::Result<usize> {
+    let making = making_lock(parent)?;
+    making.lock()?;
     let mut removed = 0;
     for entry in std::fs::read_dir(parent)? {
         let Ok(entry) = entry else { continue };
@@ -71,15 +86,9 @@ pub fn sweep(parent: &Path) -> std::io::Result<usize> {
         let name = name.to_string_lossy();
         let dir: PathBuf = entry.path();
         if name.starts_with(STAGING) {
-            // Killed between making it and renaming it: unlocked, and not new.
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STAGING_AGE));
-            let free = File::open(dir.join(LOCK))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                || File::open(dir.join(LOCK)).is_ok_and(|l| l.try_lock().is_ok());
-            if old && free && std::fs::remove_dir_all(&dir).is_ok() {
+            // Left by a process killed while making it (no living maker holds the
+            // making lock now).
+            if std::fs::remove_dir_all(&dir).is_ok() {
                 removed += 1;
             }
             continue;
@@ -118,14 +127,45 @@ mod tests {
         std::fs::create_dir(&dead).expect("dir");
         File::create(dead.join(LOCK)).expect("lock");
         std::fs::write(dead.join("incoming.pack"), b"half a pack").expect("write");
+        // One a process was killed while making: staging name, lock not held.
+        let half_made = parent.path().join(format!("{STAGING}dead"));
+        std::fs::create_dir(&half_made).expect("dir");
+        File::create(half_made.join(LOCK)).expect("lock");
         let unrelated = parent.path().join("something-else");
         std::fs::create_dir(&unrelated).expect("dir");
-        assert_eq!(sweep(parent.path()).expect("sweep"), 1);
+        assert_eq!(sweep(parent.path()).expect("sweep"), 2);
         assert!(!dead.exists());
+        assert!(!half_made.exists());
         assert!(live.path().exists(), "a directory in use stays");
         assert!(unrelated.exists());
         let path = live.path().to_owned();
         drop(live);
         assert!(!path.exists(), "removed when dropped");
+    }
+
+    #[test]
+    fn a_sweep_never_takes_a_directory_being_made() {
+        let parent = tempfile::tempdir().expect("parent");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let sweeper = scope.spawn(|| {
+                let mut sweeps = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    sweep(parent.path()).expect("sweep");
+                    sweeps += 1;
+                }
+                sweeps
+            });
+            let made = std::panic::catch_unwind(|| {
+                for _ in 0..500 {
+                    let scratch = Scratch::new(parent.path(), "push").expect("scratch");
+                    std::fs::write(scratch.path().join("incoming.pack"), b"pack")
+                        .expect("still there");
+                }
+            });
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(sweeper.join().expect("sweeper") > 0);
+            made.expect("every directory made stays its maker's");
+        });
     }
 }
