@@ -15,11 +15,15 @@
 //! - [`stowage_store::ObjectStore`]: where every byte lives (filesystem, S3, memory);
 //!   [`store_url`] opens one from a URL, [`disk_cache`] keeps local copies of its
 //!   packs.
+//! - [`metrics`]: the Prometheus registry every layer records into.
 
 pub mod access;
+pub mod admission;
 pub mod disk_cache;
 pub mod http;
 pub mod lfs;
+pub mod metrics;
 pub mod protocol;
 pub mod repo;
 pub mod store_url;
+pub mod telemetry;

@@ -185,8 +185,41 @@ struct Serve {
     /// may run on before the process exits; new connections are refused at once.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
+    /// Serve /metrics and the probes (/-/health, /-/ready) on this address too, without
+    /// authentication (bind it where only the scraper reaches); /metrics then leaves the
+    /// main listener. Without it, /metrics is on the main listener for server admins.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Record no metrics (/metrics then shows every series empty).
+    #[arg(long)]
+    no_metrics: bool,
+    #[command(flatten)]
+    admission: AdmissionArgs,
     #[command(flatten)]
     lfs: LfsArgs,
+}
+
+/// Admission control of pack requests (README, "Operations").
+#[derive(Debug, Args)]
+struct AdmissionArgs {
+    /// Pack-generating and pack-receiving requests (fetches, clones, pushes) running at
+    /// once on one repository.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    max_concurrent_per_repo: usize,
+    /// Such requests that may wait for a place on one repository (0: refuse at once
+    /// when it is full); more get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_queue_per_repo: usize,
+    /// Such requests running at once in the whole process.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_concurrent: usize,
+    /// Such requests that may wait for a place in the process; more get 503 with
+    /// Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_queue: usize,
+    /// The longest a request waits for its places before it is refused.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_queue_wait_ms: u64,
 }
 
 /// Git LFS (README, "Git LFS").
@@ -647,18 +680,11 @@ async fn run_access_command(command: Command) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    use std::io::IsTerminal;
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "stowage=info".into()),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().with_ansi(false).init(),
-    }
+    stowage::telemetry::init(match cli.log_format {
+        LogFormat::Text => stowage::telemetry::LogFormat::Text,
+        LogFormat::Json => stowage::telemetry::LogFormat::Json,
+    });
     match cli.command {
         Command::Serve(args) => {
             let config = RepoConfig {
@@ -745,6 +771,18 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
+            stowage::metrics::set_enabled(!args.no_metrics);
+            let metrics_listener = match args.metrics_listen {
+                Some(address) => {
+                    let listener = tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen on {address} for metrics"))?;
+                    // Tests and scripts read the address from this line.
+                    println!("metrics on http://{}/metrics", listener.local_addr()?);
+                    Some(listener)
+                }
+                None => None,
+            };
             let local = listener.local_addr()?;
             if args.no_auth {
                 tracing::warn!(listen = %local, store = %args.store.store, auth = "off", "serving without access control");
@@ -811,8 +849,16 @@ async fn main() -> anyhow::Result<()> {
                 },
                 lfs_direct,
                 drain: std::time::Duration::from_secs(args.drain_secs),
+                metrics_listen: args.metrics_listen,
+                admission: stowage::admission::Limits {
+                    per_repo: args.admission.max_concurrent_per_repo.max(1),
+                    per_repo_queue: args.admission.max_queue_per_repo,
+                    process: args.admission.max_concurrent.max(1),
+                    process_queue: args.admission.max_queue,
+                    wait: std::time::Duration::from_millis(args.admission.max_queue_wait_ms),
+                },
             };
-            http::serve(listener, repos, access, options, shutdown).await?;
+            http::serve(listener, metrics_listener, repos, access, options, shutdown).await?;
             tracing::info!("stopped");
         }
         command @ (Command::User(_)

@@ -45,6 +45,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
     Err(StoreUrlError::Scheme(url.to_owned()))
 }
 
+/// The backend `url` names, as a metrics label.
+fn backend(url: &str) -> &'static str {
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("file") => "fs",
+        Some("s3") => "s3",
+        Some("memory") => "memory",
+        _ => "other",
+    }
+}
+
 /// Requests signed for clients to send to the store `url` names itself, if it offers
 /// them (S3).
 pub async fn direct_access(
@@ -80,7 +90,8 @@ pub struct Layers {
 }
 
 /// Opens the store `url` names with its layers, from the store outwards: latency,
-/// faults, then the retries (so that injected faults are retried as real ones are).
+/// faults, the request metrics, then the retries (so that injected faults are retried
+/// as real ones are, and each attempt is timed).
 /// Returns the retry layer's counts with it.
 pub async fn open_layered(
     url: &str,
@@ -94,6 +105,10 @@ pub async fn open_layered(
         let faults = FaultStore::new(store, spec).map_err(StoreUrlError::Faults)?;
         store = Arc::new(faults);
     }
+    let store = Arc::new(crate::metrics::store::MeteredStore::new(
+        store,
+        backend(url),
+    ));
     let retrying = RetryStore::new(store, layers.retry.clone());
     let stats = retrying.stats();
     Ok((Arc::new(retrying), stats))

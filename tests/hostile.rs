@@ -536,7 +536,7 @@ fn limits_refuse_hostile_requests(backend: Backend) {
         "a client sending its headers a byte at a time is cut off"
     );
     let token = common::admin_token(&backend);
-    let auth = base64_basic(&format!("admin:{token}"));
+    let auth = common::base64_basic(&format!("admin:{token}"));
     let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
     slow.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .expect("timeout");
@@ -565,9 +565,4 @@ fn limits_refuse_hostile_requests(backend: Backend) {
     // Nothing of it changed a ref, and the server still serves.
     assert_eq!(refs(), before);
     sb.git(root, &["clone", "-q", &url, "after"]);
-}
-
-fn base64_basic(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(text)
 }

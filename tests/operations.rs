@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, Sandbox, Server};
 
-on_every_backend!(probes_answer, a_stop_lets_a_push_finish);
+on_every_backend!(
+    probes_answer,
+    a_stop_lets_a_push_finish,
+    metrics_follow_a_clone_and_a_push
+);
 
 /// `--log-format json`: one JSON object per line, request lines with their fields, no
 /// colour codes and no secret; text lines carry no colour codes off a terminal either.
@@ -126,7 +130,16 @@ fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
 /// well, the process exits 0, and the push is there for the next server.
 fn a_stop_lets_a_push_finish(backend: Backend) {
     // Every store request takes 300 ms: a push spends seconds in the server.
-    let mut server = Server::start_with(&backend, &["--inject-latency-ms", "300"]);
+    let mut server = Server::start_with(
+        &backend,
+        &[
+            "--inject-latency-ms",
+            "300",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let probe = format!("{}/-/ready", metrics_base(&server));
     let sb = Sandbox::new();
     let work = sb.init_repo("work");
     let first = sb.commit(&work, "a.txt", "one\n", "first");
@@ -156,6 +169,11 @@ fn a_stop_lets_a_push_finish(backend: Backend) {
         "the push reaches the server"
     );
     server.terminate();
+    // The metrics listener stays up through the drain, where a prober sees it.
+    assert!(
+        wait_for(|| common::get(&probe).0 == 503),
+        "ready answers 503 while the server drains"
+    );
     let out = push.wait_with_output().expect("git push ends");
     assert!(
         out.status.success(),
@@ -177,4 +195,304 @@ fn a_stop_lets_a_push_finish(backend: Backend) {
     let listed = sb.git(&work, &["ls-remote", &again.url("drain.git")]);
     assert!(listed.contains(&second), "{listed}");
     assert!(!listed.contains(&first), "{listed}");
+}
+
+/// The `--metrics-listen` base URL a server printed.
+fn metrics_base(server: &Server) -> String {
+    server
+        .banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("metrics on "))
+        .and_then(|url| url.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {}", server.banner))
+        .to_owned()
+}
+
+/// The server's metrics, parsed as the Prometheus text format.
+fn scrape(url: &str) -> prometheus_parse::Scrape {
+    let (status, body) = common::get(url);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let text = String::from_utf8(body).expect("utf-8");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).expect("metrics parse")
+}
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(ref buckets) => {
+                buckets.last().map_or(0.0, |b| b.count)
+            }
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// `/metrics` parses, and its counters move by what a push and a clone did; anonymous
+/// callers may not read it on the main listener.
+fn metrics_follow_a_clone_and_a_push(backend: Backend) {
+    let server = Server::start(&backend);
+    let metrics = server.url("metrics");
+    let (status, _) = common::get(&server.anon_url("metrics"));
+    assert_eq!(
+        status, 401,
+        "the main listener's /metrics needs credentials"
+    );
+    let sb = Sandbox::new();
+    let work = sb.init_repo("work");
+    sb.commit(&work, "a.txt", "one\n", "first");
+    let url = server.url("metrics.git");
+    let before = scrape(&metrics);
+    sb.git(&work, &["push", "-q", &url, "main"]);
+    let pushed = scrape(&metrics);
+    let push = [("operation", "push"), ("result", "ok")];
+    assert_eq!(
+        sample(&pushed, "stowage_git_operations_total", &push)
+            - sample(&before, "stowage_git_operations_total", &push),
+        1.0
+    );
+    let updates = [("result", "ok")];
+    assert_eq!(
+        sample(&pushed, "stowage_git_ref_updates_total", &updates)
+            - sample(&before, "stowage_git_ref_updates_total", &updates),
+        1.0
+    );
+    let receive = [("service", "receive_pack"), ("class", "2xx")];
+    assert_eq!(
+        sample(&pushed, "stowage_http_requests_total", &receive)
+            - sample(&before, "stowage_http_requests_total", &receive),
+        1.0
+    );
+    assert!(
+        sample(
+            &pushed,
+            "stowage_http_request_bytes_total",
+            &[("service", "receive_pack")]
+        ) > sample(
+            &before,
+            "stowage_http_request_bytes_total",
+            &[("service", "receive_pack")]
+        )
+    );
+    let backend_label = match backend {
+        Backend::Fs(_) => "fs",
+        _ => "s3",
+    };
+    let puts = [
+        ("backend", backend_label),
+        ("operation", "put"),
+        ("outcome", "ok"),
+    ];
+    assert!(
+        sample(
+            &pushed,
+            "stowage_store_request_duration_seconds_count",
+            &puts
+        ) > sample(
+            &before,
+            "stowage_store_request_duration_seconds_count",
+            &puts
+        ),
+        "the manifest write is timed"
+    );
+
+    let copy = sb.path("copy");
+    sb.git(
+        sb.dir.path(),
+        &["clone", "-q", &url, copy.to_str().expect("utf-8")],
+    );
+    let cloned = scrape(&metrics);
+    let clone = [("operation", "clone"), ("result", "ok")];
+    assert_eq!(
+        sample(&cloned, "stowage_git_operations_total", &clone)
+            - sample(&pushed, "stowage_git_operations_total", &clone),
+        1.0
+    );
+    let fetch = [("service", "upload_pack"), ("class", "2xx")];
+    assert!(
+        sample(&cloned, "stowage_http_requests_total", &fetch)
+            > sample(&pushed, "stowage_http_requests_total", &fetch)
+    );
+    let first_byte = [("service", "upload_pack")];
+    assert!(
+        sample(
+            &cloned,
+            "stowage_http_time_to_first_byte_seconds_count",
+            &first_byte
+        ) > sample(
+            &pushed,
+            "stowage_http_time_to_first_byte_seconds_count",
+            &first_byte
+        )
+    );
+    assert!(
+        sample(&cloned, "stowage_http_response_bytes_total", &first_byte)
+            > sample(&pushed, "stowage_http_response_bytes_total", &first_byte)
+    );
+    // The state `/-/stats` shows is in the same registry: read between two scrapes,
+    // its count lies between theirs.
+    let logical = |s: &prometheus_parse::Scrape| {
+        sample(s, "stowage_store_logical_requests_total", &[]) as u64
+    };
+    let stats = common::stat(&server, "store_requests_total");
+    let after = scrape(&metrics);
+    assert!(
+        logical(&cloned) <= stats && stats <= logical(&after) && logical(&cloned) > 0,
+        "{} <= {stats} <= {}",
+        logical(&cloned),
+        logical(&after)
+    );
+    assert!(
+        sample(
+            &cloned,
+            "stowage_cache_lookups_total",
+            &[("cache", "index")]
+        ) > 0.0
+    );
+    assert_eq!(
+        sample(&cloned, "stowage_admission_in_flight", &[]),
+        0.0,
+        "no pack request is left running"
+    );
+}
+
+/// With two pack requests allowed per repository and no queue, a third concurrent
+/// clone is refused with 429, Retry-After and a reason git shows; the first two end
+/// whole, and the repository serves again after.
+#[test]
+fn a_busy_repository_refuses_a_third_clone() {
+    use std::io::{Read, Write};
+    let backend = Backend::fs();
+    let server = Server::start_with(
+        &backend,
+        &[
+            "--max-concurrent-per-repo",
+            "2",
+            "--max-queue-per-repo",
+            "0",
+        ],
+    );
+    let sb = Sandbox::new();
+    let work = sb.init_repo("work");
+    // Far more than the socket buffers hold: a client that does not read keeps its
+    // request running.
+    std::fs::write(work.join("data.bin"), common::random_bytes(24 << 20, 7)).expect("write");
+    sb.git(&work, &["add", "data.bin"]);
+    let tip = sb.commit(&work, "a.txt", "one\n", "first");
+    let url = server.url("busy.git");
+    sb.git(&work, &["push", "-q", &url, "main"]);
+
+    let address = server
+        .anon_base
+        .strip_prefix("http://")
+        .expect("http")
+        .to_owned();
+    let token = common::admin_token(&backend);
+    let auth = common::base64_basic(&format!("admin:{token}"));
+    let mut body = Vec::new();
+    body.extend(common::pkt(b"command=fetch\n"));
+    body.extend(b"0001");
+    body.extend(common::pkt(format!("want {tip}\n").as_bytes()));
+    body.extend(common::pkt(b"done\n"));
+    body.extend(b"0000");
+    let slow: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(&address).expect("connect");
+            let head = format!(
+                "POST /busy.git/git-upload-pack HTTP/1.1\r\nHost: {address}\r\n\
+                 Authorization: Basic {auth}\r\nGit-Protocol: version=2\r\n\
+                 Content-Type: application/x-git-upload-pack-request\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            tcp.write_all(head.as_bytes()).expect("send");
+            tcp.write_all(&body).expect("send");
+            tcp
+        })
+        .collect();
+    let metrics = server.url("metrics");
+    assert!(
+        wait_for(|| sample(&scrape(&metrics), "stowage_admission_in_flight", &[]) == 2.0),
+        "two clones are running"
+    );
+
+    let copy = sb.path("third");
+    let third = sb.git_output(
+        sb.dir.path(),
+        &["clone", "-q", &url, copy.to_str().expect("utf-8")],
+    );
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(!third.status.success(), "the third clone is refused");
+    assert!(
+        stderr.contains("too many requests for this repository are running"),
+        "git shows the reason: {stderr}"
+    );
+    assert!(stderr.contains("429"), "{stderr}");
+    let (status, headers) = head_of(&server.url("busy.git/info/refs?service=git-upload-pack"));
+    assert_eq!(status, 429);
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after: "),
+        "{headers}"
+    );
+    let refused = scrape(&metrics);
+    assert!(
+        sample(
+            &refused,
+            "stowage_admission_refused_total",
+            &[("reason", "repo_busy")]
+        ) >= 2.0
+    );
+
+    for mut tcp in slow {
+        tcp.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).expect("the clone's answer");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            &answer[..40.min(answer.len())]
+        );
+        assert!(
+            answer.len() > 24 << 20,
+            "the whole pack: {} bytes",
+            answer.len()
+        );
+        assert!(
+            answer.windows(8).any(|w| w == b"packfile"),
+            "a packfile section"
+        );
+    }
+    assert!(
+        wait_for(|| sample(&scrape(&metrics), "stowage_admission_in_flight", &[]) == 0.0),
+        "their places are free again"
+    );
+    sb.git(
+        sb.dir.path(),
+        &["clone", "-q", &url, copy.to_str().expect("utf-8")],
+    );
+}
+
+/// Status and headers of a GET.
+fn head_of(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "-w", "\n%{http_code}"])
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (headers, status) = text.rsplit_once('\n').expect("status");
+    (
+        status.trim().parse().expect("status code"),
+        headers.to_owned(),
+    )
 }

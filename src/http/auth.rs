@@ -164,10 +164,12 @@ pub(super) async fn authorize_with(
     repo: &RepoName,
     need: Need,
 ) -> Result<(Allowed, Credentials), Failure> {
+    use tracing::Instrument;
     let credentials = credentials(headers, state.proxy(peer))?;
     match state
         .access
         .authorize(&credentials, peer.ip(), repo, need)
+        .instrument(tracing::info_span!("auth"))
         .await
     {
         Ok(Ok(allowed)) => Ok((allowed, credentials)),
@@ -183,8 +185,14 @@ pub(super) async fn authenticate(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<(Caller, Arc<View>), Failure> {
+    use tracing::Instrument;
     let credentials = credentials(headers, state.proxy(peer))?;
-    match state.access.authenticate(&credentials, peer.ip()).await {
+    match state
+        .access
+        .authenticate(&credentials, peer.ip())
+        .instrument(tracing::info_span!("auth"))
+        .await
+    {
         Ok(Ok((caller, _))) if caller.user.is_none() && !caller.server_admin => {
             Err(Failure::Unauthorized)
         }

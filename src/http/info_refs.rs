@@ -35,6 +35,9 @@ pub(super) async fn handle(
             "only the smart HTTP protocol is served: use git 1.6.6 or newer",
         ));
     };
+    // A repository or server too busy for the pack request that follows says so here,
+    // where git shows the reason to its user.
+    state.admission.check(repo.as_str())?;
     let v2 = wants_v2(request.headers());
     let answer = serve::info_refs(&state.repos, &state.options.features, repo, service, v2).await?;
     Ok(for_caller(git_response(answer), &allowed.caller))

@@ -10,7 +10,9 @@
 //! - [`lfs`]: `/<repo>.git/info/lfs/...`, Git LFS (batch API, objects, verify, locks)
 //! - [`raw`]: `GET /<repo>.git/raw/<ref-or-commit>/<path>`, one file (LFS resolved)
 //! - [`api`]: `/-/api/v1/...`, the management API (JSON)
-//! - [`stats`]: `GET /-/stats`, store requests and caches (JSON, server admins)
+//! - [`stats`]: `GET /-/stats`, store requests and caches (JSON, server admins), and
+//!   `GET /metrics`, the Prometheus metrics
+//! - [`health`]: `GET /-/health` and `GET /-/ready`, the probes (anyone)
 //!
 //! What a request needs (read or write of a repository) follows from its route and
 //! method alone; `info/refs?service=git-receive-pack` and the receive-pack POST both
@@ -23,6 +25,7 @@ mod auth;
 mod health;
 mod info_refs;
 mod lfs;
+mod observe;
 mod raw;
 mod receive_pack;
 mod stats;
@@ -32,7 +35,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -78,6 +81,12 @@ pub struct Options {
     pub lfs_direct: Option<crate::lfs::Direct>,
     /// How long open requests may run on after the signal to stop (`--drain-secs`).
     pub drain: Duration,
+    /// Where `/metrics` and the probes are served apart from git (`--metrics-listen`),
+    /// if anywhere: without authentication there, and `/metrics` not on the main
+    /// listener then.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How many pack requests run at once, per repository and in all.
+    pub admission: crate::admission::Limits,
 }
 
 /// Limits on each connection and request body, against clients that are slow, idle,
@@ -129,6 +138,8 @@ impl Default for Options {
             lfs: Default::default(),
             lfs_direct: None,
             drain: Duration::from_secs(30),
+            metrics_listen: None,
+            admission: Default::default(),
         }
     }
 }
@@ -140,28 +151,61 @@ struct AppState {
     lfs: crate::lfs::Lfs,
     options: Arc<Options>,
     health: Arc<health::Health>,
+    metrics: crate::metrics::State,
+    admission: crate::admission::Admission,
+    /// Whether this is the `--metrics-listen` listener's application.
+    metrics_listener: bool,
 }
 
 /// The application: every route of the server.
 pub fn router(repos: Repos, access: Access, options: Options) -> Router {
-    router_with(repos, access, options, Arc::default())
+    Router::new()
+        .fallback(handle)
+        .with_state(app_state(repos, access, options, Arc::default()))
 }
 
-fn router_with(
+fn app_state(
     repos: Repos,
     access: Access,
     options: Options,
     health: Arc<health::Health>,
-) -> Router {
+) -> AppState {
     let lfs = crate::lfs::Lfs::new(repos.store.clone(), options.lfs.clone())
         .with_direct(options.lfs_direct.clone());
-    Router::new().fallback(handle).with_state(AppState {
-        repos: Arc::new(repos),
+    let repos = Arc::new(repos);
+    let metrics = crate::metrics::State {
+        repos: repos.clone(),
+        retries: options.retries.clone(),
+        lfs: lfs.counters.clone(),
+        disk_cache: options.disk_cache.clone(),
+    };
+    let admission = crate::admission::Admission::new(options.admission.clone());
+    AppState {
+        repos,
         access,
         lfs,
         options: Arc::new(options),
         health,
-    })
+        metrics,
+        admission,
+        metrics_listener: false,
+    }
+}
+
+/// The `--metrics-listen` application: `/metrics` and the probes, for anyone.
+async fn metrics_app(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path();
+    let answer = match path {
+        "/metrics" => stats::metrics(&state, peer, request).await,
+        "/-/health" => Ok(health::health().await),
+        "/-/ready" => Ok(health::ready(&state).await),
+        _ => Err(Failure::status(StatusCode::NOT_FOUND, "not found")),
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains: `/-/ready` answers
@@ -172,8 +216,12 @@ fn router_with(
 /// Connections are served by hyper's HTTP/1 with a timer, so that the header timeout
 /// of [`ConnectionLimits`] holds (axum's own `serve` runs hyper without one, which
 /// leaves a client that sends a byte a second connected forever).
+///
+/// `metrics_listener` (`--metrics-listen`) serves `/metrics` and the probes until the
+/// process ends, so that a prober sees `/-/ready` answer 503 while the server drains.
 pub async fn serve(
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     repos: Repos,
     access: Access,
     options: Options,
@@ -183,7 +231,21 @@ pub async fn serve(
     let drain = options.drain;
     let health = Arc::new(health::Health::default());
     let pushes = repos.clone();
-    let app = router_with(repos, access, options, health.clone());
+    let state = app_state(repos, access, options, health.clone());
+    if let Some(listener) = metrics_listener {
+        let app = Router::new().fallback(metrics_app).with_state(AppState {
+            metrics_listener: true,
+            ..state.clone()
+        });
+        tokio::spawn(
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .into_future(),
+        );
+    }
+    let app = Router::new().fallback(handle).with_state(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -262,6 +324,15 @@ enum Failure {
     Git(String),
     /// A refusal of a known user (named in the request log).
     Of(String, Box<Failure>),
+    /// Admission control refused the request: `429` for a busy repository, `503` for
+    /// a busy server, with `Retry-After`.
+    Busy(crate::admission::Refused),
+}
+
+impl From<crate::admission::Refused> for Failure {
+    fn from(refused: crate::admission::Refused) -> Self {
+        Failure::Busy(refused)
+    }
 }
 
 impl Failure {
@@ -303,6 +374,17 @@ impl Failure {
                 )),
                 "too many failed attempts to authenticate from this address; try again later"
                     .into(),
+            ),
+            Failure::Busy(refused) => (
+                match refused {
+                    crate::admission::Refused::Repository => StatusCode::TOO_MANY_REQUESTS,
+                    crate::admission::Refused::Process => StatusCode::SERVICE_UNAVAILABLE,
+                },
+                Some((
+                    header::RETRY_AFTER,
+                    refused.retry_after().as_secs().to_string(),
+                )),
+                refused.to_string(),
             ),
             Failure::Git(message) => (StatusCode::BAD_REQUEST, None, message),
             Failure::Of(_, inner) => inner.parts(),
@@ -399,26 +481,38 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let started = Instant::now();
+    use tracing::Instrument;
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = match route(&state, peer, request).await {
+    let span = tracing::info_span!(
+        crate::telemetry::REQUEST,
+        service = tracing::field::Empty,
+        protocol = tracing::field::Empty,
+        repo = tracing::field::Empty,
+        user = tracing::field::Empty,
+        session = tracing::field::Empty,
+    );
+    let observation = observe::Observation::start(
+        method,
+        path,
+        request.headers(),
+        state.access.enabled(),
+        span.clone(),
+    );
+    span.record("service", observation.service);
+    span.record("protocol", observation.version);
+    let request = request.map(|body| observation.request_body(body));
+    let response = match route(&state, peer, request).instrument(span.clone()).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),
     };
     let user = response
         .extensions()
         .get::<LoggedUser>()
-        .map_or("-", |u| u.0.as_str());
-    let status = response.status().as_u16();
-    let ms = started.elapsed().as_millis() as u64;
-    // Paths and user names only: credentials never reach the log.
-    if state.access.enabled() {
-        tracing::info!(%method, path, status, user, ms, "request");
-    } else {
-        tracing::info!(%method, path, status, user, ms, auth = "off", "request");
-    }
-    response
+        .map_or("-", |u| u.0.as_str())
+        .to_owned();
+    span.record("user", user.as_str());
+    observation.response(response, user)
 }
 
 /// The repository routes, by the path's last part.
@@ -435,6 +529,9 @@ async fn route(state: &AppState, peer: SocketAddr, request: Request) -> Result<R
     let path = path.strip_prefix('/').ok_or_else(not_found)?;
     if path == "-/stats" {
         return stats::handle(state, peer, request).await;
+    }
+    if path == "metrics" {
+        return stats::metrics(state, peer, request).await;
     }
     if path == "-/health" || path == "-/ready" {
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -455,7 +552,10 @@ async fn route(state: &AppState, peer: SocketAddr, request: Request) -> Result<R
     // No segment of a repository name ends in `.git`: the first `.git/` ends the name.
     if let Some((repo, rest)) = path.split_once(".git/") {
         let name = |repo| {
-            RepoName::new(repo).map_err(|e| Failure::status(StatusCode::BAD_REQUEST, e.to_string()))
+            let name = RepoName::new(repo)
+                .map_err(|e| Failure::status(StatusCode::BAD_REQUEST, e.to_string()))?;
+            tracing::Span::current().record("repo", name.as_str());
+            Ok::<_, Failure>(name)
         };
         if let Some(lfs_path) = rest.strip_prefix("info/lfs/") {
             return Ok(lfs::handle(state, peer, &name(repo)?, lfs_path, request).await);
@@ -475,6 +575,7 @@ async fn route(state: &AppState, peer: SocketAddr, request: Request) -> Result<R
     };
     let repo =
         RepoName::new(repo).map_err(|e| Failure::status(StatusCode::BAD_REQUEST, e.to_string()))?;
+    tracing::Span::current().record("repo", repo.as_str());
     let method = request.method().clone();
     match (method, route) {
         (Method::GET, RepoRoute::InfoRefs) => info_refs::handle(state, peer, &repo, request).await,
@@ -522,6 +623,42 @@ fn git_response(answer: Answer) -> Response {
         HeaderValue::from_static("Fri, 01 Jan 1980 00:00:00 GMT"),
     );
     response
+}
+
+/// `response`, whose body holds `permit` until it ends.
+fn holding(response: Response, permit: crate::admission::Permit) -> Response {
+    response.map(|body| {
+        Body::new(Holding {
+            body,
+            _permit: permit,
+        })
+    })
+}
+
+/// A body and the admission places its request holds.
+struct Holding {
+    body: Body,
+    _permit: crate::admission::Permit,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The request body as a reader, gunzipped if the client compressed it, and cut off

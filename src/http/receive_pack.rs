@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::{AppState, Failure, auth, body_reader, for_caller, git_response};
+use super::{AppState, Failure, auth, body_reader, for_caller, git_response, holding};
 use crate::access::refs::PushPolicy;
 use crate::access::{Need, manage};
 use crate::lfs::locks::{LockAware, owner_of};
@@ -35,6 +35,7 @@ pub(super) async fn handle(
         repo: repo.clone(),
         pusher: owner_of(&allowed.caller),
     };
+    let permit = state.admission.admit(repo.as_str()).await?;
     let limits = &state.options.limits;
     let body = body_reader(request, &state.options.connections);
     let pushed = serve::receive_pack(&state.repos, limits, repo, body, &policy).await?;
@@ -45,5 +46,8 @@ pub(super) async fn handle(
         // The pusher could create it, so they can reach it without the admin grant.
         tracing::error!(repo = %repo, error = %e, "recording the creator of a repository failed");
     }
-    Ok(for_caller(git_response(pushed.answer), &allowed.caller))
+    Ok(for_caller(
+        holding(git_response(pushed.answer), permit),
+        &allowed.caller,
+    ))
 }

@@ -1,6 +1,9 @@
 //! `GET /-/stats`: store requests by kind, cache sizes, hits and misses, LFS bytes that
 //! passed through this server and links to the store it gave instead, as JSON; for
-//! server admins.
+//! server admins. The same numbers `/metrics` has ([`crate::metrics::State`]).
+//!
+//! `GET /metrics`: the Prometheus metrics; for server admins on the main listener, for
+//! anyone on the `--metrics-listen` one (and not on the main listener then).
 
 use std::net::SocketAddr;
 
@@ -28,49 +31,70 @@ pub(super) async fn handle(
             "only server admins may read /-/stats",
         ));
     }
-    let counts = state.repos.store_counts();
-    let requests: serde_json::Map<String, serde_json::Value> = counts
-        .fields()
+    let snapshot = state.metrics.snapshot();
+    let requests: serde_json::Map<String, serde_json::Value> = snapshot
+        .store_requests
         .iter()
         .map(|(name, n)| ((*name).to_owned(), (*n).into()))
         .collect();
-    let (index_bytes, pack_bytes, object_bytes) = state.repos.caches.weighted_sizes();
-    let cache = state.repos.caches.stats();
+    let total: u64 = snapshot.store_requests.iter().map(|(_, n)| n).sum();
     let mut body = serde_json::json!({
         "store_requests": requests,
-        "store_requests_total": counts.total(),
-        "index_cache_bytes": index_bytes,
-        "pack_cache_bytes": pack_bytes,
-        "index_cache_hits": cache.index_hits,
-        "index_cache_misses": cache.index_misses,
-        "pack_cache_hits": cache.pack_hits,
-        "pack_cache_misses": cache.pack_misses,
-        "object_cache_bytes": object_bytes,
-        "object_cache_hits": cache.object_hits,
-        "object_cache_misses": cache.object_misses,
+        "store_requests_total": total,
     });
-    let retries = state.options.retries.counts();
+    for cache in &snapshot.caches {
+        body[format!("{}_cache_bytes", cache.name)] = cache.bytes.into();
+        body[format!("{}_cache_hits", cache.name)] = cache.hits.into();
+        body[format!("{}_cache_misses", cache.name)] = cache.misses.into();
+    }
+    let retries = snapshot.retries;
     body["store_retries"] = retries.retries.into();
     body["store_retries_exhausted"] = retries.exhausted.into();
     body["store_timeouts"] = retries.timeouts.into();
     body["store_creates_recognised"] = retries.recognised.into();
-    let lfs = &state.lfs.counters;
-    let read = crate::lfs::LfsCounters::get;
-    body["lfs_bytes_received"] = read(&lfs.bytes_received).into();
-    body["lfs_bytes_sent"] = read(&lfs.bytes_sent).into();
-    body["lfs_direct_uploads"] = read(&lfs.direct_uploads).into();
-    body["lfs_direct_downloads"] = read(&lfs.direct_downloads).into();
-    body["lfs_resumable_uploads_running"] = read(&lfs.resumable_running).into();
-    if let Some(disk) = &state.options.disk_cache {
-        let (hits, misses) = disk.hits_and_misses();
-        body["disk_cache_bytes"] = disk.held_bytes().into();
-        body["disk_cache_hits"] = hits.into();
-        body["disk_cache_misses"] = misses.into();
-    }
+    body["lfs_bytes_received"] = snapshot.lfs_bytes_received.into();
+    body["lfs_bytes_sent"] = snapshot.lfs_bytes_sent.into();
+    body["lfs_direct_uploads"] = snapshot.lfs_direct_uploads.into();
+    body["lfs_direct_downloads"] = snapshot.lfs_direct_downloads.into();
+    body["lfs_resumable_uploads_running"] = snapshot.lfs_resumable_running.into();
     let response = (
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
         .into_response();
     Ok(for_caller(response, &caller))
+}
+
+pub(super) async fn metrics(
+    state: &AppState,
+    peer: SocketAddr,
+    request: Request,
+) -> Result<Response, Failure> {
+    if request.method() != Method::GET {
+        return Err(Failure::status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ));
+    }
+    let caller = if state.metrics_listener {
+        None
+    } else {
+        if state.options.metrics_listen.is_some() {
+            return Err(Failure::status(StatusCode::NOT_FOUND, "not found"));
+        }
+        let (caller, _) = auth::authenticate(state, peer, request.headers()).await?;
+        if !caller.server_admin {
+            return Err(Failure::status(
+                StatusCode::FORBIDDEN,
+                "only server admins may read /metrics",
+            ));
+        }
+        Some(caller)
+    };
+    let text = crate::metrics::encode(&state.metrics).map_err(|e| Failure::internal(&e))?;
+    let response = ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response();
+    Ok(match caller {
+        Some(caller) => for_caller(response, &caller),
+        None => response,
+    })
 }

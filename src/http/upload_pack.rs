@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::{AppState, Failure, auth, for_caller, git_response, read_limited, wants_v2};
+use super::{AppState, Failure, auth, for_caller, git_response, holding, read_limited, wants_v2};
 use crate::access::Need;
 use crate::protocol::serve;
 use crate::repo::RepoName;
@@ -20,7 +20,7 @@ pub(super) async fn handle(
     let v2 = wants_v2(request.headers());
     let options = &state.options;
     let body = read_limited(request, options.max_negotiation_bytes, &options.connections).await?;
-    let options = &state.options;
+    let permit = state.admission.admit(repo.as_str()).await?;
     let answer = serve::upload_pack(
         &state.repos,
         &options.features,
@@ -30,5 +30,8 @@ pub(super) async fn handle(
         v2,
     )
     .await?;
-    Ok(for_caller(git_response(answer), &allowed.caller))
+    Ok(for_caller(
+        holding(git_response(answer), permit),
+        &allowed.caller,
+    ))
 }

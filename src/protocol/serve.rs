@@ -9,12 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use gix_hash::ObjectId;
 use tokio::io::AsyncRead;
+use tracing::Instrument;
 
 use super::pktline::PktWriter;
 use super::{
     BadRequest, Body, Features, Framing, RequestLimits, Service, advertise, receive_pack,
     upload_pack, v2,
 };
+use crate::metrics::{ReasonLabel, ResultLabel, record};
 use crate::repo::fetch::{self, FetchRequest};
 use crate::repo::odb::ObjectSource;
 use crate::repo::push::{self, RefPolicy};
@@ -93,6 +95,7 @@ fn join_error(e: tokio::task::JoinError) -> Refusal {
 /// server's log can be matched.
 fn log_client_session<'a>(repo: &RepoName, caps: impl IntoIterator<Item = &'a String>) {
     if let Some(sid) = caps.into_iter().find_map(|c| c.strip_prefix("session-id=")) {
+        tracing::Span::current().record("session", sid);
         tracing::info!(repo = %repo, client_session_id = sid, "client session");
     }
 }
@@ -140,11 +143,25 @@ pub async fn upload_pack(
     body: &[u8],
     v2: bool,
 ) -> Result<Answer, Refusal> {
-    if v2 {
+    let answered = if v2 {
         upload_pack_v2(repos, features, limits, repo, body).await
     } else {
         upload_pack_v0(repos, limits, repo, body).await
+    };
+    if let Err(refusal) = &answered {
+        let result = match refusal {
+            Refusal::Git(_) | Refusal::NotFound(_) => "refused",
+            _ => "error",
+        };
+        record(|m| m.git_operation("upload_pack", result));
     }
+    answered
+}
+
+/// Counts a fetch that sends a pack: a clone when the client has nothing.
+fn count_fetch(haves: &[ObjectId]) {
+    let operation = if haves.is_empty() { "clone" } else { "fetch" };
+    record(|m| m.git_operation(operation, "ok"));
 }
 
 /// The shallow update (for a `deepen...` request) and the walk limits of a fetch.
@@ -338,6 +355,7 @@ async fn upload_pack_v0(
             done: request.done,
         },
     )
+    .instrument(tracing::info_span!("negotiate"))
     .await?;
     let answer = upload_pack::negotiate(&request, &common, can_give_up);
     // A client that asked to deepen hears about its new boundary first, every round
@@ -356,6 +374,7 @@ async fn upload_pack_v0(
         return Ok(Answer::whole(UPLOAD_RESULT, lines));
     }
     let framing = request.framing();
+    count_fetch(&request.haves);
     let chunks = fetch::pack(
         odb,
         &snapshot.manifest,
@@ -399,6 +418,7 @@ async fn upload_pack_v2(
     match request.command.as_str() {
         "ls-refs" => {
             let lines = v2::ls_refs(&snapshot.manifest, &request.args)?;
+            record(|m| m.git_operation("ls_refs", "ok"));
             Ok(Answer::whole(UPLOAD_RESULT, lines))
         }
         "fetch" => v2_fetch(repos, features, limits, repo, &snapshot, &request.args).await,
@@ -466,6 +486,7 @@ async fn v2_fetch(
             done: fetch.done,
         },
     )
+    .instrument(tracing::info_span!("negotiate"))
     .await?;
     let acked = {
         let (odb, common) = (odb.clone(), common.clone());
@@ -484,6 +505,7 @@ async fn v2_fetch(
         &update.unshallow,
         &wanted_refs,
     ));
+    count_fetch(&fetch.haves);
     let chunks = fetch::pack(
         odb,
         &snapshot.manifest,
@@ -542,6 +564,7 @@ pub async fn receive_pack(
     let framing = parsed.framing();
     let atomic = parsed.has("atomic");
     let outcome = push::receive(repos, repo, parsed.commands, Some(body), atomic, policy).await;
+    count_push(&outcome);
     match outcome {
         Ok(report) => {
             for (name, result) in &report.refs {
@@ -563,4 +586,56 @@ pub async fn receive_pack(
             ))
         }
     }
+}
+
+/// Counts a push, its ref updates and the reasons of those refused.
+fn count_push(outcome: &Result<push::Report, RepoError>) {
+    record(|m| {
+        let Ok(report) = outcome else {
+            m.git_operation("push", "error");
+            return;
+        };
+        let refused = report.refs.iter().filter(|(_, r)| r.is_err()).count();
+        let result = if report.unpack.is_err() || refused > 0 {
+            "refused"
+        } else {
+            "ok"
+        };
+        m.git_operation("push", result);
+        m.ref_updates
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc_by((report.refs.len() - refused) as u64);
+        m.ref_updates
+            .get_or_create(&ResultLabel { result: "refused" })
+            .inc_by(refused as u64);
+        for (_, result) in &report.refs {
+            if let Err(reason) = result {
+                let reason = match &report.unpack {
+                    Err(_) => "bad_pack",
+                    Ok(()) => refusal_reason(reason),
+                };
+                m.push_refusals.get_or_create(&ReasonLabel { reason }).inc();
+            }
+        }
+    });
+}
+
+/// A bounded name for why a ref update was refused, from its reason.
+fn refusal_reason(reason: &str) -> &'static str {
+    const KINDS: &[(&str, &str)] = &[
+        ("protected", "protected"),
+        ("is locked by", "lfs_lock"),
+        ("non-fast-forward", "non_fast_forward"),
+        ("fetch first", "stale"),
+        ("invalid ref name", "invalid_ref"),
+        ("cannot create it", "ref_conflict"),
+        ("atomic", "atomic"),
+        ("not allowed", "permission"),
+        ("may not", "permission"),
+        ("access", "permission"),
+    ];
+    KINDS
+        .iter()
+        .find(|(mark, _)| reason.contains(mark))
+        .map_or("other", |(_, kind)| kind)
 }

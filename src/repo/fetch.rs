@@ -196,7 +196,9 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
         Vec::new()
     };
     let (tx, rx) = mpsc::channel(4);
+    let request_span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _in = request_span.enter();
         if without_blobs && leads_to_commits(odb.as_ref(), &request.wants) {
             if let Err(e) = packgen::copy_stored(odb.as_ref(), Stored::WithoutBlobs, &tx) {
                 let _ = tx.blocking_send(Err(e));
@@ -223,17 +225,20 @@ pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackCh
         // Deltas on objects the client has are sent as they are stored when it takes a
         // thin pack, unless it is shallow or filtered (it may lack such a base).
         let thin = request.thin_pack && !shallow && request.limits.filter == Filter::None;
-        let result = objects_to_send_and_edge(odb.as_ref(), &wants, &haves, &request.limits)
-            .and_then(|(mut ids, edge)| {
-                let client_has = if thin { edge } else { HashSet::new() };
-                let mut sent: HashSet<ObjectId> = ids.iter().copied().collect();
-                for (tag, target) in tags {
-                    if sent.contains(&target) {
-                        add_tag_chain(odb.as_ref(), tag, &mut sent, &mut ids)?;
-                    }
+        let walk = tracing::info_span!("walk").entered();
+        let walked = objects_to_send_and_edge(odb.as_ref(), &wants, &haves, &request.limits);
+        drop(walk);
+        let _pack = tracing::info_span!("pack").entered();
+        let result = walked.and_then(|(mut ids, edge)| {
+            let client_has = if thin { edge } else { HashSet::new() };
+            let mut sent: HashSet<ObjectId> = ids.iter().copied().collect();
+            for (tag, target) in tags {
+                if sent.contains(&target) {
+                    add_tag_chain(odb.as_ref(), tag, &mut sent, &mut ids)?;
                 }
-                packgen::write_objects(odb.as_ref(), &ids, &client_has, &tx)
-            });
+            }
+            packgen::write_objects(odb.as_ref(), &ids, &client_has, &tx)
+        });
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }

@@ -94,9 +94,44 @@ pub struct Compaction {
     pub pack: PackEntry,
 }
 
+/// Runs one maintenance task, counted and timed in the metrics: `done` says whether it
+/// did anything (`ok`) or found nothing to do (`nothing`).
+async fn metered<T>(
+    task: &'static str,
+    run: impl Future<Output = Result<T, RepoError>>,
+    done: impl FnOnce(&T) -> bool,
+) -> Result<T, RepoError> {
+    let started = std::time::Instant::now();
+    let result = run.await;
+    let outcome = match &result {
+        Ok(value) if done(value) => "ok",
+        Ok(_) => "nothing",
+        Err(_) => "error",
+    };
+    crate::metrics::record(|m| m.maintenance(task, outcome, started.elapsed()));
+    result
+}
+
 /// Merges packs of `repo` as `plan` says. `Ok(None)` when there is nothing to merge, or
 /// when a concurrent compaction replaced the same packs first.
 pub async fn compact(
+    repos: &Repos,
+    repo: &RepoName,
+    plan: Plan,
+) -> Result<Option<Compaction>, RepoError> {
+    let compacted = metered(
+        "compact",
+        compact_unmetered(repos, repo, plan),
+        Option::is_some,
+    )
+    .await;
+    if let Ok(Some(done)) = &compacted {
+        crate::metrics::record(|m| m.packs_merged.inc_by(done.merged.len() as u64));
+    }
+    compacted
+}
+
+async fn compact_unmetered(
     repos: &Repos,
     repo: &RepoName,
     plan: Plan,
@@ -183,7 +218,9 @@ pub async fn compact(
             .await
         {
             Ok(_) => return listed(relisted).await,
-            Err(StoreError::Precondition { .. }) => {}
+            Err(StoreError::Precondition { .. }) => {
+                crate::metrics::record(|m| m.manifest_conflicts.inc())
+            }
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
         }
@@ -257,6 +294,10 @@ pub fn prune_due(manifest: &Manifest, grace: Duration) -> bool {
 /// Rewrites every pack of `repo` into one that holds only the objects its refs reach.
 /// `Ok(None)` when a ref or the packs changed meanwhile (a later run does it).
 pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, RepoError> {
+    metered("prune", prune_unmetered(repos, repo), Option::is_some).await
+}
+
+async fn prune_unmetered(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, RepoError> {
     let snapshot = repos
         .snapshot(repo)
         .await?
@@ -333,7 +374,9 @@ pub async fn prune(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned>, Rep
             .await
         {
             Ok(_) => return done().await,
-            Err(StoreError::Precondition { .. }) => {}
+            Err(StoreError::Precondition { .. }) => {
+                crate::metrics::record(|m| m.manifest_conflicts.inc())
+            }
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
         }
@@ -521,6 +564,8 @@ impl std::io::Read for ChunkReader {
 pub struct Collected {
     /// Keys deleted.
     pub deleted: Vec<Key>,
+    /// Their bytes.
+    pub bytes: u64,
     /// Unlisted pack files kept because they are younger than the grace period.
     pub young: usize,
 }
@@ -565,7 +610,16 @@ pub async fn collect_garbage(
     let cutoff = SystemTime::now()
         .checked_sub(grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    collect_garbage_before(repos, repo, cutoff, &HashSet::new()).await
+    let collected = metered(
+        "gc",
+        collect_garbage_before(repos, repo, cutoff, &HashSet::new()),
+        |c| !c.deleted.is_empty(),
+    )
+    .await;
+    if let Ok(done) = &collected {
+        crate::metrics::record(|m| m.bytes_deleted.inc_by(done.bytes));
+    }
+    collected
 }
 
 /// [`collect_garbage`] of the unlisted packs last touched before `cutoff`, and of the
@@ -641,10 +695,12 @@ pub async fn collect_garbage_before(
         if live.contains(&hash) {
             continue;
         }
+        let mut bytes = 0;
         for key in &keys {
             match repos.store.head(key).await {
-                Ok(_) if forced.contains(&hash) => {}
-                Ok(meta) if meta.modified.is_some_and(older) => {}
+                Ok(meta) if forced.contains(&hash) || meta.modified.is_some_and(older) => {
+                    bytes += meta.size;
+                }
                 Ok(_) => continue 'packs, // written again meanwhile: a writer wants it
                 Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -654,6 +710,7 @@ pub async fn collect_garbage_before(
             repos.store.delete(&key).await?;
             collected.deleted.push(key);
         }
+        collected.bytes += bytes;
         gone.insert(hash);
     }
     forget_retired(repos, repo, latest, &gone).await?;
@@ -689,7 +746,9 @@ async fn forget_retired(
             .await
         {
             Ok(_) => return Ok(()),
-            Err(StoreError::Precondition { .. }) => {}
+            Err(StoreError::Precondition { .. }) => {
+                crate::metrics::record(|m| m.manifest_conflicts.inc())
+            }
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
         }

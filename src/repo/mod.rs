@@ -260,7 +260,13 @@ impl Repos {
 
     /// The repository's current manifest, or `None` if it does not exist.
     pub async fn snapshot(&self, repo: &RepoName) -> Result<Option<Snapshot>, RepoError> {
-        let Some(found) = self.store.get_opt(&repo.key("manifest")).await? else {
+        use tracing::Instrument;
+        let Some(found) = self
+            .store
+            .get_opt(&repo.key("manifest"))
+            .instrument(tracing::info_span!("manifest"))
+            .await?
+        else {
             return Ok(None);
         };
         let manifest = Manifest::parse(&found.bytes).map_err(|source| RepoError::Manifest {

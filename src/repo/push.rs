@@ -19,7 +19,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::Duration;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use gix_hash::ObjectId;
@@ -204,7 +206,10 @@ pub async fn receive(
     let needs_pack = commands.iter().any(|c| !c.new.is_null());
     let mut received: Option<(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)> = None;
     if let (true, Some(pack)) = (needs_pack, pack) {
-        match index_pack(repos, odb.clone(), pack, tmp.path()).await {
+        match index_pack(repos, odb.clone(), pack, tmp.path())
+            .instrument(tracing::info_span!("receive"))
+            .await
+        {
             Ok(Some(r)) => received = Some(r),
             Ok(None) => {}
             Err(Unpacking { reason, messages }) => {
@@ -264,6 +269,7 @@ pub async fn receive(
             };
             Ok((results, extras))
         })
+        .instrument(tracing::info_span!("check"))
         .await
         .expect("the check task does not panic")?
     };
@@ -284,7 +290,9 @@ pub async fn receive(
         let size = std::fs::metadata(data_path)
             .map_err(|e| RepoError::Store(StoreError::from_io("received pack", e)))?
             .len();
-        existed = store_pack(repos, repo, hash, index_path, data_path).await?;
+        existed = store_pack(repos, repo, hash, index_path, data_path)
+            .instrument(tracing::info_span!("store"))
+            .await?;
         new_pack = Some(PackEntry {
             hash: *hash,
             size,
@@ -330,6 +338,7 @@ pub async fn receive(
         atomic,
         policy,
     )
+    .instrument(tracing::info_span!("swap"))
     .await?;
     if let Some(written) = written {
         if let (true, Some((_, hash, index_path, data_path))) = (existed || relisted, &received) {
@@ -943,7 +952,9 @@ async fn swap_manifest(
             .await
         {
             Ok(_) => return Ok((report, Some(next), creating, relisted)),
-            Err(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => {}
+            Err(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => {
+                crate::metrics::record(|m| m.manifest_conflicts.inc())
+            }
             Err(e) if e.is_retryable() => {}
             Err(e) => return Err(e.into()),
         }

@@ -489,3 +489,9 @@ pub fn push_body(old: &str, new: &str, name: &str, pack: &[u8]) -> Vec<u8> {
     body.extend_from_slice(pack);
     body
 }
+
+/// `text` in base64, for a Basic `Authorization` header.
+pub fn base64_basic(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
