@@ -860,6 +860,7 @@ async fn main() -> anyhow::Result<()> {
             };
             http::serve(listener, metrics_listener, repos, access, options, shutdown).await?;
             tracing::info!("stopped");
+            stowage::telemetry::shutdown();
         }
         command @ (Command::User(_)
         | Command::Token(_)

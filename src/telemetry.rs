@@ -102,7 +102,9 @@ pub enum LogFormat {
 }
 
 /// Installs the process's subscriber: logs on standard error in `format`, filtered by
-/// `RUST_LOG` (default `stowage=info`), with request phase times.
+/// `RUST_LOG` (default `stowage=info`), with request phase times; in a build with the
+/// `otlp` feature, spans are exported by OTLP too when `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
 pub fn init(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
@@ -114,11 +116,74 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
         LogFormat::Json => logs.json().with_ansi(false).boxed(),
     };
-    tracing_subscriber::registry()
+    let registry = tracing_subscriber::registry()
         .with(filter)
         .with(logs)
-        .with(PhaseTimes)
-        .init();
+        .with(PhaseTimes);
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(otlp::layer());
+    registry.init();
+}
+
+/// Sends what is left to export before the process exits.
+pub fn shutdown() {
+    #[cfg(feature = "otlp")]
+    otlp::shutdown();
+}
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    use std::sync::OnceLock;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing::Subscriber;
+    use tracing_subscriber::registry::LookupSpan;
+
+    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+    /// The OTLP layer, when an endpoint is configured.
+    pub(super) fn layer<S>()
+    -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let configured = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+        if !configured {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => exporter,
+            Err(e) => {
+                eprintln!("stowage: OTLP export is off: {e}");
+                return None;
+            }
+        };
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("stowage")
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("stowage");
+        let _ = PROVIDER.set(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    pub(super) fn shutdown() {
+        if let Some(provider) = PROVIDER.get() {
+            let _ = provider.shutdown();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -197,6 +197,52 @@ fn a_stop_lets_a_push_finish(backend: Backend) {
     assert!(!listed.contains(&first), "{listed}");
 }
 
+/// A push whose report takes long after its pack was read (every store request takes
+/// 1.5 s here: checking, storing the pack and swapping the manifest take 6) gets
+/// keep-alive packets on its side-band until the report, as from git's receive-pack,
+/// and git takes them.
+#[test]
+fn a_slow_push_gets_keepalives() {
+    let backend = Backend::fs();
+    let server = Server::start_with(&backend, &["--no-auth", "--inject-latency-ms", "1500"]);
+    let sb = Sandbox::new();
+    let work = sb.init_repo("work");
+    let first = sb.commit(&work, "a.txt", "one\n", "first");
+    let url = server.url("slow.git");
+    sb.git(&work, &["push", "-q", &url, "main"]);
+    let second = sb.commit(&work, "b.txt", "two\n", "second");
+    let objects = sb.git(
+        &work,
+        &["rev-list", "--objects", &format!("{first}..{second}")],
+    );
+    let ids: Vec<&str> = objects
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let pack = common::pack_of(&sb, &work, &ids);
+    let body = common::push_body(&first, &second, "refs/heads/main", &pack);
+    let (status, answer) = common::post(
+        &server.url("slow.git/git-receive-pack"),
+        "application/x-git-receive-pack-request",
+        &body,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        answer.starts_with(b"0005\x01"),
+        "keep-alives first: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains("unpack ok") && text.contains("ok refs/heads/main"),
+        "{text}"
+    );
+    let third = sb.commit(&work, "c.txt", "three\n", "third");
+    sb.git(&work, &["push", "-q", &url, "main"]);
+    let listed = sb.git(&work, &["ls-remote", &url]);
+    assert!(listed.contains(&third), "{listed}");
+}
+
 /// The `--metrics-listen` base URL a server printed.
 fn metrics_base(server: &Server) -> String {
     server

@@ -23,7 +23,7 @@ pub(super) async fn handle(
 ) -> Result<Response, Failure> {
     let (allowed, credentials) =
         auth::authorize_with(state, peer, request.headers(), repo, Need::Write).await?;
-    let policy = LockAware {
+    let policy = Box::new(LockAware {
         inner: PushPolicy::new(
             state.access.clone(),
             credentials,
@@ -34,20 +34,31 @@ pub(super) async fn handle(
         lfs: state.lfs.clone(),
         repo: repo.clone(),
         pusher: owner_of(&allowed.caller),
-    };
+    });
+    let (access, name, user) = (
+        state.access.clone(),
+        repo.clone(),
+        allowed.caller.user.clone(),
+    );
+    let after: serve::AfterPush = Box::new(move |created| {
+        Box::pin(async move {
+            if !created {
+                return;
+            }
+            if let Err(e) = manage::repo_created(&access, &name, false, user.as_deref()).await {
+                // The pusher could create it, so they can reach it without the admin
+                // grant.
+                tracing::error!(repo = %name, error = %e, "recording the creator of a repository failed");
+            }
+        })
+    });
     let permit = state.admission.admit(repo.as_str()).await?;
     let limits = &state.options.limits;
     let body = body_reader(request, &state.options.connections);
-    let pushed = serve::receive_pack(&state.repos, limits, repo, body, &policy).await?;
-    if pushed.created
-        && let Err(e) =
-            manage::repo_created(&state.access, repo, false, allowed.caller.user.as_deref()).await
-    {
-        // The pusher could create it, so they can reach it without the admin grant.
-        tracing::error!(repo = %repo, error = %e, "recording the creator of a repository failed");
-    }
+    let answer =
+        serve::receive_pack(state.repos.clone(), limits, repo, body, policy, after).await?;
     Ok(for_caller(
-        holding(git_response(pushed.answer), permit),
+        holding(git_response(answer), permit),
         &allowed.caller,
     ))
 }

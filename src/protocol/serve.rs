@@ -531,60 +531,142 @@ async fn v2_fetch(
     })
 }
 
-/// What a push did, beside its answer.
-#[derive(Debug)]
-pub struct Pushed {
-    pub answer: Answer,
-    /// Whether the push created the repository.
-    pub created: bool,
-}
+/// What is run once a push has ended: told whether it created the repository.
+pub type AfterPush = Box<dyn FnOnce(bool) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 /// `POST git-receive-pack`: reads the commands and the pack from `body`, applies what
-/// `policy` allows, and reports per ref.
+/// `policy` allows, and reports per ref; `after` runs once the push has ended.
+///
+/// The push runs in a task of its own, so that a client that hangs up after sending its
+/// pack does not cut it. A client with a side-band that still waits for its report
+/// [`KEEPALIVE`](super::KEEPALIVE) after its pack was read (a long check, a slow store)
+/// gets the answer's head then, and keep-alive packets until the report, as git's
+/// receive-pack sends them.
 pub async fn receive_pack(
-    repos: &Repos,
+    repos: Arc<Repos>,
     limits: &RequestLimits,
     repo: &RepoName,
     mut body: Box<dyn AsyncRead + Send + Unpin>,
-    policy: &dyn RefPolicy,
-) -> Result<Pushed, Refusal> {
-    let answer = |bytes: Bytes, created| Pushed {
-        answer: Answer::whole(RECEIVE_RESULT, bytes),
-        created,
-    };
+    policy: Box<dyn RefPolicy>,
+    after: AfterPush,
+) -> Result<Answer, Refusal> {
     let parsed = match receive_pack::read_request(&mut body, limits).await {
         Ok(parsed) => parsed,
-        Err((e, framing)) => return Ok(answer(receive_pack::fatal(&e.0, framing), false)),
+        Err((e, framing)) => {
+            return Ok(Answer::whole(
+                RECEIVE_RESULT,
+                receive_pack::fatal(&e.0, framing),
+            ));
+        }
     };
     log_client_session(repo, &parsed.caps);
     if parsed.commands.is_empty() {
         // git's probe before a large push, or a push with nothing to do.
-        return Ok(answer(Bytes::new(), false));
+        return Ok(Answer::whole(RECEIVE_RESULT, Bytes::new()));
     }
     let framing = parsed.framing();
     let atomic = parsed.has("atomic");
-    let outcome = push::receive(repos, repo, parsed.commands, Some(body), atomic, policy).await;
-    count_push(&outcome);
-    match outcome {
-        Ok(report) => {
-            for (name, result) in &report.refs {
-                if let Err(reason) = result {
-                    tracing::info!(repo = %repo, r#ref = %name, %reason, "ref update refused");
+    let (read, pack_read) = tokio::sync::oneshot::channel();
+    let body = Box::new(NoticeDrop {
+        inner: body,
+        _dropped: read,
+    });
+    let name = repo.clone();
+    let mut task = tokio::spawn(
+        async move {
+            let outcome = push::receive(
+                &repos,
+                &name,
+                parsed.commands,
+                Some(body),
+                atomic,
+                policy.as_ref(),
+            )
+            .await;
+            count_push(&outcome);
+            if let Ok(report) = &outcome {
+                after(report.created).await;
+            }
+            outcome
+        }
+        .in_current_span(),
+    );
+    if let Framing::Sideband(_) = framing {
+        let quiet = async {
+            let _ = pack_read.await;
+            tokio::time::sleep(super::KEEPALIVE).await;
+        };
+        tokio::select! {
+            ended = &mut task => {
+                return Ok(Answer::whole(RECEIVE_RESULT, push_report(repo, ended, framing)?));
+            }
+            () = quiet => {}
+        }
+        // Quiet for a keep-alive's time already: one now, then one each such time.
+        let keepalive = || Ok::<_, std::io::Error>(Bytes::from_static(b"0005\x01"));
+        let repo = repo.clone();
+        let later = futures::stream::unfold(Some(task), move |task| {
+            let repo = repo.clone();
+            async move {
+                let mut task = task?;
+                tokio::select! {
+                    ended = &mut task => {
+                        let report = push_report(&repo, ended, framing).unwrap_or_else(|refusal| {
+                            receive_pack::fatal(&refusal.to_string(), framing)
+                        });
+                        Some((Ok(report), None))
+                    }
+                    () = tokio::time::sleep(super::KEEPALIVE) => Some((keepalive(), Some(task))),
                 }
             }
-            Ok(answer(
-                receive_pack::report(&report, framing),
-                report.created,
-            ))
-        }
-        Err(RepoError::NotFound(name)) => Err(Refusal::NotFound(name)),
+        });
+        let now = futures::stream::once(async move { keepalive() });
+        let stream = futures::StreamExt::chain(now, later);
+        return Ok(Answer {
+            content_type: RECEIVE_RESULT,
+            body: Reply::Stream(Box::pin(stream)),
+        });
+    }
+    let report = push_report(repo, task.await, framing)?;
+    Ok(Answer::whole(RECEIVE_RESULT, report))
+}
+
+/// The report of a push that has ended.
+fn push_report(
+    repo: &RepoName,
+    ended: Result<Result<push::Report, RepoError>, tokio::task::JoinError>,
+    framing: Framing,
+) -> Result<Bytes, Refusal> {
+    let report = match ended.map_err(join_error)? {
+        Ok(report) => report,
+        Err(RepoError::NotFound(name)) => return Err(Refusal::NotFound(name)),
         Err(e) => {
             tracing::error!(repo = %repo, error = %e, "push failed");
-            Ok(answer(
-                receive_pack::fatal(&format!("push failed: {e}"), framing),
-                false,
-            ))
+            return Ok(receive_pack::fatal(&format!("push failed: {e}"), framing));
         }
+    };
+    for (name, result) in &report.refs {
+        if let Err(reason) = result {
+            tracing::info!(repo = %repo, r#ref = %name, %reason, "ref update refused");
+        }
+    }
+    Ok(receive_pack::report(&report, framing))
+}
+
+/// A request body that closes its channel when it is dropped: when the push is done
+/// reading its pack.
+struct NoticeDrop {
+    inner: Box<dyn AsyncRead + Send + Unpin>,
+    _dropped: tokio::sync::oneshot::Sender<()>,
+}
+
+impl AsyncRead for NoticeDrop {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
