@@ -14,9 +14,11 @@
 //!   walks, pack writing and the push transaction;
 //! - [`stowage_store::ObjectStore`]: where every byte lives (filesystem, S3, memory);
 //!   [`store_url`] opens one from a URL, [`disk_cache`] keeps local copies of its
-//!   packs.
+//!   packs;
+//! - [`config`]: the settings file (`stowage.toml`) that holds any flag of a command.
 
 pub mod access;
+pub mod config;
 pub mod disk_cache;
 pub mod http;
 pub mod lfs;
