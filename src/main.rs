@@ -1020,4 +1020,37 @@ mod tests {
             }
         }
     }
+
+    /// The settings table of README.md, between these two lines, is the one
+    /// [`stowage::config::table`] makes of `serve`'s flags.
+    const TABLE_START: &str = "<!-- serve-settings: made from the flags of `stowage serve` -->";
+    const TABLE_END: &str = "<!-- end of serve-settings -->";
+
+    #[test]
+    fn readme_lists_every_serve_setting() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let table = stowage::config::table(&serve_command());
+        let (before, rest) = readme
+            .split_once(TABLE_START)
+            .expect("README has the table");
+        let (current, after) = rest.split_once(TABLE_END).expect("the table ends");
+        let wanted = format!("\n{table}");
+        if current != wanted && std::env::var_os("STOWAGE_UPDATE_README").is_some() {
+            std::fs::write(
+                &path,
+                format!("{before}{TABLE_START}{wanted}{TABLE_END}{after}"),
+            )
+            .expect("write README.md");
+            return;
+        }
+        assert_eq!(
+            current, wanted,
+            "README.md's table of serve settings is not that of the flags: \
+             STOWAGE_UPDATE_README=1 cargo test --bin stowage readme rewrites it"
+        );
+        for flag in serve_flags(&serve_command()) {
+            assert!(current.contains(&format!("| `--{flag}`")), "{flag}");
+        }
+    }
 }
