@@ -12,6 +12,8 @@
 //! arguments, and clap parses the whole again. So every check clap makes (types, ranges,
 //! possible values, conflicts) holds for the file as for the command line, and the
 //! order is: flag, then environment variable, then file, then the built-in default.
+//! Before that, clap parses the file's settings alone, so that a bad one is an error
+//! even where a flag outranks it.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -243,6 +245,17 @@ where
         error,
     })?;
     let mut settings = read_settings(sub, &path, &text)?;
+    // The file by itself first, so that a bad value is an error even where a flag or
+    // the environment outranks it (a required flag may be left to the command line).
+    let bin = argv.first().cloned().unwrap_or_default();
+    let alone = [bin, OsString::from(sub.get_name())]
+        .into_iter()
+        .chain(settings.iter().flat_map(|s| s.tokens.iter().cloned()));
+    if let Err(e) = command.clone().try_get_matches_from(alone)
+        && e.kind() != ErrorKind::MissingRequiredArgument
+    {
+        return Err(file_error(&e, &path, &settings, true));
+    }
     for setting in &mut settings {
         setting.in_force = !matches!(
             sub_matches.value_source(&setting.id),
@@ -265,7 +278,7 @@ where
     let matches = command
         .clone()
         .try_get_matches_from(full)
-        .map_err(|e| file_error(&e, &path, &settings))?;
+        .map_err(|e| file_error(&e, &path, &settings, false))?;
     Ok(Parsed {
         matches,
         command,
@@ -692,9 +705,9 @@ fn line_of(text: &str, offset: usize) -> usize {
         .count()
 }
 
-/// Why the command line with the file's settings in does not parse, naming the setting
-/// at fault when clap names its flag.
-fn file_error(e: &clap::Error, path: &Path, settings: &[FileSetting]) -> Error {
+/// Why the command line with the file's settings in (or with `alone`, the file's settings
+/// alone) does not parse, naming the setting at fault when clap names its flag.
+fn file_error(e: &clap::Error, path: &Path, settings: &[FileSetting], alone: bool) -> Error {
     let mut message = clap_message(e);
     for (secret, shown) in settings.iter().flat_map(|s| &s.secrets) {
         message = message.replace(secret.as_str(), shown);
@@ -704,7 +717,9 @@ fn file_error(e: &clap::Error, path: &Path, settings: &[FileSetting]) -> Error {
         .map(|arg| arg.to_string())
         .and_then(|arg| {
             let long = arg.split([' ', '=']).next()?.strip_prefix("--")?.to_owned();
-            settings.iter().find(|s| s.in_force && s.long == long)
+            settings
+                .iter()
+                .find(|s| (alone || s.in_force) && s.long == long)
         });
     let about_a_value = matches!(
         e.kind(),
@@ -723,9 +738,16 @@ fn file_error(e: &clap::Error, path: &Path, settings: &[FileSetting]) -> Error {
             key: setting.written.clone(),
             message,
         },
+        _ if alone => Error::Together {
+            path: path.to_owned(),
+            message: format!("its settings do not go together: {message}"),
+        },
         _ => Error::Together {
             path: path.to_owned(),
-            message: format!("its settings and the command line do not go together: {message}"),
+            message: format!(
+                "its settings and the command line or the environment do not go together: \
+                 {message}"
+            ),
         },
     }
 }
@@ -1227,12 +1249,28 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_outranked_by_a_flag_is_an_error_still() {
+        let message = error("listen = \"nowhere\"\n", &["--listen", "127.0.0.1:1"]);
+        assert!(
+            message.contains(":1: `listen`: invalid value 'nowhere'"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn settings_that_conflict_are_an_error() {
         let message = error("geometric = true\nprune = true\n", &[]);
-        assert!(message.contains("do not go together"), "{message}");
+        assert!(
+            message.contains("its settings do not go together"),
+            "{message}"
+        );
         assert!(message.contains("--geometric"), "{message}");
         // With the command line too.
         let message = error("prune = true\n", &["--geometric"]);
+        assert!(
+            message.contains("the command line or the environment do not go together"),
+            "{message}"
+        );
         assert!(message.contains("cannot be used with"), "{message}");
     }
 

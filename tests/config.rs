@@ -308,6 +308,11 @@ fn a_wrong_type_or_a_bad_value_stops_the_start_naming_the_key() {
             "no-auth = true\nno-auth = false\n",
             "TOML parse error at line 2",
         ),
+        // `refused` gives --listen too: a bad value is an error even where outranked.
+        (
+            "listen = \"nowhere\"\n",
+            ":1: `listen`: invalid value 'nowhere'",
+        ),
     ] {
         let (file, said) = refused("serve", text);
         let expected = if expected.starts_with(':') {
@@ -317,7 +322,7 @@ fn a_wrong_type_or_a_bad_value_stops_the_start_naming_the_key() {
         };
         assert!(said.contains(&expected), "{text:?}: {said}");
     }
-    // `--listen` is given in `refused`; here the file's is the one in force.
+    // Where the file's is the one in force.
     let file = settings("listen = \"nowhere\"\n");
     let out = run(stowage().args(["config", "--config"]).arg(&file.path));
     assert!(!out.status.success());
