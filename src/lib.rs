@@ -14,11 +14,13 @@
 //!   walks, pack writing and the push transaction;
 //! - [`stowage_store::ObjectStore`]: where every byte lives (filesystem, S3, memory);
 //!   [`store_url`] opens one from a URL, [`disk_cache`] keeps local copies of its
-//!   packs.
-//! - [`metrics`]: the Prometheus registry every layer records into.
+//!   packs;
+//! - [`metrics`]: the Prometheus registry every layer records into;
+//! - [`config`]: the settings file (`stowage.toml`) that holds any flag of a command.
 
 pub mod access;
 pub mod admission;
+pub mod config;
 pub mod disk_cache;
 pub mod http;
 pub mod lfs;

@@ -1,11 +1,12 @@
-//! The `stowage` command: `serve`; `user`, `token` and `repo` to manage users, tokens,
-//! repositories and their access; `gc` and `fsck`.
+//! The `stowage` command: `serve`, and `config` to show the settings it would run with;
+//! `user`, `token` and `repo` to manage users, tokens, repositories and their access;
+//! `gc` and `fsck`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use stowage::access::manage;
 use stowage::access::refs::Protection;
 use stowage::access::state::{Target, TokenSpec};
@@ -44,6 +45,10 @@ enum LogFormat {
 enum Command {
     /// Serve git over HTTP.
     Serve(Box<Serve>),
+    /// Print the settings `serve` would run with, the same flags given, as TOML for a
+    /// settings file, each with where it came from (flag, env, file, default); secrets
+    /// masked. Starts no server and reads no store.
+    Config(Box<Serve>),
     /// Manage repositories, their visibility, grants and protected refs.
     #[command(subcommand)]
     Repo(Repo),
@@ -100,6 +105,10 @@ struct StoreArg {
 
 #[derive(Debug, Args)]
 struct Serve {
+    /// A settings file (TOML) that holds any of these flags by its long name
+    /// (`max-request-mb = 64`); flags and environment variables outrank it.
+    #[arg(long, env = "STOWAGE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -680,13 +689,26 @@ async fn run_access_command(command: Command) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let parsed = match stowage::config::parse(Cli::command(), std::env::args_os()) {
+        Ok(parsed) => parsed,
+        Err(stowage::config::Error::CommandLine(e)) => e.exit(),
+        Err(e) => return Err(e.into()),
+    };
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
     stowage::telemetry::init(match cli.log_format {
         LogFormat::Text => stowage::telemetry::LogFormat::Text,
         LogFormat::Json => stowage::telemetry::LogFormat::Json,
     });
     match cli.command {
+        Command::Config(_) => print!("{}", parsed.describe("stowage serve")),
         Command::Serve(args) => {
+            if let Some(file) = parsed.file() {
+                tracing::info!(
+                    file = %file.display(),
+                    in_force = parsed.file_settings_in_force(),
+                    "read the settings file"
+                );
+            }
             let config = RepoConfig {
                 auto_create: !args.no_auto_create,
                 deny_non_fast_forwards: args.deny_non_fast_forwards,
@@ -958,4 +980,124 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `stowage serve` as clap builds it, with the global flags it takes.
+    fn serve_command() -> clap::Command {
+        let mut command = Cli::command();
+        command.build();
+        command
+            .find_subcommand("serve")
+            .expect("serve is a subcommand")
+            .clone()
+    }
+
+    /// Every flag of `serve` with a long name, but `--help` and `--config`.
+    fn serve_flags(serve: &clap::Command) -> Vec<String> {
+        serve
+            .get_arguments()
+            .filter(|a| {
+                !matches!(
+                    a.get_action(),
+                    clap::ArgAction::Help
+                        | clap::ArgAction::HelpShort
+                        | clap::ArgAction::HelpLong
+                        | clap::ArgAction::Version
+                )
+            })
+            .filter_map(|a| a.get_long())
+            .filter(|long| *long != "config")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `stowage serve --config FILE` with `text` as the file.
+    fn serve_with(text: &str) -> Result<stowage::config::Parsed, stowage::config::Error> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("stowage.toml");
+        std::fs::write(&path, text).expect("write settings");
+        let argv = ["stowage", "serve", "--config"].map(std::ffi::OsString::from);
+        stowage::config::parse(
+            Cli::command(),
+            argv.into_iter().chain([path.into_os_string()]),
+        )
+    }
+
+    #[test]
+    fn every_serve_flag_is_a_setting() {
+        let serve = serve_command();
+        let flags = serve_flags(&serve);
+        assert!(flags.len() > 40, "{flags:?}");
+        assert!(flags.contains(&"log-format".to_owned()), "{flags:?}");
+        assert_eq!(stowage::config::setting_names(&serve), flags);
+        // Each in a file by itself, spelt with `-` and with `_`: its default (as
+        // `stowage config` prints it), or for one without, a string.
+        let defaults = stowage::config::parse(Cli::command(), ["stowage", "config"])
+            .expect("parses")
+            .describe("stowage serve");
+        for flag in &flags {
+            let value = defaults
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{flag} = ")))
+                .and_then(|l| l.split("  #").next())
+                .unwrap_or("\"1\"");
+            for key in [flag.clone(), flag.replace('-', "_")] {
+                match serve_with(&format!("{key} = {value}\n")) {
+                    Ok(parsed) => {
+                        let outranked = serve
+                            .get_arguments()
+                            .find(|a| a.get_long() == Some(flag))
+                            .and_then(|a| a.get_env())
+                            .is_some_and(|env| std::env::var_os(env).is_some());
+                        if !outranked {
+                            assert_eq!(parsed.file_settings_in_force(), 1, "{key} = {value}");
+                        }
+                    }
+                    // Its value may be wrong for it (a flag added with no default and
+                    // a type other than a string), but the key must be known.
+                    Err(stowage::config::Error::Value { key: named, .. }) => {
+                        assert_eq!(named, key)
+                    }
+                    Err(e) => panic!("{key} = {value}: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The settings table of README.md, between these two lines, is the one
+    /// [`stowage::config::table`] makes of `serve`'s flags.
+    const TABLE_START: &str = "<!-- serve-settings: made from the flags of `stowage serve` -->";
+    const TABLE_END: &str = "<!-- end of serve-settings -->";
+
+    #[test]
+    fn readme_lists_every_serve_setting() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let table = stowage::config::table(&serve_command());
+        let (before, rest) = readme
+            .split_once(TABLE_START)
+            .expect("README has the table");
+        let (current, after) = rest.split_once(TABLE_END).expect("the table ends");
+        let wanted = format!("\n{table}");
+        if current != wanted && std::env::var_os("STOWAGE_UPDATE_README").is_some() {
+            std::fs::write(
+                &path,
+                format!("{before}{TABLE_START}{wanted}{TABLE_END}{after}"),
+            )
+            .expect("write README.md");
+            return;
+        }
+        assert_eq!(
+            current, wanted,
+            "README.md's table of serve settings is not that of the flags: \
+             STOWAGE_UPDATE_README=1 cargo test --bin stowage readme rewrites it"
+        );
+        for flag in serve_flags(&serve_command()) {
+            assert!(current.contains(&format!("| `--{flag}`")), "{flag}");
+        }
+    }
 }
