@@ -185,8 +185,35 @@ struct Serve {
     /// may run on before the process exits; new connections are refused at once.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
+    #[cfg(feature = "tls")]
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     lfs: LfsArgs,
+}
+
+/// HTTPS without a proxy (README, "HTTPS").
+#[cfg(feature = "tls")]
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Serve HTTPS with the certificate chain in this PEM file (the server's own
+    /// certificate first); reloaded when it changes. Needs --tls-key.
+    #[arg(
+        long,
+        env = "STOWAGE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, a PEM file (PKCS#8, PKCS#1 or SEC1); reloaded
+    /// when it changes. Needs --tls-cert.
+    #[arg(
+        long,
+        env = "STOWAGE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 /// Git LFS (README, "Git LFS").
@@ -661,6 +688,18 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve(args) => {
+            // Certificate files first: a bad one stops the start before anything else.
+            #[cfg(feature = "tls")]
+            let tls = match (&args.tls.tls_cert, &args.tls.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(http::tls::Tls::load(cert, key).context("cannot serve HTTPS")?)
+                }
+                _ => None,
+            };
+            #[cfg(feature = "tls")]
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            #[cfg(not(feature = "tls"))]
+            let scheme = "http";
             let config = RepoConfig {
                 auto_create: !args.no_auto_create,
                 deny_non_fast_forwards: args.deny_non_fast_forwards,
@@ -747,9 +786,9 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let local = listener.local_addr()?;
             if args.no_auth {
-                tracing::warn!(listen = %local, store = %args.store.store, auth = "off", "serving without access control");
+                tracing::warn!(listen = %local, scheme, store = %args.store.store, auth = "off", "serving without access control");
             } else {
-                tracing::info!(listen = %local, store = %args.store.store, "serving");
+                tracing::info!(listen = %local, scheme, store = %args.store.store, "serving");
             }
             // An address that listens everywhere is reached at the loopback one.
             let mut reach = local;
@@ -759,9 +798,9 @@ async fn main() -> anyhow::Result<()> {
                     std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
-            print_start(bootstrap.as_ref(), &format!("http://{reach}"));
+            print_start(bootstrap.as_ref(), &format!("{scheme}://{reach}"));
             // Tests and scripts read the address from this line.
-            println!("listening on http://{local}");
+            println!("listening on {scheme}://{local}");
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("listening for SIGTERM")?;
@@ -811,6 +850,8 @@ async fn main() -> anyhow::Result<()> {
                 },
                 lfs_direct,
                 drain: std::time::Duration::from_secs(args.drain_secs),
+                #[cfg(feature = "tls")]
+                tls,
             };
             http::serve(listener, repos, access, options, shutdown).await?;
             tracing::info!("stopped");

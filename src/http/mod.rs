@@ -12,6 +12,10 @@
 //! - [`api`]: `/-/api/v1/...`, the management API (JSON)
 //! - [`stats`]: `GET /-/stats`, store requests and caches (JSON, server admins)
 //!
+//! Below the routes, the connection: [`serve`] accepts, runs the TLS handshake when
+//! [`tls`] is on, bounds every connection's headers ([`ConnectionLimits`]) and drains
+//! on shutdown.
+//!
 //! What a request needs (read or write of a repository) follows from its route and
 //! method alone; `info/refs?service=git-receive-pack` and the receive-pack POST both
 //! need write. Request bodies may be gzip-encoded and chunked. Repository paths are not
@@ -26,6 +30,8 @@ mod lfs;
 mod raw;
 mod receive_pack;
 mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod upload_pack;
 
 use std::future::Future;
@@ -78,6 +84,10 @@ pub struct Options {
     pub lfs_direct: Option<crate::lfs::Direct>,
     /// How long open requests may run on after the signal to stop (`--drain-secs`).
     pub drain: Duration,
+    /// HTTPS: the certificate served and the files it is reloaded from (`--tls-cert`,
+    /// `--tls-key`); `None`: plain HTTP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tls::Tls>,
 }
 
 /// Limits on each connection and request body, against clients that are slow, idle,
@@ -129,6 +139,8 @@ impl Default for Options {
             lfs: Default::default(),
             lfs_direct: None,
             drain: Duration::from_secs(30),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -171,7 +183,9 @@ fn router_with(
 ///
 /// Connections are served by hyper's HTTP/1 with a timer, so that the header timeout
 /// of [`ConnectionLimits`] holds (axum's own `serve` runs hyper without one, which
-/// leaves a client that sends a byte a second connected forever).
+/// leaves a client that sends a byte a second connected forever). With
+/// [`Options::tls`], each connection's task runs the TLS handshake first, within the
+/// header timeout, and the certificate files are watched for renewals while serving.
 pub async fn serve(
     listener: TcpListener,
     repos: Repos,
@@ -181,6 +195,10 @@ pub async fn serve(
 ) -> io::Result<()> {
     let limits = options.connections.clone();
     let drain = options.drain;
+    #[cfg(feature = "tls")]
+    let tls = options.tls.clone();
+    #[cfg(feature = "tls")]
+    let _reloads = tls.as_ref().map(tls::Tls::watch);
     let health = Arc::new(health::Health::default());
     let pushes = repos.clone();
     let app = router_with(repos, access, options, health.clone());
@@ -191,6 +209,7 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192).max(64 << 10))
         .max_headers(limits.max_headers)
         .keep_alive(true);
+    let http = Arc::new(http);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -217,12 +236,28 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 tower::ServiceExt::oneshot(app.clone(), request.map(Body::new))
             });
-        let connection =
-            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
+        // Held from here, so that a drain also waits for a handshake under way.
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        #[cfg(feature = "tls")]
+        let handshake = tls.clone().map(|tls| (tls, limits.header_timeout));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            #[cfg(feature = "tls")]
+            if let Some((tls, within)) = handshake {
+                if let Some(stream) = tls.handshake(tcp, within, peer).await {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    ended(
+                        peer,
+                        watcher.watch(http.serve_connection(io, service)).await,
+                    );
+                }
+                return;
             }
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            ended(
+                peer,
+                watcher.watch(http.serve_connection(io, service)).await,
+            );
         });
     }
     health.start_draining();
@@ -243,6 +278,12 @@ pub async fn serve(
         tracing::warn!("a push is still swapping its manifest; stopping anyway");
     }
     Ok(())
+}
+
+fn ended(peer: SocketAddr, served: Result<(), hyper::Error>) {
+    if let Err(e) = served {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// An answer that is not a success.
