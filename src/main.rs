@@ -178,7 +178,8 @@ struct Serve {
     #[arg(long, value_name = "ADDR", default_values = ["127.0.0.1/32", "::1/128"])]
     trusted_proxy_addr: Vec<String>,
     /// The URL clients reach this server by (https://git.example.com behind a proxy),
-    /// for the links of Git LFS answers; by default http:// and the request's Host.
+    /// for the links of Git LFS answers; by default the request's Host, over
+    /// https:// when --tls-cert is given and http:// otherwise.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
     /// On SIGTERM or SIGINT, how long open requests (a push still uploading among them)

@@ -227,6 +227,42 @@ fn https_push_clone_and_a_renewed_certificate(backend: Backend) {
     );
     let (status, _) = curl_health(&server, &second_ca);
     assert_eq!(status, "200");
+
+    // LFS links point back over HTTPS (the store's own links on S3).
+    if let Backend::Fs(_) = backend {
+        let oid = "a".repeat(64);
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&second_ca)
+            .args([
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/vnd.git-lfs+json",
+            ])
+            .args([
+                "-H",
+                "Accept: application/vnd.git-lfs+json",
+                "--data-binary",
+            ])
+            .arg(format!(
+                r#"{{"operation":"upload","objects":[{{"oid":"{oid}","size":3}}]}}"#
+            ))
+            .arg(format!("{url}/info/lfs/objects/batch"))
+            .output()
+            .expect("curl runs");
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let href = answer["objects"][0]["actions"]["upload"]["href"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
+        assert!(
+            href.starts_with(&format!(
+                "{}/secure.git/info/lfs/objects/",
+                server.anon_base
+            )),
+            "{href}"
+        );
+    }
 }
 
 /// `curl --cacert ca https://.../-/health`: (status, stderr).

@@ -76,7 +76,8 @@ pub struct Options {
     /// What a connection may take of the server's time and memory.
     pub connections: ConnectionLimits,
     /// The URL clients reach this server by (`--public-url`), for links in LFS
-    /// answers; by default the request's `Host`, over plain HTTP.
+    /// answers; by default the request's `Host`, over HTTPS when [`Options::tls`] is
+    /// on and plain HTTP otherwise.
     pub public_url: Option<String>,
     /// Git LFS settings.
     pub lfs: crate::lfs::LfsConfig,
@@ -88,6 +89,17 @@ pub struct Options {
     /// `--tls-key`); `None`: plain HTTP.
     #[cfg(feature = "tls")]
     pub tls: Option<tls::Tls>,
+}
+
+impl Options {
+    /// The scheme clients reach this server by, when no public URL says otherwise.
+    fn scheme(&self) -> &'static str {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return "https";
+        }
+        "http"
+    }
 }
 
 /// Limits on each connection and request body, against clients that are slow, idle,
