@@ -293,6 +293,10 @@ struct LimitArgs {
     /// Seconds over which that rate is measured.
     #[arg(long, default_value_t = 30)]
     request_rate_window_secs: u64,
+    /// Seconds a response may wait on a client that reads none of it (a clone whose
+    /// client stopped reading) before the connection is closed (0: no limit).
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -839,6 +843,8 @@ async fn main() -> anyhow::Result<()> {
                     rate_window: std::time::Duration::from_secs(
                         args.limits.request_rate_window_secs.max(1),
                     ),
+                    idle_timeout: (args.limits.idle_timeout_secs > 0)
+                        .then(|| std::time::Duration::from_secs(args.limits.idle_timeout_secs)),
                     ..ConnectionLimits::default()
                 },
                 public_url: args.public_url.clone(),

@@ -1,7 +1,8 @@
 //! HTTPS without a proxy: git pushes and clones over TLS with a certificate from a test
 //! CA; a renewed certificate, from another CA, is served without a restart; plain HTTP
-//! sent to the HTTPS port and a client that never says hello stop nothing; a drain
-//! lets an HTTPS push finish.
+//! sent to the HTTPS port and a client that never says hello stop nothing. And
+//! `--idle-timeout-secs`: a client that stops reading a clone is cut off, while
+//! one that keeps reading is not.
 
 mod common;
 
@@ -412,4 +413,93 @@ fn bad_certificate_files_stop_the_start() {
     );
     let stderr = serve(&[&cert]);
     assert!(stderr.contains("--tls-key"), "{stderr}");
+}
+
+/// A clone's pack, far larger than the socket buffers between server and client.
+const BIG: usize = 40 << 20;
+
+#[test]
+fn a_client_that_stops_reading_a_clone_is_cut_off() {
+    let backend = Backend::fs();
+    let server = Server::start_with(&backend, &["--no-auth", "--idle-timeout-secs", "2"]);
+    let sb = Sandbox::new();
+    let src = sb.init_repo("src");
+    std::fs::write(src.join("big.bin"), common::random_bytes(BIG, 0x5eed)).expect("write");
+    sb.git(&src, &["add", "-A"]);
+    sb.git(&src, &["commit", "-q", "-m", "big"]);
+    let head = sb.git(&src, &["rev-parse", "HEAD"]).trim().to_owned();
+    sb.git(&src, &["push", "-q", &server.url("big.git"), "main"]);
+
+    // A client with a small receive buffer asks for the whole pack.
+    let addr: std::net::SocketAddr = server
+        .anon_base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(64 << 10).expect("buffer");
+    socket.connect(&addr.into()).expect("connect");
+    let mut client: TcpStream = socket.into();
+    client
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut body = common::pkt(format!("want {head} side-band-64k ofs-delta\n").as_bytes());
+    body.extend_from_slice(b"0000");
+    body.extend_from_slice(&common::pkt(b"done\n"));
+    write!(
+        client,
+        "POST /big.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-git-upload-pack-request\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("head");
+    client.write_all(&body).expect("body");
+
+    // It reads slower than the server writes, for twice the idle timeout: not cut.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 128 << 10];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let n = client
+            .read(&mut buf)
+            .expect("a reader that keeps reading is served");
+        assert!(n > 0, "cut off after {got} bytes while reading");
+        got += n;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let while_reading = got;
+
+    // Then it stops reading, but stays connected, for longer than the idle timeout.
+    std::thread::sleep(Duration::from_secs(6));
+    let resumed = Instant::now();
+    let ended = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(ended, "the connection was still open after {got} bytes");
+    // After resuming it got only what sat in the socket buffers: the server had
+    // closed the connection, and the rest of the pack never came.
+    let after = got - while_reading;
+    assert!(
+        got < BIG && after < 8 << 20,
+        "{got} bytes of a {BIG}-byte pack arrived, {after} of them after the pause"
+    );
+    assert!(resumed.elapsed() < Duration::from_secs(5));
+
+    // Others are served all along.
+    sb.git(
+        sb.dir.path(),
+        &["clone", "-q", &server.url("big.git"), "whole"],
+    );
+    assert_eq!(
+        std::fs::read(sb.path("whole/big.bin"))
+            .expect("cloned")
+            .len(),
+        BIG
+    );
 }

@@ -13,8 +13,8 @@
 //! - [`stats`]: `GET /-/stats`, store requests and caches (JSON, server admins)
 //!
 //! Below the routes, the connection: [`serve`] accepts, runs the TLS handshake when
-//! [`tls`] is on, bounds every connection's headers ([`ConnectionLimits`]) and drains
-//! on shutdown.
+//! [`tls`] is on, bounds every connection's time ([`ConnectionLimits`]) and drains on
+//! shutdown.
 //!
 //! What a request needs (read or write of a repository) follows from its route and
 //! method alone; `info/refs?service=git-receive-pack` and the receive-pack POST both
@@ -25,6 +25,7 @@
 mod api;
 mod auth;
 mod health;
+mod idle;
 mod info_refs;
 mod lfs;
 mod raw;
@@ -119,6 +120,10 @@ pub struct ConnectionLimits {
     /// (`--request-rate-window-secs`): a client that sends a byte a second is cut off.
     pub min_request_rate: u64,
     pub rate_window: Duration,
+    /// A connection whose response writes make no progress for this long (the client
+    /// reads nothing) is closed (`--idle-timeout-secs`; `None`: never). A slow reader
+    /// that keeps reading is not cut.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionLimits {
@@ -129,6 +134,7 @@ impl Default for ConnectionLimits {
             max_headers: 100,
             min_request_rate: 1024,
             rate_window: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -242,6 +248,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
+        let io = idle::WriteTimeout::new(tcp, limits.idle_timeout);
         let app = app.clone();
         let service =
             hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
@@ -256,7 +263,7 @@ pub async fn serve(
         tokio::spawn(async move {
             #[cfg(feature = "tls")]
             if let Some((tls, within)) = handshake {
-                if let Some(stream) = tls.handshake(tcp, within, peer).await {
+                if let Some(stream) = tls.handshake(io, within, peer).await {
                     let io = hyper_util::rt::TokioIo::new(stream);
                     ended(
                         peer,
@@ -265,7 +272,7 @@ pub async fn serve(
                 }
                 return;
             }
-            let io = hyper_util::rt::TokioIo::new(tcp);
+            let io = hyper_util::rt::TokioIo::new(io);
             ended(
                 peer,
                 watcher.watch(http.serve_connection(io, service)).await,
