@@ -187,7 +187,8 @@ struct Serve {
     #[arg(long, value_name = "ADDR", default_values = ["127.0.0.1/32", "::1/128"])]
     trusted_proxy_addr: Vec<String>,
     /// The URL clients reach this server by (https://git.example.com behind a proxy),
-    /// for the links of Git LFS answers; by default http:// and the request's Host.
+    /// for the links of Git LFS answers; by default the request's Host, over
+    /// https:// when --tls-cert is given and http:// otherwise.
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
     /// On SIGTERM or SIGINT, how long open requests (a push still uploading among them)
@@ -204,6 +205,9 @@ struct Serve {
     no_metrics: bool,
     #[command(flatten)]
     admission: AdmissionArgs,
+    #[cfg(feature = "tls")]
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     lfs: LfsArgs,
 }
@@ -229,6 +233,30 @@ struct AdmissionArgs {
     /// The longest a request waits for its places before it is refused.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_queue_wait_ms: u64,
+}
+
+/// HTTPS without a proxy (README, "HTTPS").
+#[cfg(feature = "tls")]
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Serve HTTPS with the certificate chain in this PEM file (the server's own
+    /// certificate first); reloaded when it changes. Needs --tls-key.
+    #[arg(
+        long,
+        env = "STOWAGE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, a PEM file (PKCS#8, PKCS#1 or SEC1); reloaded
+    /// when it changes. Needs --tls-cert.
+    #[arg(
+        long,
+        env = "STOWAGE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 /// Git LFS (README, "Git LFS").
@@ -307,6 +335,10 @@ struct LimitArgs {
     /// Seconds over which that rate is measured.
     #[arg(long, default_value_t = 30)]
     request_rate_window_secs: u64,
+    /// Seconds a response may wait on a client that reads none of it (a clone whose
+    /// client stopped reading) before the connection is closed (0: no limit).
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -709,6 +741,18 @@ async fn main() -> anyhow::Result<()> {
                     "read the settings file"
                 );
             }
+            // Certificate files first: a bad one stops the start before anything else.
+            #[cfg(feature = "tls")]
+            let tls = match (&args.tls.tls_cert, &args.tls.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(http::tls::Tls::load(cert, key).context("cannot serve HTTPS")?)
+                }
+                _ => None,
+            };
+            #[cfg(feature = "tls")]
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            #[cfg(not(feature = "tls"))]
+            let scheme = "http";
             let config = RepoConfig {
                 auto_create: !args.no_auto_create,
                 deny_non_fast_forwards: args.deny_non_fast_forwards,
@@ -807,9 +851,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let local = listener.local_addr()?;
             if args.no_auth {
-                tracing::warn!(listen = %local, store = %args.store.store, auth = "off", "serving without access control");
+                tracing::warn!(listen = %local, scheme, store = %args.store.store, auth = "off", "serving without access control");
             } else {
-                tracing::info!(listen = %local, store = %args.store.store, "serving");
+                tracing::info!(listen = %local, scheme, store = %args.store.store, "serving");
             }
             // An address that listens everywhere is reached at the loopback one.
             let mut reach = local;
@@ -819,9 +863,9 @@ async fn main() -> anyhow::Result<()> {
                     std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
-            print_start(bootstrap.as_ref(), &format!("http://{reach}"));
+            print_start(bootstrap.as_ref(), &format!("{scheme}://{reach}"));
             // Tests and scripts read the address from this line.
-            println!("listening on http://{local}");
+            println!("listening on {scheme}://{local}");
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("listening for SIGTERM")?;
@@ -859,6 +903,8 @@ async fn main() -> anyhow::Result<()> {
                     rate_window: std::time::Duration::from_secs(
                         args.limits.request_rate_window_secs.max(1),
                     ),
+                    idle_timeout: (args.limits.idle_timeout_secs > 0)
+                        .then(|| std::time::Duration::from_secs(args.limits.idle_timeout_secs)),
                     ..ConnectionLimits::default()
                 },
                 public_url: args.public_url.clone(),
@@ -879,6 +925,8 @@ async fn main() -> anyhow::Result<()> {
                     process_queue: args.admission.max_queue,
                     wait: std::time::Duration::from_millis(args.admission.max_queue_wait_ms),
                 },
+                #[cfg(feature = "tls")]
+                tls,
             };
             http::serve(listener, metrics_listener, repos, access, options, shutdown).await?;
             tracing::info!("stopped");

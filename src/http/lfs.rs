@@ -167,7 +167,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> Result<String, LfsFailure>
                 })
         })
         .ok_or_else(|| lfs_status(StatusCode::BAD_REQUEST, "a valid Host header is needed"))?;
-    Ok(format!("http://{host}"))
+    Ok(format!("{}://{host}", state.options.scheme()))
 }
 
 /// Where the links of an answer point, and the credentials they carry: the ones this

@@ -14,6 +14,10 @@
 //!   `GET /metrics`, the Prometheus metrics
 //! - [`health`]: `GET /-/health` and `GET /-/ready`, the probes (anyone)
 //!
+//! Below the routes, the connection: [`serve`] accepts, runs the TLS handshake when
+//! [`tls`] is on, bounds every connection's time ([`ConnectionLimits`]) and drains on
+//! shutdown.
+//!
 //! What a request needs (read or write of a repository) follows from its route and
 //! method alone; `info/refs?service=git-receive-pack` and the receive-pack POST both
 //! need write. Request bodies may be gzip-encoded and chunked. Repository paths are not
@@ -23,12 +27,15 @@
 mod api;
 mod auth;
 mod health;
+mod idle;
 mod info_refs;
 mod lfs;
 mod observe;
 mod raw;
 mod receive_pack;
 mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod upload_pack;
 
 use std::future::Future;
@@ -73,7 +80,8 @@ pub struct Options {
     /// What a connection may take of the server's time and memory.
     pub connections: ConnectionLimits,
     /// The URL clients reach this server by (`--public-url`), for links in LFS
-    /// answers; by default the request's `Host`, over plain HTTP.
+    /// answers; by default the request's `Host`, over HTTPS when [`Options::tls`] is
+    /// on and plain HTTP otherwise.
     pub public_url: Option<String>,
     /// Git LFS settings.
     pub lfs: crate::lfs::LfsConfig,
@@ -87,6 +95,21 @@ pub struct Options {
     pub metrics_listen: Option<SocketAddr>,
     /// How many pack requests run at once, per repository and in all.
     pub admission: crate::admission::Limits,
+    /// HTTPS: the certificate served and the files it is reloaded from (`--tls-cert`,
+    /// `--tls-key`); `None`: plain HTTP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tls::Tls>,
+}
+
+impl Options {
+    /// The scheme clients reach this server by, when no public URL says otherwise.
+    fn scheme(&self) -> &'static str {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return "https";
+        }
+        "http"
+    }
 }
 
 /// Limits on each connection and request body, against clients that are slow, idle,
@@ -106,6 +129,10 @@ pub struct ConnectionLimits {
     /// (`--request-rate-window-secs`): a client that sends a byte a second is cut off.
     pub min_request_rate: u64,
     pub rate_window: Duration,
+    /// A connection whose response writes make no progress for this long (the client
+    /// reads nothing) is closed (`--idle-timeout-secs`; `None`: never). A slow reader
+    /// that keeps reading is not cut.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionLimits {
@@ -116,6 +143,7 @@ impl Default for ConnectionLimits {
             max_headers: 100,
             min_request_rate: 1024,
             rate_window: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -140,6 +168,8 @@ impl Default for Options {
             drain: Duration::from_secs(30),
             metrics_listen: None,
             admission: Default::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -219,6 +249,9 @@ async fn metrics_app(
 ///
 /// `metrics_listener` (`--metrics-listen`) serves `/metrics` and the probes until the
 /// process ends, so that a prober sees `/-/ready` answer 503 while the server drains.
+/// leaves a client that sends a byte a second connected forever). With
+/// [`Options::tls`], each connection's task runs the TLS handshake first, within the
+/// header timeout, and the certificate files are watched for renewals while serving.
 pub async fn serve(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -229,6 +262,10 @@ pub async fn serve(
 ) -> io::Result<()> {
     let limits = options.connections.clone();
     let drain = options.drain;
+    #[cfg(feature = "tls")]
+    let tls = options.tls.clone();
+    #[cfg(feature = "tls")]
+    let _reloads = tls.as_ref().map(tls::Tls::watch);
     let health = Arc::new(health::Health::default());
     let pushes = repos.clone();
     let state = app_state(repos, access, options, health.clone());
@@ -253,6 +290,7 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192).max(64 << 10))
         .max_headers(limits.max_headers)
         .keep_alive(true);
+    let http = Arc::new(http);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -273,18 +311,35 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
+        let io = idle::WriteTimeout::new(tcp, limits.idle_timeout);
         let app = app.clone();
         let service =
             hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 tower::ServiceExt::oneshot(app.clone(), request.map(Body::new))
             });
-        let connection =
-            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
+        // Held from here, so that a drain also waits for a handshake under way.
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        #[cfg(feature = "tls")]
+        let handshake = tls.clone().map(|tls| (tls, limits.header_timeout));
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            #[cfg(feature = "tls")]
+            if let Some((tls, within)) = handshake {
+                if let Some(stream) = tls.handshake(io, within, peer).await {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    ended(
+                        peer,
+                        watcher.watch(http.serve_connection(io, service)).await,
+                    );
+                }
+                return;
             }
+            let io = hyper_util::rt::TokioIo::new(io);
+            ended(
+                peer,
+                watcher.watch(http.serve_connection(io, service)).await,
+            );
         });
     }
     health.start_draining();
@@ -305,6 +360,12 @@ pub async fn serve(
         tracing::warn!("a push is still swapping its manifest; stopping anyway");
     }
     Ok(())
+}
+
+fn ended(peer: SocketAddr, served: Result<(), hyper::Error>) {
+    if let Err(e) = served {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// An answer that is not a success.
