@@ -122,7 +122,7 @@ class RssSampler:
 class Stowage:
     kind = "stowage"
 
-    def __init__(self, name, binary, store_dir, work, latency_ms=0):
+    def __init__(self, name, binary, store_dir, work, latency_ms=0, extra=(), env=None):
         self.name, self.binary, self.store_dir = name, binary, store_dir
         self.latency_ms = latency_ms
         self.store_url = f"file://{store_dir}"
@@ -132,8 +132,10 @@ class Stowage:
                 "--no-auth"]
         if latency_ms:
             args += ["--inject-latency-ms", str(latency_ms)]
+        args += list(extra)
         self.log = open(os.path.join(work, f"{name}.log"), "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **(env or {})))
         self.pid, self.base = self.proc.pid, f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
@@ -794,6 +796,9 @@ def main():
     ap.add_argument("--fcgi-workers", type=int, default=32)
     ap.add_argument("--groups", default="clone,fetch,parallel,pushes,refs,big")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--telemetry", action="store_true",
+                    help="compare stowage with and without metrics and tracing "
+                         "(--no-metrics, RUST_LOG=off) instead of the usual servers")
     a = ap.parse_args()
     groups = a.groups.split(",")
     work = os.path.abspath(a.work)
@@ -818,9 +823,14 @@ def main():
     servers = []
     try:
         servers.append(Stowage("stowage", a.stowage, os.path.join(work, "store-fs"), work))
-        servers.append(Stowage(f"stowage+{a.latency_ms}ms", a.stowage, os.path.join(work, "store-lat"),
-                               work, latency_ms=a.latency_ms))
-        servers.append(HttpBackend("http-backend", srv, work, a.fcgi_workers))
+        if a.telemetry:
+            servers.append(Stowage("stowage, no telemetry", a.stowage,
+                                   os.path.join(work, "store-bare"), work,
+                                   extra=["--no-metrics"], env={"RUST_LOG": "off"}))
+        else:
+            servers.append(Stowage(f"stowage+{a.latency_ms}ms", a.stowage,
+                                   os.path.join(work, "store-lat"), work, latency_ms=a.latency_ms))
+            servers.append(HttpBackend("http-backend", srv, work, a.fcgi_workers))
         for s in servers[:2]:
             git("push", "-q", s.url("corpus"), "refs/*:refs/*", cwd=os.path.join(srv, "corpus.git"))
             results.setdefault("packs after corpus push", {})[s.name] = fsck(a.stowage, s.store_url, "corpus")[1]

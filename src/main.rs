@@ -200,7 +200,8 @@ struct Serve {
     /// main listener. Without it, /metrics is on the main listener for server admins.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-    /// Record no metrics (/metrics then shows every series empty).
+    /// Record no request, git, store, admission or maintenance metrics (/metrics still
+    /// shows the cache, retry and LFS counts it reads when scraped).
     #[arg(long)]
     no_metrics: bool,
     #[command(flatten)]

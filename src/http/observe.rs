@@ -118,16 +118,9 @@ impl Observation {
 
     /// `body` counted as request bytes.
     pub fn request_body(&self, body: Body) -> Body {
-        let service = self.service;
         Body::new(Counted {
             inner: body,
-            on_data: Box::new(move |n| {
-                record(|m| {
-                    m.http_request_bytes
-                        .get_or_create(&ServiceLabel { service })
-                        .inc_by(n);
-                });
-            }),
+            service: self.service,
         })
     }
 
@@ -149,10 +142,10 @@ impl Observation {
     }
 }
 
-/// A request body that reports its data's size.
+/// A request body whose data is counted as its service's request bytes.
 struct Counted {
     inner: Body,
-    on_data: Box<dyn Fn(u64) + Send + Sync>,
+    service: &'static str,
 }
 
 impl http_body::Body for Counted {
@@ -167,7 +160,12 @@ impl http_body::Body for Counted {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            (self.on_data)(data.len() as u64);
+            let service = self.service;
+            record(|m| {
+                m.http_request_bytes
+                    .get_or_create(&ServiceLabel { service })
+                    .inc_by(data.len() as u64)
+            });
         }
         polled
     }

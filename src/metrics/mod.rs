@@ -307,7 +307,7 @@ pub fn encode(state: &State) -> Result<String, std::fmt::Error> {
     use prometheus_client::encoding::text;
     let mut out = String::new();
     text::encode_registry(&mut out, &METRICS.registry)?;
-    text::encode_registry(&mut out, &state.registry()?)?;
+    text::encode_registry(&mut out, &state.registry())?;
     text::encode_eof(&mut out)?;
     Ok(out)
 }

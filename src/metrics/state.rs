@@ -93,10 +93,10 @@ impl State {
     }
 
     /// A registry holding this state's collector.
-    pub(super) fn registry(&self) -> Result<Registry, std::fmt::Error> {
+    pub(super) fn registry(&self) -> Registry {
         let mut registry = Registry::with_prefix("stowage");
         registry.register_collector(Box::new(self.clone()));
-        Ok(registry)
+        registry
     }
 }
 
