@@ -1111,6 +1111,11 @@ mod tests {
                     Err(stowage::config::Error::Value { key: named, .. }) => {
                         assert_eq!(named, key)
                     }
+                    // A flag that needs another (`--tls-cert` needs `--tls-key`) is
+                    // known, but not a setting alone.
+                    Err(e @ stowage::config::Error::Together { .. }) => {
+                        assert!(e.to_string().contains("required"), "{key} = {value}: {e}")
+                    }
                     Err(e) => panic!("{key} = {value}: {e}"),
                 }
             }
