@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -73,20 +72,7 @@ impl Running {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("stowage starts");
-        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut banner = String::new();
-        let base = loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line).expect("stowage prints");
-            assert!(
-                n > 0,
-                "stowage ended before its address; it printed:\n{banner}"
-            );
-            if let Some(base) = line.trim().strip_prefix("listening on ") {
-                break base.to_owned();
-            }
-            banner.push_str(&line);
-        };
+        let (base, banner) = common::until_listening(&mut child);
         Running {
             child,
             base,

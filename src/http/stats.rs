@@ -8,29 +8,47 @@
 use std::net::SocketAddr;
 
 use axum::extract::Request;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Failure, auth, for_caller};
+use crate::access::Caller;
 
-pub(super) async fn handle(
-    state: &AppState,
-    peer: SocketAddr,
-    request: Request,
-) -> Result<Response, Failure> {
+/// Refuses any method but `GET`.
+fn only_get(request: &Request) -> Result<(), Failure> {
     if request.method() != Method::GET {
         return Err(Failure::status(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed",
         ));
     }
-    let (caller, _) = auth::authenticate(state, peer, request.headers()).await?;
+    Ok(())
+}
+
+/// The server admin a request for `path` comes from; anyone else is refused.
+async fn admin(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Caller, Failure> {
+    let (caller, _) = auth::authenticate(state, peer, headers).await?;
     if !caller.server_admin {
         return Err(Failure::status(
             StatusCode::FORBIDDEN,
-            "only server admins may read /-/stats",
+            format!("only server admins may read {path}"),
         ));
     }
+    Ok(caller)
+}
+
+pub(super) async fn handle(
+    state: &AppState,
+    peer: SocketAddr,
+    request: Request,
+) -> Result<Response, Failure> {
+    only_get(&request)?;
+    let caller = admin(state, peer, request.headers(), "/-/stats").await?;
     let snapshot = state.metrics.snapshot();
     let requests: serde_json::Map<String, serde_json::Value> = snapshot
         .store_requests
@@ -70,26 +88,13 @@ pub(super) async fn metrics(
     peer: SocketAddr,
     request: Request,
 ) -> Result<Response, Failure> {
-    if request.method() != Method::GET {
-        return Err(Failure::status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed",
-        ));
-    }
+    only_get(&request)?;
     let caller = if state.metrics_listener {
         None
+    } else if state.options.metrics_listen.is_some() {
+        return Err(Failure::status(StatusCode::NOT_FOUND, "not found"));
     } else {
-        if state.options.metrics_listen.is_some() {
-            return Err(Failure::status(StatusCode::NOT_FOUND, "not found"));
-        }
-        let (caller, _) = auth::authenticate(state, peer, request.headers()).await?;
-        if !caller.server_admin {
-            return Err(Failure::status(
-                StatusCode::FORBIDDEN,
-                "only server admins may read /metrics",
-            ));
-        }
-        Some(caller)
+        Some(admin(state, peer, request.headers(), "/metrics").await?)
     };
     let text = crate::metrics::encode(&state.metrics).map_err(|e| Failure::internal(&e))?;
     let response = ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response();

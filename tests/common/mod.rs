@@ -61,6 +61,26 @@ pub fn stowage() -> Command {
     cmd
 }
 
+/// Reads what a starting server prints up to its address: the base URL it listens on,
+/// and the lines before it.
+pub fn until_listening(child: &mut Child) -> (String, String) {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut banner = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("stowage prints");
+        assert!(
+            n > 0,
+            "stowage ended before its address; it printed:\n{banner}"
+        );
+        if let Some(base) = line.trim().strip_prefix("listening on ") {
+            return (base.to_owned(), banner);
+        }
+        banner.push_str(&line);
+    }
+}
+
 /// The token of each store's first server admin, by store URL: printed once by the
 /// first server started on the store.
 static ADMIN_TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
@@ -144,19 +164,8 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("stowage starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut banner = String::new();
-        let anon_base = loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line).expect("stowage prints");
-            assert!(
-                n > 0,
-                "stowage ended before its address; it printed:\n{banner}"
-            );
-            if let Some(base) = line.trim().strip_prefix("listening on ") {
-                break base.to_owned();
-            }
+        let (anon_base, banner) = until_listening(&mut child);
+        for line in banner.lines() {
             let trimmed = line.trim();
             if trimmed.starts_with("stw_") {
                 ADMIN_TOKENS
@@ -164,8 +173,7 @@ impl Server {
                     .unwrap_or_else(|e| e.into_inner())
                     .push((backend.url(), trimmed.to_owned()));
             }
-            banner.push_str(&line);
-        };
+        }
         let base = if extra.contains(&"--no-auth") {
             anon_base.clone()
         } else {
