@@ -483,20 +483,42 @@ fn a_busy_repository_refuses_a_third_clone() {
         "git shows the reason: {stderr}"
     );
     assert!(stderr.contains("429"), "{stderr}");
-    let (status, headers) = head_of(&server.url("busy.git/info/refs?service=git-upload-pack"));
+    let (status, headers) = head_of(
+        &server.url("busy.git/info/refs?service=git-upload-pack"),
+        &[],
+    );
     assert_eq!(status, 429);
     assert!(
         headers.to_ascii_lowercase().contains("retry-after: "),
         "{headers}"
     );
-    let refused = scrape(&metrics);
+    // A Git LFS upload through the server takes a place too: 429 as git-lfs expects
+    // it (a JSON message, and Retry-After, which it waits out before trying again).
+    let put = [
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        "abc",
+    ];
+    let object = format!("busy.git/info/lfs/objects/{}", "a".repeat(64));
+    let (status, headers) = head_of(&server.url(&object), &put);
+    assert_eq!(status, 429, "{headers}");
     assert!(
+        headers.to_ascii_lowercase().contains("retry-after: "),
+        "{headers}"
+    );
+    let refused = scrape(&metrics);
+    let refusals = |reason| {
         sample(
             &refused,
             "stowage_admission_refused_total",
-            &[("reason", "repo_busy")]
-        ) >= 2.0
-    );
+            &[("reason", reason)],
+        )
+    };
+    assert!(refusals("repo_busy") >= 2.0, "info/refs of the clones");
+    assert!(refusals("repo_queue") >= 1.0, "the upload");
 
     for mut tcp in slow {
         tcp.set_read_timeout(Some(Duration::from_secs(60)))
@@ -528,10 +550,11 @@ fn a_busy_repository_refuses_a_third_clone() {
     );
 }
 
-/// Status and headers of a GET.
-fn head_of(url: &str) -> (u16, String) {
+/// Status and headers of a request to `url` (a GET, unless `args` say otherwise).
+fn head_of(url: &str, args: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "-D", "-", "-w", "\n%{http_code}"])
+        .args(args)
         .arg(url)
         .output()
         .expect("curl runs");

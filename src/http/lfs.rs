@@ -152,6 +152,16 @@ pub(super) async fn handle(
     answer.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// A place for an upload in the repository's and the process's admission limits
+/// (git-lfs retries a 429 or 503 after its `Retry-After`).
+async fn admit(state: &AppState, repo: &RepoName) -> Result<crate::admission::Permit, LfsFailure> {
+    Ok(state
+        .admission
+        .admit(repo.as_str())
+        .await
+        .map_err(Failure::from)?)
+}
+
 /// The URL the client reached this server by, for the links of an answer.
 fn base_url(state: &AppState, headers: &HeaderMap) -> Result<String, LfsFailure> {
     if let Some(url) = &state.options.public_url {
@@ -294,6 +304,8 @@ async fn upload(
 ) -> Result<Response, LfsFailure> {
     let allowed = authorize_upload(state, peer, request.headers(), repo).await?;
     let oid = parse_oid(oid)?;
+    // An upload through the server holds buffers and store requests while it runs.
+    let _place = admit(state, repo).await?;
     let length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -417,15 +429,18 @@ async fn tus(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| lfs_status(StatusCode::BAD_REQUEST, "Upload-Offset is needed"))?;
+            let place = admit(state, repo).await?;
             let body = body_stream(request, &state.options.connections);
             // In a task of its own: a client that goes away must not cancel the storing
             // of a part it sent whole (the body then ends with an error, and the upload
-            // stops at its last stored part).
+            // stops at its last stored part). It holds its admission place to the end.
             let (lfs, owned) = (state.lfs.clone(), repo.clone());
-            let appended =
-                tokio::spawn(async move { lfs.tus_append(&owned, oid, size, offset, body).await })
-                    .await
-                    .map_err(|e| LfsFailure(Failure::internal(&e)))?;
+            let appended = tokio::spawn(async move {
+                let _place = place;
+                lfs.tus_append(&owned, oid, size, offset, body).await
+            })
+            .await
+            .map_err(|e| LfsFailure(Failure::internal(&e)))?;
             match appended.map_err(lfs_error)? {
                 Appended::Complete => {
                     tracing::info!(repo = %repo, %oid, "LFS object stored (resumable upload)");
