@@ -204,6 +204,14 @@ struct Serve {
     /// shows the cache, retry and LFS counts it reads when scraped).
     #[arg(long)]
     no_metrics: bool,
+    /// Run this executable once per push, after its pack is checked and before any ref
+    /// moves, with git's pre-receive contract (README, "Hooks"): exit 0 accepts, any
+    /// other status refuses every command of the push.
+    #[arg(long, value_name = "PATH")]
+    pre_receive_hook: Option<PathBuf>,
+    /// How long the pre-receive hook may run; past it the push is refused.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    hook_timeout_secs: u64,
     #[command(flatten)]
     admission: AdmissionArgs,
     #[cfg(feature = "tls")]
@@ -767,6 +775,12 @@ async fn main() -> anyhow::Result<()> {
                 max_delta_depth: args.limits.max_delta_depth,
                 max_tree_depth: args.limits.max_tree_depth,
                 max_ref_name_bytes: args.limits.max_ref_name_bytes,
+                pre_receive: args.pre_receive_hook.clone().map(|path| {
+                    stowage::repo::hook::PreReceive {
+                        path,
+                        timeout: std::time::Duration::from_secs(args.hook_timeout_secs.max(1)),
+                    }
+                }),
             };
             let caches = Caches::new(
                 args.index_cache_mb << 20,

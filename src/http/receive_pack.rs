@@ -55,8 +55,9 @@ pub(super) async fn handle(
     let permit = state.admission.admit(repo.as_str()).await?;
     let limits = &state.options.limits;
     let body = body_reader(request, &state.options.connections);
+    let user = allowed.caller.user.clone();
     let answer =
-        serve::receive_pack(state.repos.clone(), limits, repo, body, policy, after).await?;
+        serve::receive_pack(state.repos.clone(), limits, repo, body, policy, user, after).await?;
     Ok(for_caller(
         holding(git_response(answer), permit),
         &allowed.caller,

@@ -548,6 +548,7 @@ pub async fn receive_pack(
     repo: &RepoName,
     mut body: Box<dyn AsyncRead + Send + Unpin>,
     policy: Box<dyn RefPolicy>,
+    user: Option<String>,
     after: AfterPush,
 ) -> Result<Answer, Refusal> {
     let parsed = match receive_pack::read_request(&mut body, limits).await {
@@ -572,6 +573,10 @@ pub async fn receive_pack(
         _dropped: read,
     });
     let name = repo.clone();
+    let pusher = push::Pusher {
+        user,
+        push_options: parsed.push_options.clone(),
+    };
     let mut task = tokio::spawn(
         async move {
             let outcome = push::receive(
@@ -581,6 +586,7 @@ pub async fn receive_pack(
                 Some(body),
                 atomic,
                 policy.as_ref(),
+                &pusher,
             )
             .await;
             count_push(&outcome);

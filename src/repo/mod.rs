@@ -13,6 +13,7 @@
 
 pub mod fetch;
 pub mod files;
+pub mod hook;
 pub mod indexer;
 pub mod maintenance;
 pub mod manifest;
@@ -66,6 +67,8 @@ pub struct RepoConfig {
     pub max_tree_depth: u32,
     /// The longest ref name a push may set, in bytes.
     pub max_ref_name_bytes: usize,
+    /// The pre-receive hook, if any (`--pre-receive-hook`).
+    pub pre_receive: Option<hook::PreReceive>,
 }
 
 impl Default for RepoConfig {
@@ -83,6 +86,7 @@ impl Default for RepoConfig {
             max_delta_depth: 4095,
             max_tree_depth: 2048,
             max_ref_name_bytes: 1024,
+            pre_receive: None,
         }
     }
 }

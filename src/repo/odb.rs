@@ -718,6 +718,24 @@ impl<A: ObjectSource, B: ObjectSource> ObjectSource for Layered<'_, A, B> {
     }
 }
 
+/// `&dyn ObjectSource` as a sized source (for [`Layered`]).
+pub struct DynSource<'a>(pub &'a dyn ObjectSource);
+
+impl std::fmt::Debug for DynSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DynSource")
+    }
+}
+
+impl ObjectSource for DynSource<'_> {
+    fn read(&self, id: &oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
+        self.0.read(id, out)
+    }
+    fn contains(&self, id: &oid) -> bool {
+        self.0.contains(id)
+    }
+}
+
 /// An empty object source (a push that carries no pack, a pack checked on its own).
 #[derive(Debug, Clone, Copy)]
 pub struct NoObjects;

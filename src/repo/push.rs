@@ -167,6 +167,7 @@ pub async fn receive(
     pack: Option<Box<dyn AsyncRead + Send + Unpin>>,
     atomic: bool,
     policy: &dyn RefPolicy,
+    pusher: &Pusher,
 ) -> Result<Report, RepoError> {
     let snapshot = repos.snapshot(repo).await?;
     // A push creates a missing repository only if it may, and if it sets a ref.
@@ -276,6 +277,38 @@ pub async fn receive(
     let (checks, brings_extras) = checks;
     results = checks;
 
+    // The pre-receive hook, before anything of the push is stored: a refusal leaves
+    // nothing behind.
+    let mut messages = Vec::new();
+    if let Some(hook) = &repos.config.pre_receive
+        && results.iter().any(Result::is_ok)
+    {
+        let accepted = commands
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(c, _)| (c.name.clone(), c.old, c.new))
+            .collect();
+        let verdict = pre_receive(
+            hook,
+            repo,
+            &odb,
+            accepted,
+            received.as_ref(),
+            tmp.path(),
+            pusher,
+        )
+        .instrument(tracing::info_span!("hook"))
+        .await?;
+        messages = verdict.output;
+        if let Some(reason) = verdict.refusal {
+            tracing::info!(repo = %repo, %reason, "the pre-receive hook refused a push");
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(reason.clone());
+            }
+        }
+    }
+
     // Store the pack if a command that sets a value will use it.
     let mut new_pack = None;
     let mut existed = false;
@@ -349,7 +382,7 @@ pub async fn receive(
     drop(committing);
     Ok(Report {
         unpack: Ok(()),
-        messages: Vec::new(),
+        messages,
         refs,
         created,
     })
@@ -449,6 +482,75 @@ async fn check_locks(
         results[i] = Err(format!("{} is locked by {}", file.path, file.owner));
     }
     Ok(())
+}
+
+/// Who pushes, and the push options they sent (for the pre-receive hook).
+#[derive(Debug, Clone, Default)]
+pub struct Pusher {
+    pub user: Option<String>,
+    pub push_options: Vec<String>,
+}
+
+/// Runs the pre-receive hook on the `accepted` commands (ref, old, new), with the
+/// received pack, in the push's scratch directory `dir`.
+async fn pre_receive(
+    hook: &super::hook::PreReceive,
+    repo: &RepoName,
+    odb: &Arc<Odb>,
+    accepted: Vec<(String, ObjectId, ObjectId)>,
+    received: Option<&(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>,
+    dir: &std::path::Path,
+    pusher: &Pusher,
+) -> Result<super::hook::Verdict, RepoError> {
+    let prepared = {
+        let odb = odb.clone();
+        let index = received.map(|r| r.2.clone());
+        let (hash, data) = (received.map(|r| r.1), received.map(|r| r.3.clone()));
+        let (dir, accepted, name, user) = (
+            dir.join("hook"),
+            accepted.clone(),
+            repo.to_string(),
+            pusher.user.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let local = match &index {
+                Some(path) => Some(LocalPack::open(path)?),
+                None => None,
+            };
+            let received = match (&local, &hash, &index, &data) {
+                (Some(local), Some(hash), Some(index), Some(data)) => {
+                    Some((local, hash, index.as_path(), data.as_path()))
+                }
+                _ => None,
+            };
+            super::hook::prepare(
+                &dir,
+                received,
+                odb.as_ref(),
+                &accepted,
+                &name,
+                user.as_deref(),
+            )
+        })
+        .await
+        .expect("preparing the hook's directory does not panic")?
+    };
+    let (git_dir, push_json) = prepared;
+    let lines = accepted
+        .iter()
+        .map(|(name, old, new)| format!("{old} {new} {name}"))
+        .collect();
+    let name = repo.to_string();
+    Ok(hook
+        .run(super::hook::HookInput {
+            lines,
+            push_options: &pusher.push_options,
+            repo: &name,
+            user: pusher.user.as_deref(),
+            git_dir: &git_dir,
+            push_json: &push_json,
+        })
+        .await)
 }
 
 /// Why a received pack was refused: the reason after `unpack`, and lines to show.
@@ -604,7 +706,7 @@ fn check_command(
     command: &Command,
 ) -> Result<Result<Checked, String>, OdbError> {
     let all = Layered {
-        first: &DynSource(local),
+        first: &super::odb::DynSource(local),
         then: odb,
     };
     if !all.contains(&command.new) {
@@ -678,18 +780,6 @@ fn brings_unreachable(
     Ok(pack
         .ids()
         .any(|id| !reached.contains(&id) && !existing.contains(&id)))
-}
-
-/// `&dyn ObjectSource` as a sized source.
-struct DynSource<'a>(&'a dyn ObjectSource);
-
-impl ObjectSource for DynSource<'_> {
-    fn read(&self, id: &gix_hash::oid, out: &mut Vec<u8>) -> Result<Option<Kind>, OdbError> {
-        self.0.read(id, out)
-    }
-    fn contains(&self, id: &gix_hash::oid) -> bool {
-        self.0.contains(id)
-    }
 }
 
 /// Stores a pack's two files with `Create`: the pack, then its index (so the index's
@@ -1200,9 +1290,17 @@ mod creation_tests {
         };
         let body: Box<dyn AsyncRead + Send + Unpin> = Box::new(std::io::Cursor::new(pack));
         let repo = RepoName::new("new").unwrap();
-        receive(&repos, &repo, vec![command], Some(body), false, &AllowAll)
-            .await
-            .unwrap()
+        receive(
+            &repos,
+            &repo,
+            vec![command],
+            Some(body),
+            false,
+            &AllowAll,
+            &Pusher::default(),
+        )
+        .await
+        .unwrap()
     }
 
     #[tokio::test]
