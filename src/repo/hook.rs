@@ -91,11 +91,14 @@ impl PreReceive {
         let stderr = child.stderr.take();
         let lines: String = input.lines.iter().map(|l| format!("{l}\n")).collect();
         let run = async {
-            if let Some(mut stdin) = stdin {
-                // A hook that does not read its input closes the pipe: not an error.
-                let _ = stdin.write_all(lines.as_bytes()).await;
-            }
-            let (out, err) = tokio::join!(read_lines(stdout), read_lines(stderr));
+            // Input and output at once: a hook may write before it reads.
+            let write = async move {
+                if let Some(mut stdin) = stdin {
+                    // A hook that does not read its input closes the pipe: not an error.
+                    let _ = stdin.write_all(lines.as_bytes()).await;
+                }
+            };
+            let ((), out, err) = tokio::join!(write, read_lines(stdout), read_lines(stderr));
             let status = child.wait().await;
             (out, err, status)
         };
