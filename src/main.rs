@@ -31,14 +31,8 @@ struct Cli {
     command: Command,
     /// How log lines (on standard error) are written: `text`, or `json` (one object per
     /// line, for log collectors). Colours only on a terminal.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    #[arg(long, global = true, value_enum, default_value_t = stowage::telemetry::LogFormat::Text)]
+    log_format: stowage::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -736,10 +730,7 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
-    stowage::telemetry::init(match cli.log_format {
-        LogFormat::Text => stowage::telemetry::LogFormat::Text,
-        LogFormat::Json => stowage::telemetry::LogFormat::Json,
-    });
+    stowage::telemetry::init(cli.log_format);
     match cli.command {
         Command::Config(_) => print!("{}", parsed.describe("stowage serve")),
         Command::Serve(args) => {

@@ -92,8 +92,8 @@ pub fn phases_of(span: &Span) -> String {
     .unwrap_or_default()
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines; colours only when standard error is a terminal.
     Text,

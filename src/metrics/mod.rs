@@ -144,8 +144,7 @@ pub fn set_enabled(on: bool) {
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("stowage");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(seconds),
             http_first_byte: Family::new_with_constructor(seconds),
@@ -165,9 +164,9 @@ impl Metrics {
             maintenance_duration: Family::new_with_constructor(seconds),
             packs_merged: Counter::default(),
             bytes_deleted: Counter::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("stowage"),
         };
-        let r = &mut registry;
+        let r = &mut metrics.registry;
         r.register(
             "http_requests",
             "HTTP requests answered, by service, git protocol version and status class",
@@ -271,10 +270,7 @@ impl Metrics {
             Unit::Bytes,
             metrics.bytes_deleted.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// Counts a git operation.
