@@ -10,7 +10,8 @@ use common::{Backend, Sandbox, Server, stowage};
 
 on_every_backend!(
     a_hook_refuses_commits_without_a_ticket,
-    a_hook_past_its_time_refuses
+    a_hook_past_its_time_refuses,
+    a_hook_s_output_is_shown_while_it_runs
 );
 
 /// An executable shell script at `path`.
@@ -156,5 +157,49 @@ fn a_hook_past_its_time_refuses(backend: Backend) {
     assert!(
         !listed.status.success() || listed.stdout.is_empty(),
         "no repository, no ref"
+    );
+}
+
+/// A hook's lines reach the pusher as it writes them, not when the push ends: git
+/// shows the first line while the hook is still at work.
+fn a_hook_s_output_is_shown_while_it_runs(backend: Backend) {
+    use std::io::BufRead;
+    let sb = Sandbox::new();
+    let hook = sb.path("chatty");
+    script(
+        &hook,
+        "echo 'checking the commits'; sleep 3; echo 'all good' >&2",
+    );
+    let server = Server::start_with(
+        &backend,
+        &["--pre-receive-hook", hook.to_str().expect("utf-8")],
+    );
+    let url = server.url("chatty.git");
+    let work = sb.init_repo("work");
+    sb.commit(&work, "a.txt", "one\n", "first");
+    let started = std::time::Instant::now();
+    let mut push = sb
+        .git_cmd(&work)
+        .args(["push", "--progress", &url, "main"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("git push");
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(push.stderr.take().expect("stderr")).lines() {
+        let line = line.expect("a line");
+        lines.push((started.elapsed(), line));
+    }
+    assert!(push.wait().expect("git push").success(), "{lines:?}");
+    let at = |text: &str| {
+        lines
+            .iter()
+            .find(|(_, l)| l.contains(text))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("{text:?} in {lines:?}"))
+    };
+    let (first, last) = (at("remote: checking the commits"), at("remote: all good"));
+    assert!(
+        last - first >= std::time::Duration::from_secs(2),
+        "the first line came {first:?} after the start, the second {last:?}: {lines:?}"
     );
 }

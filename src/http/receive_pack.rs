@@ -40,7 +40,8 @@ pub(super) async fn handle(
         repo.clone(),
         allowed.caller.user.clone(),
     );
-    let after: serve::AfterPush = Box::new(move |created| {
+    let after: serve::AfterPush = Box::new(move |report| {
+        let created = report.created;
         Box::pin(async move {
             if !created {
                 return;

@@ -206,6 +206,21 @@ pub fn report(report: &Report, framing: Framing) -> Bytes {
     }
 }
 
+/// Lines shown to the pusher as `remote:` lines (band 2), while the push runs; nothing
+/// without a side-band.
+pub fn notes(lines: &[String], framing: Framing) -> Bytes {
+    match framing {
+        Framing::Raw => Bytes::new(),
+        Framing::Sideband(max) => {
+            let mut w = PktWriter::new();
+            for line in lines {
+                w.band(2, format!("{}\n", one_line(line)).as_bytes(), max);
+            }
+            w.finish()
+        }
+    }
+}
+
 /// A fatal error for a push, as the client shows it (band 3 when multiplexed).
 pub fn fatal(message: &str, framing: Framing) -> Bytes {
     match framing {

@@ -531,8 +531,10 @@ async fn v2_fetch(
     })
 }
 
-/// What is run once a push has ended: told whether it created the repository.
-pub type AfterPush = Box<dyn FnOnce(bool) -> futures::future::BoxFuture<'static, ()> + Send>;
+/// What is run once a push has ended, given its report (whether it created the
+/// repository, the event it recorded).
+pub type AfterPush =
+    Box<dyn FnOnce(&push::Report) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 /// `POST git-receive-pack`: reads the commands and the pack from `body`, applies what
 /// `policy` allows, and reports per ref; `after` runs once the push has ended.
@@ -573,9 +575,13 @@ pub async fn receive_pack(
         _dropped: read,
     });
     let name = repo.clone();
+    // Lines for the pusher while the push runs (the pre-receive hook's output), when
+    // the client reads a side-band.
+    let (notes_to, mut notes) = tokio::sync::mpsc::unbounded_channel();
     let pusher = push::Pusher {
         user,
         push_options: parsed.push_options.clone(),
+        notes: matches!(framing, Framing::Sideband(_)).then_some(notes_to),
     };
     let mut task = tokio::spawn(
         async move {
@@ -591,7 +597,7 @@ pub async fn receive_pack(
             .await;
             count_push(&outcome);
             if let Ok(report) = &outcome {
-                after(report.created).await;
+                after(report).await;
             }
             outcome
         }
@@ -602,55 +608,84 @@ pub async fn receive_pack(
             let _ = pack_read.await;
             tokio::time::sleep(super::KEEPALIVE).await;
         };
+        let mut first = Vec::new();
         tokio::select! {
+            biased;
+            Some(note) = notes.recv() => first.push(note),
             ended = &mut task => {
-                return Ok(Answer::whole(RECEIVE_RESULT, push_report(repo, ended, framing)?));
+                while let Ok(note) = notes.try_recv() {
+                    first.push(note);
+                }
+                return Ok(Answer::whole(
+                    RECEIVE_RESULT,
+                    push_report(repo, ended, framing, first)?,
+                ));
             }
             () = quiet => {}
         }
-        // Quiet for a keep-alive's time already: one now, then one each such time.
-        let keepalive = || Ok::<_, std::io::Error>(Bytes::from_static(b"0005\x01"));
+        // The answer starts now, with the hook's first line or a keep-alive; then a
+        // line as the hook writes it, or a keep-alive after each quiet time.
+        let keepalive = Bytes::from_static(b"0005\x01");
+        let now = match first.is_empty() {
+            true => keepalive.clone(),
+            false => receive_pack::notes(&first, framing),
+        };
         let repo = repo.clone();
-        let later = futures::stream::unfold(Some(task), move |task| {
-            let repo = repo.clone();
+        let later = futures::stream::unfold(Some((task, notes)), move |state| {
+            let (repo, keepalive) = (repo.clone(), keepalive.clone());
             async move {
-                let mut task = task?;
+                let (mut task, mut notes) = state?;
                 tokio::select! {
+                    biased;
+                    Some(note) = notes.recv() => {
+                        let lines = receive_pack::notes(&[note], framing);
+                        Some((Ok(lines), Some((task, notes))))
+                    }
                     ended = &mut task => {
-                        let report = push_report(&repo, ended, framing).unwrap_or_else(|refusal| {
-                            receive_pack::fatal(&refusal.to_string(), framing)
-                        });
+                        let mut last = Vec::new();
+                        while let Ok(note) = notes.try_recv() {
+                            last.push(note);
+                        }
+                        let report = push_report(&repo, ended, framing, last).unwrap_or_else(
+                            |refusal| receive_pack::fatal(&refusal.to_string(), framing),
+                        );
                         Some((Ok(report), None))
                     }
-                    () = tokio::time::sleep(super::KEEPALIVE) => Some((keepalive(), Some(task))),
+                    () = tokio::time::sleep(super::KEEPALIVE) => {
+                        Some((Ok(keepalive), Some((task, notes))))
+                    }
                 }
             }
         });
-        let now = futures::stream::once(async move { keepalive() });
+        let now = futures::stream::once(async move { Ok::<_, std::io::Error>(now) });
         let stream = futures::StreamExt::chain(now, later);
         return Ok(Answer {
             content_type: RECEIVE_RESULT,
             body: Reply::Stream(Box::pin(stream)),
         });
     }
-    let report = push_report(repo, task.await, framing)?;
+    let report = push_report(repo, task.await, framing, Vec::new())?;
     Ok(Answer::whole(RECEIVE_RESULT, report))
 }
 
-/// The report of a push that has ended.
+/// The report of a push that has ended, after the `notes` not yet shown.
 fn push_report(
     repo: &RepoName,
     ended: Result<Result<push::Report, RepoError>, tokio::task::JoinError>,
     framing: Framing,
+    notes: Vec<String>,
 ) -> Result<Bytes, Refusal> {
-    let report = match ended.map_err(join_error)? {
+    let mut report = match ended.map_err(join_error)? {
         Ok(report) => report,
         Err(RepoError::NotFound(name)) => return Err(Refusal::NotFound(name)),
         Err(e) => {
             tracing::error!(repo = %repo, error = %e, "push failed");
-            return Ok(receive_pack::fatal(&format!("push failed: {e}"), framing));
+            let mut answer = receive_pack::notes(&notes, framing).to_vec();
+            answer.extend_from_slice(&receive_pack::fatal(&format!("push failed: {e}"), framing));
+            return Ok(Bytes::from(answer));
         }
     };
+    report.messages.splice(0..0, notes);
     for (name, result) in &report.refs {
         if let Err(reason) = result {
             tracing::info!(repo = %repo, r#ref = %name, %reason, "ref update refused");

@@ -36,7 +36,13 @@ pub struct HookInput<'a> {
     pub git_dir: &'a Path,
     /// The JSON description of the push.
     pub push_json: &'a Path,
+    /// Where each line of output goes as soon as the hook writes it (the pusher's
+    /// side-band), besides [`Verdict::output`].
+    pub live: Option<&'a Notes>,
 }
+
+/// Lines for the pusher, sent while the push runs.
+pub type Notes = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// The hook's answer: its output lines, and the refusal if it refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +104,9 @@ impl PreReceive {
                     let _ = stdin.write_all(lines.as_bytes()).await;
                 }
             };
-            let ((), out, err) = tokio::join!(write, read_lines(stdout), read_lines(stderr));
+            let live = input.live;
+            let ((), out, err) =
+                tokio::join!(write, read_lines(stdout, live), read_lines(stderr, live));
             let status = child.wait().await;
             (out, err, status)
         };
@@ -125,8 +133,11 @@ impl PreReceive {
     }
 }
 
-/// The lines `pipe` gives until it closes, cut to the limits.
-async fn read_lines(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<String> {
+/// The lines `pipe` gives until it closes, cut to the limits, each also sent to `live`.
+async fn read_lines(
+    pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+    live: Option<&Notes>,
+) -> Vec<String> {
     let Some(pipe) = pipe else {
         return Vec::new();
     };
@@ -141,7 +152,11 @@ async fn read_lines(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<Stri
                 if lines.len() < MAX_LINES {
                     line.truncate(MAX_LINE);
                     let text = String::from_utf8_lossy(&line);
-                    lines.push(text.trim_end_matches(['\n', '\r']).to_owned());
+                    let text = text.trim_end_matches(['\n', '\r']).to_owned();
+                    if let Some(live) = live {
+                        let _ = live.send(text.clone());
+                    }
+                    lines.push(text);
                 }
             }
         }
@@ -183,6 +198,7 @@ mod tests {
             user: Some("alice"),
             git_dir: dir,
             push_json: dir,
+            live: None,
         }
     }
 
@@ -253,7 +269,7 @@ pub fn prepare(
     repo: &str,
     user: Option<&str>,
 ) -> Result<(PathBuf, PathBuf), super::OdbError> {
-    use super::odb::{DynSource, Layered, NoObjects};
+    use super::odb::{DynSource, Layered, NoObjects, ObjectSource};
     let io = |e: std::io::Error| {
         super::OdbError::from(stowage_store::Error::from_io("hook directory", e))
     };
@@ -262,10 +278,8 @@ pub fn prepare(
     std::fs::create_dir_all(&pack_dir).map_err(io)?;
     std::fs::create_dir_all(git_dir.join("refs")).map_err(io)?;
     std::fs::write(git_dir.join("HEAD"), "ref: refs/heads/main\n").map_err(io)?;
-    let mut shallow = String::new();
-    let mut described = Vec::new();
     let none = NoObjects;
-    let local: &dyn super::odb::ObjectSource = match received {
+    let local: &dyn ObjectSource = match received {
         Some((local, hash, index, data)) => {
             for (from, name) in [(index, "idx"), (data, "pack")] {
                 let to = pack_dir.join(format!("pack-{hash}.{name}"));
@@ -282,67 +296,27 @@ pub fn prepare(
         first: &first,
         then: &then,
     };
-    let mut buf = Vec::new();
+    let mut described = Vec::new();
     let mut boundary = std::collections::BTreeSet::new();
     for (name, old, new) in commands {
-        let mut commits = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut queue = std::collections::VecDeque::from([*new]);
-        while let Some(id) = queue.pop_front() {
-            if id.is_null() || !seen.insert(id) || commits.len() >= MAX_COMMITS {
-                continue;
-            }
-            // New commits are the pushed ones; a commit the repository has ends a walk.
-            if local.read(&id, &mut buf)? != Some(gix_object::Kind::Commit) {
-                continue;
-            }
-            let commit =
-                gix_object::CommitRef::from_bytes(&buf, gix_hash::Kind::Sha1).map_err(|e| {
-                    super::OdbError::BadObject {
-                        id,
-                        kind: gix_object::Kind::Commit,
-                        message: e.to_string(),
-                    }
-                })?;
-            let parents: Vec<gix_hash::ObjectId> = commit.parents().collect();
-            let tree = commit.tree();
-            let entry = serde_json::json!({
-                "id": id.to_string(),
-                "parents": parents.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "author": signature(commit.author),
-                "committer": signature(commit.committer),
-                "message": commit.message.to_string(),
-            });
-            if parents.iter().any(|p| !local.contains(p)) {
-                boundary.insert(id);
-            }
-            let mut changes = Changes::default();
-            let parent_tree = match parents.first() {
-                Some(parent) => {
-                    let mut pbuf = Vec::new();
-                    super::odb::read_required(&both, parent, &mut pbuf)?;
-                    Some(super::walk::parse_commit(*parent, &pbuf)?.tree)
+        let found = super::describe::new_commits(local, &both, *new, MAX_COMMITS)?;
+        for commit in &found.commits {
+            for parent in &commit.parents {
+                let parent = gix_hash::ObjectId::from_hex(parent.as_bytes())
+                    .expect("ids are written as hex");
+                if !local.contains(&parent) {
+                    boundary.insert(commit.id.clone());
                 }
-                None => None,
-            };
-            diff_trees(&both, parent_tree, Some(tree), "", &mut changes)?;
-            let mut entry = entry;
-            entry["added"] = changes.added.into();
-            entry["modified"] = changes.modified.into();
-            entry["removed"] = changes.removed.into();
-            commits.push(entry);
-            queue.extend(parents);
+            }
         }
         described.push(serde_json::json!({
             "ref": name,
             "old": old.to_string(),
             "new": new.to_string(),
-            "commits": commits,
+            "commits": found.commits,
         }));
     }
-    for id in &boundary {
-        shallow.push_str(&format!("{id}\n"));
-    }
+    let shallow: String = boundary.iter().map(|id| format!("{id}\n")).collect();
     if !shallow.is_empty() {
         std::fs::write(git_dir.join("shallow"), shallow).map_err(io)?;
     }
@@ -358,108 +332,3 @@ pub fn prepare(
 
 /// The most new commits described per command.
 const MAX_COMMITS: usize = 1000;
-
-/// A commit's author or committer line (`Name <email> 1700000000 +0100`), as JSON.
-fn signature(raw: &[u8]) -> serde_json::Value {
-    let text = String::from_utf8_lossy(raw);
-    let (name, rest) = text.split_once('<').unwrap_or((&text, ""));
-    let (email, time) = rest.split_once('>').unwrap_or((rest, ""));
-    serde_json::json!({
-        "name": name.trim(),
-        "email": email.trim(),
-        "time": time.trim(),
-    })
-}
-
-/// Paths a commit changed, against its first parent.
-#[derive(Debug, Default)]
-struct Changes {
-    added: Vec<serde_json::Value>,
-    modified: Vec<serde_json::Value>,
-    removed: Vec<serde_json::Value>,
-}
-
-/// The entries of the tree `id` (none for `None`): name, mode, id.
-fn tree_entries(
-    source: &dyn super::odb::ObjectSource,
-    id: Option<gix_hash::ObjectId>,
-) -> Result<Vec<(String, gix_object::tree::EntryMode, gix_hash::ObjectId)>, super::OdbError> {
-    let Some(id) = id else { return Ok(Vec::new()) };
-    let mut buf = Vec::new();
-    super::odb::read_required(source, &id, &mut buf)?;
-    let tree = gix_object::TreeRef::from_bytes(&buf, gix_hash::Kind::Sha1).map_err(|e| {
-        super::OdbError::BadObject {
-            id,
-            kind: gix_object::Kind::Tree,
-            message: e.to_string(),
-        }
-    })?;
-    Ok(tree
-        .entries
-        .iter()
-        .map(|e| (e.filename.to_string(), e.mode, e.oid.to_owned()))
-        .collect())
-}
-
-/// Adds what differs between trees `old` and `new` under `prefix` to `changes`.
-fn diff_trees(
-    source: &dyn super::odb::ObjectSource,
-    old: Option<gix_hash::ObjectId>,
-    new: Option<gix_hash::ObjectId>,
-    prefix: &str,
-    changes: &mut Changes,
-) -> Result<(), super::OdbError> {
-    if old == new {
-        return Ok(());
-    }
-    let before = tree_entries(source, old)?;
-    let after = tree_entries(source, new)?;
-    let find = |list: &[(String, gix_object::tree::EntryMode, gix_hash::ObjectId)], name: &str| {
-        list.iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, m, id)| (*m, *id))
-    };
-    let size = |id: &gix_hash::ObjectId| source.size(id).ok().flatten();
-    for (name, mode, id) in &after {
-        let path = format!("{prefix}{name}");
-        match (find(&before, name), mode.is_tree()) {
-            (Some((old_mode, old_id)), true) => {
-                let old_tree = old_mode.is_tree().then_some(old_id);
-                diff_trees(source, old_tree, Some(*id), &format!("{path}/"), changes)?;
-                if !old_mode.is_tree() {
-                    changes.removed.push(serde_json::json!({ "path": path }));
-                }
-            }
-            (None, true) => diff_trees(source, None, Some(*id), &format!("{path}/"), changes)?,
-            (Some((old_mode, old_id)), false) if old_mode.is_tree() => {
-                diff_trees(source, Some(old_id), None, &format!("{path}/"), changes)?;
-                changes
-                    .added
-                    .push(serde_json::json!({ "path": path, "size": size(id) }));
-            }
-            (Some((_, old_id)), false) if old_id != *id => {
-                changes
-                    .modified
-                    .push(serde_json::json!({ "path": path, "size": size(id) }));
-            }
-            (Some(_), false) => {}
-            (None, false) => {
-                changes
-                    .added
-                    .push(serde_json::json!({ "path": path, "size": size(id) }));
-            }
-        }
-    }
-    for (name, mode, id) in &before {
-        if find(&after, name).is_some() {
-            continue;
-        }
-        let path = format!("{prefix}{name}");
-        if mode.is_tree() {
-            diff_trees(source, Some(*id), None, &format!("{path}/"), changes)?;
-        } else {
-            changes.removed.push(serde_json::json!({ "path": path }));
-        }
-    }
-    Ok(())
-}

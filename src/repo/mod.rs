@@ -11,6 +11,7 @@
 //! only after its connectivity check passed, so the listed packs are closed under
 //! reachability; the manifest is read afresh for every request, never served stale.
 
+pub mod describe;
 pub mod fetch;
 pub mod files;
 pub mod hook;

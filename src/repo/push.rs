@@ -300,7 +300,9 @@ pub async fn receive(
         )
         .instrument(tracing::info_span!("hook"))
         .await?;
-        messages = verdict.output;
+        if pusher.notes.is_none() {
+            messages = verdict.output;
+        }
         if let Some(reason) = verdict.refusal {
             tracing::info!(repo = %repo, %reason, "the pre-receive hook refused a push");
             for result in results.iter_mut().filter(|r| r.is_ok()) {
@@ -484,11 +486,15 @@ async fn check_locks(
     Ok(())
 }
 
-/// Who pushes, and the push options they sent (for the pre-receive hook).
+/// Who pushes, the push options they sent (for the pre-receive hook), and where lines
+/// for them go while the push runs.
 #[derive(Debug, Clone, Default)]
 pub struct Pusher {
     pub user: Option<String>,
     pub push_options: Vec<String>,
+    /// When set, the hook's output goes here as it is written, not into
+    /// [`Report::messages`].
+    pub notes: Option<super::hook::Notes>,
 }
 
 /// Runs the pre-receive hook on the `accepted` commands (ref, old, new), with the
@@ -549,6 +555,7 @@ async fn pre_receive(
             user: pusher.user.as_deref(),
             git_dir: &git_dir,
             push_json: &push_json,
+            live: pusher.notes.as_ref(),
         })
         .await)
 }
