@@ -15,6 +15,8 @@
 //! - [`stowage_store::ObjectStore`]: where every byte lives (filesystem, S3, memory);
 //!   [`store_url`] opens one from a URL, [`disk_cache`] keeps local copies of its
 //!   packs;
+//! - [`hooks`]: webhooks: push events turned into deliveries, sent and retried by any
+//!   instance;
 //! - [`metrics`]: the Prometheus registry every layer records into;
 //! - [`config`]: the settings file (`stowage.toml`) that holds any flag of a command.
 
@@ -22,6 +24,7 @@ pub mod access;
 pub mod admission;
 pub mod config;
 pub mod disk_cache;
+pub mod hooks;
 pub mod http;
 pub mod lfs;
 pub mod metrics;

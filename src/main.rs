@@ -46,6 +46,9 @@ enum Command {
     /// Manage repositories, their visibility, grants and protected refs.
     #[command(subcommand)]
     Repo(Repo),
+    /// Manage a repository's webhooks and see their deliveries.
+    #[command(subcommand)]
+    Hook(HookCommand),
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -208,6 +211,8 @@ struct Serve {
     hook_timeout_secs: u64,
     #[command(flatten)]
     admission: AdmissionArgs,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
     #[cfg(feature = "tls")]
     #[command(flatten)]
     tls: TlsArgs,
@@ -236,6 +241,28 @@ struct AdmissionArgs {
     /// The longest a request waits for its places before it is refused.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_queue_wait_ms: u64,
+}
+
+/// Webhook deliveries (README, "Webhooks").
+#[derive(Debug, Args)]
+struct WebhookArgs {
+    /// Let webhooks reach loopback, private, link-local and other non-public
+    /// addresses (refused by default, so that a hook cannot reach the server's own
+    /// network or a cloud metadata service).
+    #[arg(long)]
+    webhook_allow_private: bool,
+    /// The time limit of one delivery attempt.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    webhook_timeout_secs: u64,
+    /// How long a delivery that fails is retried (with exponential backoff) before it
+    /// is given up.
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    webhook_retry_hours: u64,
+    /// How often each instance looks in the store for deliveries no instance is
+    /// working on (left by one that stopped, or asked for with `stowage hook
+    /// redeliver`).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    webhook_sweep_secs: u64,
 }
 
 /// HTTPS without a proxy (README, "HTTPS").
@@ -410,6 +437,57 @@ enum Repo {
     /// Delete a repository and everything in it.
     Delete {
         name: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HookCommand {
+    /// Add a webhook to repository NAME: each push POSTs one event per ref to URL
+    /// (README, "Webhooks"). Prints the hook's id.
+    Add {
+        name: String,
+        url: String,
+        /// Sign each delivery with this key (`X-Hub-Signature-256`).
+        #[arg(long, value_name = "S")]
+        secret: Option<String>,
+        /// The events it gets (`push`; may be repeated).
+        #[arg(long = "event", value_name = "EVENT", default_value = "push")]
+        events: Vec<String>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// List NAME's webhooks: id, events, whether signed, URL.
+    List {
+        name: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Remove webhook ID from NAME (its pending deliveries are given up).
+    Remove {
+        name: String,
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// List NAME's deliveries, newest first; ID a hook's id: only that hook's; ID a
+    /// delivery's id: that delivery in full (every attempt with its status, duration
+    /// and response excerpt, and the body sent).
+    Deliveries {
+        name: String,
+        id: Option<String>,
+        /// At most this many (newest first).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Send delivery DELIVERY of NAME again (same id and body); a running server
+    /// sends it within --webhook-sweep-secs.
+    Redeliver {
+        name: String,
+        delivery: String,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -722,6 +800,114 @@ async fn run_access_command(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_hook_command(command: HookCommand) -> anyhow::Result<()> {
+    use stowage::hooks::outbox;
+    match command {
+        HookCommand::Add {
+            name,
+            url,
+            secret,
+            events,
+            store,
+        } => {
+            let name = RepoName::new(&name)?;
+            let (repos, access) = managed(&store.store).await?;
+            let hook = manage::add_webhook(&access, &repos, &name, &url, secret, events).await?;
+            println!("{}", hook.id);
+        }
+        HookCommand::List { name, store } => {
+            let name = RepoName::new(&name)?;
+            let (_, access) = managed(&store.store).await?;
+            let view = access.reload().await?;
+            for hook in view.state.settings(&name).webhooks {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    hook.id,
+                    hook.events.join(","),
+                    if hook.secret.is_some() {
+                        "signed"
+                    } else {
+                        "unsigned"
+                    },
+                    hook.url
+                );
+            }
+        }
+        HookCommand::Remove { name, id, store } => {
+            let name = RepoName::new(&name)?;
+            let (_, access) = managed(&store.store).await?;
+            manage::remove_webhook(&access, &name, &id).await?;
+            println!("removed webhook {id} of {name}");
+        }
+        HookCommand::Deliveries {
+            name,
+            id,
+            limit,
+            store,
+        } => {
+            let name = RepoName::new(&name)?;
+            let (repos, _) = managed(&store.store).await?;
+            if let Some(delivery) = id.as_ref().filter(|id| id.contains('.')) {
+                outbox::check_id(delivery).map_err(anyhow::Error::msg)?;
+                let key = outbox::key(&name, delivery);
+                let Some(found) = outbox::read(repos.store.as_ref(), &key).await? else {
+                    anyhow::bail!("{name} has no delivery {delivery}");
+                };
+                println!("{}", serde_json::to_string_pretty(&found.delivery)?);
+                return Ok(());
+            }
+            let found = outbox::list(repos.store.as_ref(), &name, None).await?;
+            for d in found
+                .iter()
+                .filter(|d| id.as_ref().is_none_or(|id| &d.hook == id))
+                .take(limit)
+            {
+                let last = d.attempts.last();
+                println!(
+                    "{}\t{}\t{}\t{}\t{} attempts\t{}",
+                    d.id,
+                    manage::format_time(d.created / 1000),
+                    d.ref_name,
+                    d.status.as_str(),
+                    d.tries,
+                    match last {
+                        Some(a) => match (a.status, &a.error) {
+                            (Some(status), _) =>
+                                format!("last: HTTP {status} in {} ms", a.duration_ms),
+                            (None, Some(error)) => format!("last: {error}"),
+                            (None, None) => String::new(),
+                        },
+                        None => d.reason.clone().unwrap_or_default(),
+                    }
+                );
+            }
+        }
+        HookCommand::Redeliver {
+            name,
+            delivery,
+            store,
+        } => {
+            let name = RepoName::new(&name)?;
+            outbox::check_id(&delivery).map_err(anyhow::Error::msg)?;
+            let (repos, _) = managed(&store.store).await?;
+            let retry_for = stowage::hooks::WebhookConfig::default().retry_for;
+            match outbox::redeliver(
+                repos.store.as_ref(),
+                &name,
+                &delivery,
+                stowage::hooks::now_ms(),
+                retry_for.as_millis() as u64,
+            )
+            .await?
+            {
+                Some(_) => println!("queued {delivery} for delivery"),
+                None => anyhow::bail!("{name} has no delivery {delivery}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let parsed = match stowage::config::parse(Cli::command(), std::env::args_os()) {
@@ -922,6 +1108,19 @@ async fn main() -> anyhow::Result<()> {
                     max_locks: args.lfs.lfs_max_locks.max(1),
                 },
                 lfs_direct,
+                webhooks: stowage::hooks::WebhookConfig {
+                    allow_private: args.webhooks.webhook_allow_private,
+                    timeout: std::time::Duration::from_secs(
+                        args.webhooks.webhook_timeout_secs.max(1),
+                    ),
+                    retry_for: std::time::Duration::from_secs(
+                        args.webhooks.webhook_retry_hours.max(1) * 3600,
+                    ),
+                    sweep_every: std::time::Duration::from_secs(
+                        args.webhooks.webhook_sweep_secs.max(1),
+                    ),
+                    ..Default::default()
+                },
                 drain: std::time::Duration::from_secs(args.drain_secs),
                 metrics_listen: args.metrics_listen,
                 admission: stowage::admission::Limits {
@@ -938,6 +1137,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopped");
             stowage::telemetry::shutdown();
         }
+        Command::Hook(command) => run_hook_command(command).await?,
         command @ (Command::User(_)
         | Command::Token(_)
         | Command::Repo(

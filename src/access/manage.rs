@@ -178,6 +178,42 @@ pub async fn unprotect(access: &Access, name: &RepoName, pattern: &str) -> Resul
     access.update(|s| s.unprotect(name, pattern)).await
 }
 
+/// Adds a webhook to a repository (which must exist); returns it.
+pub async fn add_webhook(
+    access: &Access,
+    repos: &Repos,
+    name: &RepoName,
+    url: &str,
+    secret: Option<String>,
+    events: Vec<String>,
+) -> Result<state::Webhook, AccessError> {
+    state::check_webhook(url, &events)?;
+    if secret
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.len() > 256)
+    {
+        return Err(AccessError::Invalid(
+            "a webhook secret is 1 to 256 bytes".into(),
+        ));
+    }
+    must_exist(repos, name).await?;
+    let mut id = [0u8; 4];
+    getrandom::fill(&mut id).expect("the system has randomness");
+    let hook = state::Webhook {
+        id: hex::encode(id),
+        url: url.to_owned(),
+        secret,
+        events,
+        created: state::now(),
+    };
+    access.update(|s| s.add_webhook(name, hook.clone())).await?;
+    Ok(hook)
+}
+
+pub async fn remove_webhook(access: &Access, name: &RepoName, id: &str) -> Result<(), AccessError> {
+    access.update(|s| s.remove_webhook(name, id)).await
+}
+
 /// A time in seconds since the Unix epoch, as RFC 3339 (UTC).
 pub fn format_time(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))

@@ -538,7 +538,7 @@ impl Access {
                 return Ok(result.take().expect("an attempt's result is taken once"));
             }
             let mut next = view.state.clone();
-            next.format = state::FORMAT;
+            next.format = next.needed_format();
             next.serial = view.state.serial + 1;
             let result = change(&mut next)?;
             let id = format!("{txn}.{attempt}");

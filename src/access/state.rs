@@ -16,8 +16,10 @@ use super::{AccessError, Role};
 use crate::repo::RepoName;
 use crate::repo::manifest::RecentTxns;
 
-/// Format version written in the document; a reader refuses newer ones.
-pub const FORMAT: u32 = 1;
+/// The newest format this server reads and writes; a reader refuses newer ones. Format
+/// 2 adds [`RepoSettings::webhooks`]: a document is written in the format its fields
+/// need, so that a server too old to keep them refuses it instead of dropping them.
+pub const FORMAT: u32 = 2;
 
 /// The whole access state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,78 @@ pub struct RepoSettings {
     /// Protected ref patterns, in the order they were added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protections: Vec<Protection>,
+    /// Where push events are sent, in the order the hooks were added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A webhook: a URL that gets a POST for each event it wants.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// 8 hex digits, unique in the repository.
+    pub id: String,
+    pub url: String,
+    /// The key of the `X-Hub-Signature-256` HMAC, if the hook has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The events it gets (`push`).
+    pub events: Vec<String>,
+    /// When it was added, in seconds since the Unix epoch.
+    pub created: u64,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+/// The events a webhook may ask for.
+pub const WEBHOOK_EVENTS: &[&str] = &["push"];
+
+/// The longest webhook URL accepted.
+const MAX_URL: usize = 2048;
+
+/// Checks a webhook's URL (http or https, a host, no credentials in it) and events.
+pub fn check_webhook(url: &str, events: &[String]) -> Result<(), AccessError> {
+    let invalid = |why: String| Err(AccessError::Invalid(why));
+    if url.len() > MAX_URL {
+        return invalid(format!("the URL is longer than {MAX_URL} bytes"));
+    }
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return invalid(format!("invalid URL {url:?}: {e}")),
+    };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return invalid(format!("invalid URL {url:?}: use http or https"));
+    }
+    if parsed.host().is_none() {
+        return invalid(format!("invalid URL {url:?}: it names no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return invalid(
+            "the URL holds credentials: give a --secret instead, which signs each delivery"
+                .to_owned(),
+        );
+    }
+    if events.is_empty() {
+        return invalid("a webhook needs an event".to_owned());
+    }
+    if let Some(unknown) = events
+        .iter()
+        .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+    {
+        return invalid(format!(
+            "unknown event {unknown:?} (known: {})",
+            WEBHOOK_EVENTS.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// What a new token may do.
@@ -358,6 +432,57 @@ impl State {
         }
         if public {
             self.set_public(repo, true);
+        }
+    }
+
+    /// Adds a webhook to a repository.
+    pub fn add_webhook(&mut self, repo: &RepoName, hook: Webhook) -> Result<(), AccessError> {
+        check_webhook(&hook.url, &hook.events)?;
+        let list = &mut self.settings_mut(repo).webhooks;
+        if list.iter().any(|h| h.id == hook.id) {
+            return Err(AccessError::Exists(format!(
+                "{repo} has a webhook {} already",
+                hook.id
+            )));
+        }
+        list.push(hook);
+        Ok(())
+    }
+
+    pub fn remove_webhook(&mut self, repo: &RepoName, id: &str) -> Result<(), AccessError> {
+        let list = &mut self.settings_mut(repo).webhooks;
+        let before = list.len();
+        list.retain(|h| h.id != id);
+        let removed = list.len() != before;
+        self.tidy(repo);
+        if removed {
+            Ok(())
+        } else {
+            Err(AccessError::NotFound(format!(
+                "{repo} has no webhook {id:?}"
+            )))
+        }
+    }
+
+    /// The webhooks of `repo` that want `event`.
+    pub fn webhooks_for<'a>(
+        &'a self,
+        repo: &RepoName,
+        event: &'a str,
+    ) -> impl Iterator<Item = &'a Webhook> + 'a {
+        self.repos
+            .get(repo.as_str())
+            .into_iter()
+            .flat_map(|s| s.webhooks.iter())
+            .filter(move |h| h.events.iter().any(|e| e == event))
+    }
+
+    /// The oldest format that holds every field this state uses.
+    pub fn needed_format(&self) -> u32 {
+        if self.repos.values().any(|s| !s.webhooks.is_empty()) {
+            2
+        } else {
+            1
         }
     }
 

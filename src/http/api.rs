@@ -18,6 +18,11 @@
 //! DELETE repos/{target}/grants/{user}
 //! POST   repos/{repo}/protections {"pattern","allow_force_push","allow_delete","admins_only"}
 //! DELETE repos/{repo}/protections/{pattern}
+//! GET    repos/{repo}/hooks             POST repos/{repo}/hooks {"url","secret","events"}
+//! DELETE repos/{repo}/hooks/{id}
+//! GET    repos/{repo}/hooks/{id}/deliveries
+//! GET    repos/{repo}/hooks/{id}/deliveries/{delivery}
+//! POST   repos/{repo}/hooks/{id}/deliveries/{delivery}/attempts   (redeliver)
 //! ```
 
 use std::net::SocketAddr;
@@ -253,6 +258,9 @@ async fn operation(
     let repos = state.repos.as_ref();
 
     let done = |()| StatusCode::NO_CONTENT.into_response();
+    if let ["repos", name, "hooks", rest @ ..] = segments.as_slice() {
+        return hooks(state, caller, view, method, &repo_name(name)?, rest, body).await;
+    }
     match (method.clone(), segments.as_slice()) {
         (Method::GET, ["users"]) => {
             users_admin(caller)?;
@@ -480,6 +488,173 @@ async fn operation(
                 .await
                 .map(done)
                 .map_err(from_access)
+        }
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            "no such API route; see README for the routes",
+        )),
+    }
+}
+
+/// A webhook as the API shows it: never its secret.
+fn hook_json(hook: &crate::access::state::Webhook) -> Value {
+    json!({
+        "id": hook.id,
+        "url": hook.url,
+        "events": hook.events,
+        "signed": hook.secret.is_some(),
+        "created": format_time(hook.created),
+    })
+}
+
+/// A delivery as the API lists it (`full`: with its attempts and body).
+fn delivery_json(d: &crate::hooks::outbox::Delivery, full: bool) -> Value {
+    let mut shown = json!({
+        "id": d.id,
+        "hook": d.hook,
+        "event": d.kind,
+        "ref": d.ref_name,
+        "status": d.status.as_str(),
+        "created": format_time(d.created / 1000),
+        "tries": d.tries,
+        "reason": d.reason,
+        "last_attempt": d.attempts.last(),
+    });
+    if full {
+        shown["attempts"] = json!(d.attempts);
+        shown["body"] = serde_json::from_str(&d.body).unwrap_or(Value::Null);
+    }
+    shown
+}
+
+/// `repos/{repo}/hooks/...`: for the repository's admins.
+async fn hooks(
+    state: &AppState,
+    caller: &Caller,
+    view: &View,
+    method: &Method,
+    name: &RepoName,
+    rest: &[&str],
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    use crate::hooks::outbox;
+    let t = Target::repo(name);
+    if !(*method == Method::GET && manage::may_inspect(view, caller, &t)) {
+        administer(view, caller, &t)?;
+    }
+    let store = state.repos.store.as_ref();
+    let internal = |e: crate::hooks::HookError| {
+        tracing::error!(error = %e, "a webhook request failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the server log",
+        )
+    };
+    let hook_of = |id: &str| {
+        view.state
+            .settings(name)
+            .webhooks
+            .into_iter()
+            .find(|h| h.id == id)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("{name} has no webhook {id:?}"),
+                )
+            })
+    };
+    let delivery_of = |hook: &str, id: &str| {
+        outbox::check_id(id).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+        if !id.contains(&format!(".{hook}.")) {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("webhook {hook} has no delivery {id:?}"),
+            ));
+        }
+        Ok(outbox::key(name, id))
+    };
+    match (method.clone(), rest) {
+        (Method::GET, []) => {
+            let hooks: Vec<Value> = view
+                .state
+                .settings(name)
+                .webhooks
+                .iter()
+                .map(hook_json)
+                .collect();
+            Ok(reply(StatusCode::OK, Value::Array(hooks)))
+        }
+        (Method::POST, []) => {
+            #[derive(Deserialize)]
+            struct NewHook {
+                url: String,
+                secret: Option<String>,
+                #[serde(default = "push_only")]
+                events: Vec<String>,
+            }
+            fn push_only() -> Vec<String> {
+                vec!["push".into()]
+            }
+            let new: NewHook = parse(body)?;
+            crate::hooks::send::check_destination(&new.url, state.webhooks.config().allow_private)
+                .await
+                .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+            let hook = manage::add_webhook(
+                &state.access,
+                &state.repos,
+                name,
+                &new.url,
+                new.secret,
+                new.events,
+            )
+            .await
+            .map_err(from_access)?;
+            Ok(reply(StatusCode::CREATED, hook_json(&hook)))
+        }
+        (Method::DELETE, [id]) => {
+            manage::remove_webhook(&state.access, name, id)
+                .await
+                .map_err(from_access)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Method::GET, [id, "deliveries"]) => {
+            hook_of(id)?;
+            let found = outbox::list(store, name, None).await.map_err(internal)?;
+            let shown: Vec<Value> = found
+                .iter()
+                .filter(|d| d.hook == *id)
+                .take(100)
+                .map(|d| delivery_json(d, false))
+                .collect();
+            Ok(reply(StatusCode::OK, Value::Array(shown)))
+        }
+        (Method::GET, [id, "deliveries", delivery]) => {
+            let key = delivery_of(id, delivery)?;
+            match outbox::read(store, &key).await.map_err(internal)? {
+                Some(found) => Ok(reply(StatusCode::OK, delivery_json(&found.delivery, true))),
+                None => Err(error(
+                    StatusCode::NOT_FOUND,
+                    format!("no delivery {delivery:?}"),
+                )),
+            }
+        }
+        (Method::POST, [id, "deliveries", delivery, "attempts"]) => {
+            hook_of(id)?;
+            delivery_of(id, delivery)?;
+            let retry_for = state.webhooks.config().retry_for.as_millis() as u64;
+            match outbox::redeliver(store, name, delivery, crate::hooks::now_ms(), retry_for)
+                .await
+                .map_err(internal)?
+            {
+                Some(found) => {
+                    state.webhooks.after_redeliver();
+                    Ok(reply(StatusCode::ACCEPTED, delivery_json(&found, false)))
+                }
+                None => Err(error(
+                    StatusCode::NOT_FOUND,
+                    format!("no delivery {delivery:?}"),
+                )),
+            }
         }
         _ => Err(error(
             StatusCode::NOT_FOUND,

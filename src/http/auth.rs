@@ -116,7 +116,7 @@ fn credentials(headers: &HeaderMap, proxy: Option<Proxy<'_>>) -> Result<Credenti
     }
 }
 
-fn access_failure(e: AccessError) -> Failure {
+pub(super) fn access_failure(e: AccessError) -> Failure {
     tracing::error!(error = %e, "checking access failed");
     Failure::status(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -164,20 +164,8 @@ async fn admit(state: &AppState, repo: &RepoName) -> Result<crate::admission::Pe
 
 /// The URL the client reached this server by, for the links of an answer.
 fn base_url(state: &AppState, headers: &HeaderMap) -> Result<String, LfsFailure> {
-    if let Some(url) = &state.options.public_url {
-        return Ok(url.trim_end_matches('/').to_owned());
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-                })
-        })
-        .ok_or_else(|| lfs_status(StatusCode::BAD_REQUEST, "a valid Host header is needed"))?;
-    Ok(format!("{}://{host}", state.options.scheme()))
+    super::origin(state, headers)
+        .ok_or_else(|| lfs_status(StatusCode::BAD_REQUEST, "a valid Host header is needed"))
 }
 
 /// Where the links of an answer point, and the credentials they carry: the ones this

@@ -95,6 +95,8 @@ pub struct Options {
     pub metrics_listen: Option<SocketAddr>,
     /// How many pack requests run at once, per repository and in all.
     pub admission: crate::admission::Limits,
+    /// How webhooks are delivered.
+    pub webhooks: crate::hooks::WebhookConfig,
     /// HTTPS: the certificate served and the files it is reloaded from (`--tls-cert`,
     /// `--tls-key`); `None`: plain HTTP.
     #[cfg(feature = "tls")]
@@ -168,6 +170,7 @@ impl Default for Options {
             drain: Duration::from_secs(30),
             metrics_listen: None,
             admission: Default::default(),
+            webhooks: Default::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -178,6 +181,7 @@ impl Default for Options {
 struct AppState {
     repos: Arc<Repos>,
     access: Access,
+    webhooks: crate::hooks::Webhooks,
     lfs: crate::lfs::Lfs,
     options: Arc<Options>,
     health: Arc<health::Health>,
@@ -210,9 +214,12 @@ fn app_state(
         disk_cache: options.disk_cache.clone(),
     };
     let admission = crate::admission::Admission::new(options.admission.clone());
+    let webhooks =
+        crate::hooks::Webhooks::new(repos.clone(), access.clone(), options.webhooks.clone());
     AppState {
         repos,
         access,
+        webhooks,
         lfs,
         options: Arc::new(options),
         health,
@@ -282,6 +289,7 @@ pub async fn serve(
             .into_future(),
         );
     }
+    tokio::spawn(state.webhooks.clone().sweep_forever());
     let app = Router::new().fallback(handle).with_state(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -687,22 +695,18 @@ fn git_response(answer: Answer) -> Response {
 }
 
 /// `response`, whose body holds `permit` until it ends.
-fn holding(response: Response, permit: crate::admission::Permit) -> Response {
-    response.map(|body| {
-        Body::new(Holding {
-            body,
-            _permit: permit,
-        })
-    })
+fn holding<T: Send + Unpin + 'static>(response: Response, held: T) -> Response {
+    response.map(|body| Body::new(Holding { body, _held: held }))
 }
 
-/// A body and the admission places its request holds.
-struct Holding {
+/// A body and what its request holds until the body ends (admission places, a signal
+/// for work that waits on the answer).
+struct Holding<T> {
     body: Body,
-    _permit: crate::admission::Permit,
+    _held: T,
 }
 
-impl http_body::Body for Holding {
+impl<T: Send + Unpin + 'static> http_body::Body for Holding<T> {
     type Data = bytes::Bytes;
     type Error = axum::Error;
 
@@ -720,6 +724,24 @@ impl http_body::Body for Holding {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// The URL the client reached this server by (`--public-url`, else the scheme and the
+/// request's `Host`), for links in answers; `None` without a valid `Host`.
+fn origin(state: &AppState, headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(url) = &state.options.public_url {
+        return Some(url.trim_end_matches('/').to_owned());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                })
+        })?;
+    Some(format!("{}://{host}", state.options.scheme()))
 }
 
 /// The request body as a reader, gunzipped if the client compressed it, and cut off

@@ -8,12 +8,13 @@ use std::net::SocketAddr;
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::{AppState, Failure, auth, body_reader, for_caller, git_response, holding};
+use super::{AppState, Failure, auth, body_reader, for_caller, git_response, holding, origin};
 use crate::access::refs::PushPolicy;
 use crate::access::{Need, manage};
 use crate::lfs::locks::{LockAware, owner_of};
 use crate::protocol::serve;
 use crate::repo::RepoName;
+use crate::repo::push::Pusher;
 
 pub(super) async fn handle(
     state: &AppState,
@@ -40,8 +41,17 @@ pub(super) async fn handle(
         repo.clone(),
         allowed.caller.user.clone(),
     );
+    // The push's event is delivered once its answer has been sent.
+    let (answered, sent) = tokio::sync::oneshot::channel::<()>();
+    let webhooks = state.webhooks.clone();
     let after: serve::AfterPush = Box::new(move |report| {
         let created = report.created;
+        if let Some(event) = report.event.clone() {
+            tokio::spawn(async move {
+                let _ = sent.await;
+                webhooks.after_push(&event);
+            });
+        }
         Box::pin(async move {
             if !created {
                 return;
@@ -55,12 +65,29 @@ pub(super) async fn handle(
     });
     let permit = state.admission.admit(repo.as_str()).await?;
     let limits = &state.options.limits;
+    let record_event = match state.access.view().await {
+        Ok(view) => view.state.webhooks_for(repo, "push").next().is_some(),
+        Err(e) => return Err(auth::access_failure(e)),
+    };
+    let pusher = Pusher {
+        user: allowed.caller.user.clone(),
+        record_event,
+        origin: origin(state, request.headers()),
+        ..Pusher::default()
+    };
     let body = body_reader(request, &state.options.connections);
-    let user = allowed.caller.user.clone();
-    let answer =
-        serve::receive_pack(state.repos.clone(), limits, repo, body, policy, user, after).await?;
+    let answer = serve::receive_pack(
+        state.repos.clone(),
+        limits,
+        repo,
+        body,
+        policy,
+        pusher,
+        after,
+    )
+    .await?;
     Ok(for_caller(
-        holding(git_response(answer), permit),
+        holding(git_response(answer), (permit, answered)),
         &allowed.caller,
     ))
 }

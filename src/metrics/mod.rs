@@ -126,6 +126,7 @@ pub struct Metrics {
     pub maintenance_duration: Histograms<TaskLabel>,
     pub packs_merged: Counter,
     pub bytes_deleted: Counter,
+    pub webhook_attempts: Family<ResultLabel, Counter>,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -164,6 +165,7 @@ impl Metrics {
             maintenance_duration: Family::new_with_constructor(seconds),
             packs_merged: Counter::default(),
             bytes_deleted: Counter::default(),
+            webhook_attempts: Family::default(),
             registry: Registry::with_prefix("stowage"),
         };
         let r = &mut metrics.registry;
@@ -215,6 +217,11 @@ impl Metrics {
             "git_push_refusals",
             "Ref updates refused, by reason",
             metrics.push_refusals.clone(),
+        );
+        r.register(
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts, by result (delivered: a 2xx answer)",
+            metrics.webhook_attempts.clone(),
         );
         r.register(
             "manifest_cas_conflicts",
@@ -277,6 +284,14 @@ impl Metrics {
     pub fn git_operation(&self, operation: &'static str, result: &'static str) {
         self.git_operations
             .get_or_create(&GitLabels { operation, result })
+            .inc();
+    }
+
+    /// Counts a webhook delivery attempt.
+    pub fn webhook_attempt(&self, delivered: bool) {
+        let result = if delivered { "delivered" } else { "failed" };
+        self.webhook_attempts
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 

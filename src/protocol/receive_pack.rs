@@ -313,6 +313,7 @@ mod tests {
     #[test]
     fn reports_in_side_band() {
         let r = Report {
+            event: None,
             unpack: Ok(()),
             refs: vec![
                 ("refs/heads/main".into(), Ok(())),

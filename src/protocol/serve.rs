@@ -538,6 +538,8 @@ pub type AfterPush =
 
 /// `POST git-receive-pack`: reads the commands and the pack from `body`, applies what
 /// `policy` allows, and reports per ref; `after` runs once the push has ended.
+/// `pusher` says who pushes and whether the push records an event; the push options
+/// are the request's.
 ///
 /// The push runs in a task of its own, so that a client that hangs up after sending its
 /// pack does not cut it. A client with a side-band that still waits for its report
@@ -550,7 +552,7 @@ pub async fn receive_pack(
     repo: &RepoName,
     mut body: Box<dyn AsyncRead + Send + Unpin>,
     policy: Box<dyn RefPolicy>,
-    user: Option<String>,
+    pusher: push::Pusher,
     after: AfterPush,
 ) -> Result<Answer, Refusal> {
     let parsed = match receive_pack::read_request(&mut body, limits).await {
@@ -579,9 +581,9 @@ pub async fn receive_pack(
     // the client reads a side-band.
     let (notes_to, mut notes) = tokio::sync::mpsc::unbounded_channel();
     let pusher = push::Pusher {
-        user,
         push_options: parsed.push_options.clone(),
         notes: matches!(framing, Framing::Sideband(_)).then_some(notes_to),
+        ..pusher
     };
     let mut task = tokio::spawn(
         async move {

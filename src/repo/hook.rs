@@ -171,6 +171,83 @@ fn kill_group(group: Option<u32>) {
     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
 }
 
+/// Readies what the hook reads of a push in `dir`: `git/`, a repository holding the
+/// received pack (complete: its thin bases were added when it was indexed), with a
+/// `shallow` file cutting history where the pushed commits meet the repository's, so
+/// `git log <new>` lists them; and `push.json`, the commands with their new commits.
+/// Returns the two paths.
+pub fn prepare(
+    dir: &Path,
+    received: Option<(&super::odb::LocalPack, &gix_hash::ObjectId, &Path, &Path)>,
+    repository: &dyn super::odb::ObjectSource,
+    commands: &[(String, gix_hash::ObjectId, gix_hash::ObjectId)],
+    repo: &str,
+    user: Option<&str>,
+) -> Result<(PathBuf, PathBuf), super::OdbError> {
+    use super::odb::{DynSource, Layered, NoObjects, ObjectSource};
+    let io = |e: std::io::Error| {
+        super::OdbError::from(stowage_store::Error::from_io("hook directory", e))
+    };
+    let git_dir = dir.join("git");
+    let pack_dir = git_dir.join("objects").join("pack");
+    std::fs::create_dir_all(&pack_dir).map_err(io)?;
+    std::fs::create_dir_all(git_dir.join("refs")).map_err(io)?;
+    std::fs::write(git_dir.join("HEAD"), "ref: refs/heads/main\n").map_err(io)?;
+    let none = NoObjects;
+    let local: &dyn ObjectSource = match received {
+        Some((local, hash, index, data)) => {
+            for (from, name) in [(index, "idx"), (data, "pack")] {
+                let to = pack_dir.join(format!("pack-{hash}.{name}"));
+                if std::fs::hard_link(from, &to).is_err() {
+                    std::fs::copy(from, &to).map_err(io)?;
+                }
+            }
+            local
+        }
+        None => &none,
+    };
+    let (first, then) = (DynSource(local), DynSource(repository));
+    let both = Layered {
+        first: &first,
+        then: &then,
+    };
+    let mut described = Vec::new();
+    let mut boundary = std::collections::BTreeSet::new();
+    for (name, old, new) in commands {
+        let found = super::describe::new_commits(local, &both, *new, MAX_COMMITS)?;
+        for commit in &found.commits {
+            for parent in &commit.parents {
+                let parent = gix_hash::ObjectId::from_hex(parent.as_bytes())
+                    .expect("ids are written as hex");
+                if !local.contains(&parent) {
+                    boundary.insert(commit.id.clone());
+                }
+            }
+        }
+        described.push(serde_json::json!({
+            "ref": name,
+            "old": old.to_string(),
+            "new": new.to_string(),
+            "commits": found.commits,
+        }));
+    }
+    let shallow: String = boundary.iter().map(|id| format!("{id}\n")).collect();
+    if !shallow.is_empty() {
+        std::fs::write(git_dir.join("shallow"), shallow).map_err(io)?;
+    }
+    let json = serde_json::json!({
+        "repository": repo,
+        "user": user,
+        "commands": described,
+    });
+    let json_path = dir.join("push.json");
+    std::fs::write(&json_path, json.to_string()).map_err(io)?;
+    Ok((git_dir, json_path))
+}
+
+/// The most new commits described per command.
+const MAX_COMMITS: usize = 1000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,80 +332,3 @@ mod tests {
         );
     }
 }
-
-/// Readies what the hook reads of a push in `dir`: `git/`, a repository holding the
-/// received pack (complete: its thin bases were added when it was indexed), with a
-/// `shallow` file cutting history where the pushed commits meet the repository's, so
-/// `git log <new>` lists them; and `push.json`, the commands with their new commits.
-/// Returns the two paths.
-pub fn prepare(
-    dir: &Path,
-    received: Option<(&super::odb::LocalPack, &gix_hash::ObjectId, &Path, &Path)>,
-    repository: &dyn super::odb::ObjectSource,
-    commands: &[(String, gix_hash::ObjectId, gix_hash::ObjectId)],
-    repo: &str,
-    user: Option<&str>,
-) -> Result<(PathBuf, PathBuf), super::OdbError> {
-    use super::odb::{DynSource, Layered, NoObjects, ObjectSource};
-    let io = |e: std::io::Error| {
-        super::OdbError::from(stowage_store::Error::from_io("hook directory", e))
-    };
-    let git_dir = dir.join("git");
-    let pack_dir = git_dir.join("objects").join("pack");
-    std::fs::create_dir_all(&pack_dir).map_err(io)?;
-    std::fs::create_dir_all(git_dir.join("refs")).map_err(io)?;
-    std::fs::write(git_dir.join("HEAD"), "ref: refs/heads/main\n").map_err(io)?;
-    let none = NoObjects;
-    let local: &dyn ObjectSource = match received {
-        Some((local, hash, index, data)) => {
-            for (from, name) in [(index, "idx"), (data, "pack")] {
-                let to = pack_dir.join(format!("pack-{hash}.{name}"));
-                if std::fs::hard_link(from, &to).is_err() {
-                    std::fs::copy(from, &to).map_err(io)?;
-                }
-            }
-            local
-        }
-        None => &none,
-    };
-    let (first, then) = (DynSource(local), DynSource(repository));
-    let both = Layered {
-        first: &first,
-        then: &then,
-    };
-    let mut described = Vec::new();
-    let mut boundary = std::collections::BTreeSet::new();
-    for (name, old, new) in commands {
-        let found = super::describe::new_commits(local, &both, *new, MAX_COMMITS)?;
-        for commit in &found.commits {
-            for parent in &commit.parents {
-                let parent = gix_hash::ObjectId::from_hex(parent.as_bytes())
-                    .expect("ids are written as hex");
-                if !local.contains(&parent) {
-                    boundary.insert(commit.id.clone());
-                }
-            }
-        }
-        described.push(serde_json::json!({
-            "ref": name,
-            "old": old.to_string(),
-            "new": new.to_string(),
-            "commits": found.commits,
-        }));
-    }
-    let shallow: String = boundary.iter().map(|id| format!("{id}\n")).collect();
-    if !shallow.is_empty() {
-        std::fs::write(git_dir.join("shallow"), shallow).map_err(io)?;
-    }
-    let json = serde_json::json!({
-        "repository": repo,
-        "user": user,
-        "commands": described,
-    });
-    let json_path = dir.join("push.json");
-    std::fs::write(&json_path, json.to_string()).map_err(io)?;
-    Ok((git_dir, json_path))
-}
-
-/// The most new commits described per command.
-const MAX_COMMITS: usize = 1000;

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 
 /// The newest manifest format this server reads and writes. Format 2 adds
 /// [`Manifest::unreachable_since`] and [`Manifest::prunes`], format 3
-/// [`Manifest::lfs_locks`]: a manifest is written in the format its fields need, so
+/// [`Manifest::lfs_locks`], format 4 [`Manifest::events`]: a manifest is written in the format its fields need, so
 /// that a server too old to keep them refuses the manifest instead of writing it back
 /// without them.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// The format of a manifest that needs nothing newer.
 pub const BASE_FORMAT: u32 = 1;
@@ -60,6 +60,10 @@ pub struct Manifest {
     /// written, never cleared.
     #[serde(default, skip_serializing_if = "is_false")]
     pub lfs_locks: bool,
+    /// Push events recorded with the pushes that wrote them, until the webhook
+    /// deliverer has made their deliveries (see [`super::event`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<super::event::PendingEvent>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -145,12 +149,15 @@ impl Manifest {
             unreachable_since: None,
             prunes: 0,
             lfs_locks: false,
+            events: Vec::new(),
         }
     }
 
     /// The oldest format that holds every field this manifest uses.
     fn needed_format(&self) -> u32 {
-        if self.lfs_locks {
+        if !self.events.is_empty() {
+            4
+        } else if self.lfs_locks {
             3
         } else if self.unreachable_since.is_some() || self.prunes > 0 {
             2
@@ -266,6 +273,11 @@ mod tests {
         assert_eq!(format(&m), 2);
         m.lfs_locks = true;
         assert_eq!(format(&m), 3);
+        m.events.push(crate::repo::event::PendingEvent {
+            id: "e".into(),
+            refs: vec!["refs/heads/main".into()],
+        });
+        assert_eq!(format(&m), 4);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! reachability; the manifest is read afresh for every request, never served stale.
 
 pub mod describe;
+pub mod event;
 pub mod fetch;
 pub mod files;
 pub mod hook;

@@ -58,6 +58,8 @@ pub struct Report {
     pub refs: Vec<(String, Result<(), String>)>,
     /// Whether this push created the repository.
     pub created: bool,
+    /// The push event recorded with the refs it moved (see [`super::event`]).
+    pub event: Option<String>,
 }
 
 /// One ref command as a [`RefPolicy`] sees it, inside the compare-and-swap loop.
@@ -222,6 +224,7 @@ pub async fn receive(
                         .map(|c| (c.name.clone(), Err("unpacker error".to_owned())))
                         .collect(),
                     created: false,
+                    event: None,
                 });
             }
         }
@@ -311,6 +314,24 @@ pub async fn receive(
         }
     }
 
+    // The push event, stored before the swap that lists it.
+    let event = match pusher.record_event && results.iter().any(Result::is_ok) {
+        true => Some(
+            record_event(
+                repos,
+                repo,
+                &odb,
+                &commands,
+                &results,
+                received.as_ref(),
+                pusher,
+            )
+            .instrument(tracing::info_span!("event"))
+            .await?,
+        ),
+        false => None,
+    };
+
     // Store the pack if a command that sets a value will use it.
     let mut new_pack = None;
     let mut existed = false;
@@ -369,12 +390,21 @@ pub async fn receive(
         Landing {
             pack: new_pack,
             brings_unreachable: brings_extras,
+            event: event.clone(),
         },
         atomic,
         policy,
     )
     .instrument(tracing::info_span!("swap"))
     .await?;
+    let recorded = written
+        .as_ref()
+        .and_then(|w| {
+            event
+                .as_ref()
+                .filter(|id| w.events.iter().any(|e| &e.id == *id))
+        })
+        .cloned();
     if let Some(written) = written {
         if let (true, Some((_, hash, index_path, data_path))) = (existed || relisted, &received) {
             ensure_pack_stored(repos, repo, hash, index_path, data_path).await?;
@@ -382,11 +412,18 @@ pub async fn receive(
         repos.maintain_in_background(repo, &written);
     }
     drop(committing);
+    if let (Some(id), None) = (&event, &recorded) {
+        // Nothing of the push landed: its event is not one.
+        if let Err(e) = repos.store.delete(&super::event::queue_key(id)).await {
+            tracing::warn!(repo = %repo, error = %e, "dropping the event of a push that did not land failed");
+        }
+    }
     Ok(Report {
         unpack: Ok(()),
         messages,
         refs,
         created,
+        event: recorded,
     })
 }
 
@@ -495,6 +532,88 @@ pub struct Pusher {
     /// When set, the hook's output goes here as it is written, not into
     /// [`Report::messages`].
     pub notes: Option<super::hook::Notes>,
+    /// Whether the push records a push event (the repository has webhooks).
+    pub record_event: bool,
+    /// The URL the pusher reached the server by, for the event.
+    pub origin: Option<String>,
+}
+
+/// Describes the push's accepted commands as a push event and stores it (with
+/// `Create`) in the queue; returns its id, which the manifest swap lists.
+async fn record_event(
+    repos: &Repos,
+    repo: &RepoName,
+    odb: &Arc<Odb>,
+    commands: &[Command],
+    results: &[Result<Checked, String>],
+    received: Option<&(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>,
+    pusher: &Pusher,
+) -> Result<String, RepoError> {
+    use super::event::{MAX_COMMITS, PushEvent, RefEvent};
+    let accepted: Vec<(Command, bool)> = commands
+        .iter()
+        .zip(results)
+        .filter_map(|(c, r)| {
+            let checked = r.as_ref().ok()?;
+            Some((c.clone(), checked.fast_forward == Some(false)))
+        })
+        .collect();
+    let refs = {
+        let odb = odb.clone();
+        let index = received.map(|r| r.2.clone());
+        tokio::task::spawn_blocking(move || -> Result<Vec<RefEvent>, OdbError> {
+            let local = index.as_deref().map(LocalPack::open).transpose()?;
+            let none = NoObjects;
+            let local: &dyn ObjectSource = match &local {
+                Some(local) => local,
+                None => &none,
+            };
+            let first = super::odb::DynSource(local);
+            let all = Layered {
+                first: &first,
+                then: odb.as_ref(),
+            };
+            accepted
+                .into_iter()
+                .map(|(c, forced)| {
+                    let found = super::describe::new_commits(local, &all, c.new, MAX_COMMITS)?;
+                    let head_commit = match found.commits.first() {
+                        None if !c.new.is_null() => {
+                            super::describe::new_commits(&all, &all, c.new, 1)?
+                                .commits
+                                .pop()
+                        }
+                        _ => None,
+                    };
+                    Ok(RefEvent {
+                        head_commit,
+                        name: c.name,
+                        before: c.old.to_string(),
+                        after: c.new.to_string(),
+                        forced,
+                        commits: found.commits,
+                        total_commits: found.total,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .expect("describing a push does not panic")?
+    };
+    let event = PushEvent {
+        id: transaction_id(),
+        repo: repo.to_string(),
+        at: super::maintenance::unix_now(),
+        pusher: pusher.user.clone(),
+        origin: pusher.origin.clone(),
+        refs,
+    };
+    let body = Bytes::from(serde_json::to_vec(&event).expect("an event serializes"));
+    repos
+        .store
+        .put(&super::event::queue_key(&event.id), body, PutMode::Create)
+        .await?;
+    Ok(event.id)
 }
 
 /// Runs the pre-receive hook on the `accepted` commands (ref, old, new), with the
@@ -1033,6 +1152,18 @@ async fn swap_manifest(
                 .zip(checked.iter().zip(&results))
                 .any(|(c, (before, now))| before.is_ok() && now.is_err() && !c.new.is_null());
         }
+        if let Some(id) = &landing.event {
+            let moved: Vec<String> = commands
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(c, _)| c.name.clone())
+                .collect();
+            next.events.push(super::event::PendingEvent {
+                id: id.clone(),
+                refs: moved,
+            });
+        }
         if orphans && next.unreachable_since.is_none() {
             next.unreachable_since = Some(super::maintenance::unix_now());
         }
@@ -1092,6 +1223,8 @@ struct Landing {
     pack: Option<PackEntry>,
     /// Whether the pack holds objects no new ref value reaches.
     brings_unreachable: bool,
+    /// The push event to list with the refs that move.
+    event: Option<String>,
 }
 
 /// What [`swap_manifest`] did: per command, the manifest written, whether it created

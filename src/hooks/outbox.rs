@@ -1,0 +1,295 @@
+//! Webhook deliveries in the store: one object per delivery (one hook, one ref of one
+//! push event), under the repository, at `<repo>.git/webhooks/<id>.json`.
+//!
+//! A delivery is created with `Create` (so making it twice is harmless) and changed only
+//! by compare-and-swap: an instance claims it by writing a lease (its name and an
+//! expiry) before sending, and writes the attempt's outcome when it is done. While a
+//! lease holds, no other instance sends the delivery; once it expires (its instance
+//! died), any instance may claim it again. The id stays the same across attempts and
+//! redeliveries: it is the `X-Stowage-Delivery` header.
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use stowage_store::{ETag, Error as StoreError, Key, ObjectStore, ObjectStoreExt, PutMode};
+
+use super::HookError;
+use crate::repo::RepoName;
+use crate::repo::event::{QUEUE_PREFIX, queue_key};
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Not yet delivered, to be tried (again) at `next_at`.
+    Pending,
+    /// A 2xx answer came.
+    Delivered,
+    /// Given up: past the retry time, refused before sending, or its hook is gone.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// An instance's claim on a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    pub until: u64,
+}
+
+/// One try to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it began, in milliseconds since the Unix epoch.
+    pub at: u64,
+    /// The instance that made it.
+    pub instance: String,
+    /// The receiver's HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub duration_ms: u64,
+    /// The start of the receiver's answer (at most [`EXCERPT`] bytes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub response: String,
+    /// Why no answer came (refused destination, connection, timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How much of a receiver's answer an attempt keeps.
+pub const EXCERPT: usize = 512;
+
+/// How many attempts a delivery remembers (the first and the latest ones).
+const KEPT_ATTEMPTS: usize = 50;
+
+/// One delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    /// The push event it was made of.
+    pub event: String,
+    pub repo: String,
+    /// The hook's id; its URL and secret are read when sending.
+    pub hook: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    /// The event name (`push`).
+    pub kind: String,
+    /// Milliseconds since the Unix epoch.
+    pub created: u64,
+    /// No attempt begins after this time (milliseconds since the Unix epoch).
+    pub give_up_at: u64,
+    pub status: Status,
+    /// When the next attempt is due (milliseconds since the Unix epoch).
+    pub next_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// How many attempts were made in all (`attempts` keeps the first and the latest).
+    #[serde(default)]
+    pub tries: u32,
+    /// Why it failed, when it did without an attempt's answer saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The JSON body sent, the same bytes in every attempt.
+    pub body: String,
+}
+
+impl Delivery {
+    /// Records an attempt, keeping the first ones and the latest ones.
+    pub fn record(&mut self, attempt: Attempt) {
+        self.tries += 1;
+        self.attempts.push(attempt);
+        if self.attempts.len() > KEPT_ATTEMPTS {
+            self.attempts.remove(KEPT_ATTEMPTS / 2);
+        }
+    }
+}
+
+/// The prefix of a repository's deliveries.
+pub fn prefix(repo: &RepoName) -> String {
+    format!("{}webhooks/", repo.prefix())
+}
+
+/// The key of a delivery.
+pub fn key(repo: &RepoName, id: &str) -> Key {
+    repo.key(&format!("webhooks/{id}.json"))
+}
+
+/// The id of the delivery of `event` to `hook` for the `n`th ref of the event.
+pub fn delivery_id(event: &str, hook: &str, n: usize) -> String {
+    format!("{event}.{hook}.{n}")
+}
+
+/// Checks a delivery id given by a user: the characters ids are made of.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+    ok.then_some(())
+        .ok_or_else(|| format!("invalid delivery id {id:?}"))
+}
+
+/// A delivery and the tag it was read with.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub delivery: Delivery,
+    pub etag: ETag,
+}
+
+/// Reads a delivery (`None` if there is none).
+pub async fn read(store: &dyn ObjectStore, key: &Key) -> Result<Option<Read>, HookError> {
+    let Some(found) = store.get_opt(key).await? else {
+        return Ok(None);
+    };
+    let delivery = serde_json::from_slice(&found.bytes)
+        .map_err(|e| HookError::Corrupt(format!("{key} is not a delivery: {e}")))?;
+    Ok(Some(Read {
+        delivery,
+        etag: found.meta.etag,
+    }))
+}
+
+fn bytes(delivery: &Delivery) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(delivery).expect("a delivery serializes"))
+}
+
+/// Creates a delivery unless it exists.
+pub async fn create(store: &dyn ObjectStore, delivery: &Delivery) -> Result<(), HookError> {
+    let repo = RepoName::new(&delivery.repo).map_err(|e| HookError::Corrupt(e.to_string()))?;
+    match store
+        .put(&key(&repo, &delivery.id), bytes(delivery), PutMode::Create)
+        .await
+    {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Changes a delivery by compare-and-swap: `change` is applied to the latest version
+/// (again after each lost race) and returns whether to write. Returns the delivery as
+/// it is after the call, and whether this call wrote it.
+pub async fn update(
+    store: &dyn ObjectStore,
+    key: &Key,
+    mut change: impl FnMut(&mut Delivery) -> bool,
+) -> Result<Option<(Delivery, bool)>, HookError> {
+    for _ in 0..16 {
+        let Some(Read { mut delivery, etag }) = read(store, key).await? else {
+            return Ok(None);
+        };
+        if !change(&mut delivery) {
+            return Ok(Some((delivery, false)));
+        }
+        match store
+            .put(key, bytes(&delivery), PutMode::Update(etag))
+            .await
+        {
+            Ok(_) => return Ok(Some((delivery, true))),
+            Err(StoreError::Precondition { .. }) => continue,
+            Err(e) if e.is_retryable() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(HookError::Contention(key.to_string()))
+}
+
+/// The deliveries of `repo`, newest first; those of one event when `event` is given.
+pub async fn list(
+    store: &dyn ObjectStore,
+    repo: &RepoName,
+    event: Option<&str>,
+) -> Result<Vec<Delivery>, HookError> {
+    let prefix = match event {
+        Some(event) => format!("{}{event}.", prefix(repo)),
+        None => prefix(repo),
+    };
+    let metas: Vec<_> = store.list(&prefix).try_collect().await?;
+    let mut found = Vec::with_capacity(metas.len());
+    for meta in metas {
+        if let Some(read) = read(store, &meta.key).await? {
+            found.push(read.delivery);
+        }
+    }
+    found.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
+    Ok(found)
+}
+
+/// Makes a delivery pending again (due now, with a new retry time), and queues it so
+/// that whichever instance looks next sends it. Returns it as it now is.
+pub async fn redeliver(
+    store: &dyn ObjectStore,
+    repo: &RepoName,
+    id: &str,
+    now: u64,
+    retry_for_ms: u64,
+) -> Result<Option<Delivery>, HookError> {
+    let Some((delivery, _)) = update(store, &key(repo, id), |d| {
+        d.status = Status::Pending;
+        d.next_at = now;
+        d.give_up_at = now + retry_for_ms;
+        d.reason = None;
+        true
+    })
+    .await?
+    else {
+        return Ok(None);
+    };
+    // Its own queue entry: the event's may be being dropped right now.
+    let entry = QueueEntry {
+        repo: repo.to_string(),
+        event: delivery.event.clone(),
+        push: None,
+    };
+    let name = format!("{}.redeliver-{now:x}", delivery.event);
+    store
+        .put(
+            &queue_key(&name),
+            Bytes::from(serde_json::to_vec(&entry).expect("an entry serializes")),
+            PutMode::Overwrite,
+        )
+        .await?;
+    Ok(Some(delivery))
+}
+
+/// What a queue object holds: the push event itself (written by the push), or, for a
+/// redelivery, which event's deliveries to look at.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub repo: String,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::repo::event::PushEvent>,
+}
+
+impl QueueEntry {
+    /// Reads a queue object: a push event as the push wrote it, or a redelivery entry.
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        if let Ok(push) = serde_json::from_slice::<crate::repo::event::PushEvent>(bytes) {
+            return Ok(QueueEntry {
+                repo: push.repo.clone(),
+                event: push.id.clone(),
+                push: Some(push),
+            });
+        }
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Every queue object: key and when it was written.
+pub async fn queued(store: &dyn ObjectStore) -> Result<Vec<stowage_store::ObjectMeta>, StoreError> {
+    store.list(QUEUE_PREFIX).try_collect().await
+}
