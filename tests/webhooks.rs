@@ -19,7 +19,8 @@ on_every_backend!(
     failed_deliveries_are_retried_under_one_id,
     another_instance_delivers_what_a_crashed_one_recorded,
     of_two_racing_pushes_only_the_one_that_landed_is_told,
-    private_destinations_are_refused_without_the_flag
+    private_destinations_are_refused_without_the_flag,
+    a_push_whose_event_cannot_be_stored_does_not_land
 );
 
 /// One request the receiver got.
@@ -475,4 +476,40 @@ fn private_destinations_are_refused_without_the_flag(backend: Backend) {
     );
     let out = cli_output(&backend, &["hook", "add", "guarded", "ftp://example.com/"]);
     assert!(!out.status.success());
+}
+
+/// A push whose event cannot be written fails whole: no ref moves and nobody is told;
+/// the next push lands and is told.
+fn a_push_whose_event_cannot_be_stored_does_not_land(backend: Backend) {
+    let sb = Sandbox::new();
+    let receiver = Receiver::start(&[]);
+    cli(&backend, &["repo", "create", "faulty"]);
+    cli(&backend, &["hook", "add", "faulty", &receiver.url()]);
+    let server = Server::start_with(
+        &backend,
+        &[
+            "--webhook-allow-private",
+            "--inject-faults",
+            "op=put,key=.webhooks/queue/*,nth=1,error=permanent",
+        ],
+    );
+    let url = server.url("faulty.git");
+    let work = sb.init_repo("work");
+    sb.commit(&work, "a.txt", "one\n", "first");
+    let out = sb.git_output(&work, &["push", &url, "main"]);
+    assert!(!out.status.success(), "the push failed");
+    assert!(
+        sb.git(&work, &["ls-remote", &url]).trim().is_empty(),
+        "no ref moved"
+    );
+    let second = sb.commit(&work, "b.txt", "two\n", "second");
+    sb.git(&work, &["push", "-q", &url, "main"]);
+    let got = receiver.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got[0].json()["after"], second.as_str());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "only the push that landed is told"
+    );
 }

@@ -314,47 +314,51 @@ pub async fn receive(
         }
     }
 
-    // The push event, stored before the swap that lists it.
-    let event = match pusher.record_event && results.iter().any(Result::is_ok) {
-        true => Some(
-            record_event(
-                repos,
-                repo,
-                &odb,
-                &commands,
-                &results,
-                received.as_ref(),
-                pusher,
-            )
-            .instrument(tracing::info_span!("event"))
-            .await?,
-        ),
-        false => None,
+    // The push event (when the repository has webhooks), stored before the swap that
+    // lists it, while the pack is stored if a command that sets a value will use it.
+    let event = async {
+        if !(pusher.record_event && results.iter().any(Result::is_ok)) {
+            return Ok(None);
+        }
+        record_event(
+            repos,
+            repo,
+            &odb,
+            &commands,
+            &results,
+            received.as_ref(),
+            pusher,
+        )
+        .instrument(tracing::info_span!("event"))
+        .await
+        .map(Some)
     };
-
-    // Store the pack if a command that sets a value will use it.
-    let mut new_pack = None;
-    let mut existed = false;
-    let sets_values = commands
-        .iter()
-        .zip(&results)
-        .any(|(c, r)| r.is_ok() && !c.new.is_null());
-    if let Some((local, hash, index_path, data_path)) = &received
-        && local.num_objects() > 0
-        && sets_values
-    {
+    let pack = async {
+        let sets_values = commands
+            .iter()
+            .zip(&results)
+            .any(|(c, r)| r.is_ok() && !c.new.is_null());
+        let Some((local, hash, index_path, data_path)) = &received else {
+            return Ok((None, false));
+        };
+        if local.num_objects() == 0 || !sets_values {
+            return Ok((None, false));
+        }
         let size = std::fs::metadata(data_path)
             .map_err(|e| RepoError::Store(StoreError::from_io("received pack", e)))?
             .len();
-        existed = store_pack(repos, repo, hash, index_path, data_path)
+        let existed = store_pack(repos, repo, hash, index_path, data_path)
             .instrument(tracing::info_span!("store"))
             .await?;
-        new_pack = Some(PackEntry {
+        let entry = PackEntry {
             hash: *hash,
             size,
             objects: local.num_objects(),
-        });
-    }
+        };
+        Ok::<_, RepoError>((Some(entry), existed))
+    };
+    let (event, pack) = tokio::join!(event, pack);
+    let (event, (new_pack, existed)) = (event?, pack?);
 
     // The rules as they stand now that the pack is in; updates they newly need to know
     // about are walked now.
