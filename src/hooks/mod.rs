@@ -21,8 +21,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use stowage_store::{Error as StoreError, Key, ObjectStoreExt, PutMode};
+use stowage_store::{Error as StoreError, Key, ObjectStoreExt};
 
 use crate::access::{Access, AccessError};
 use crate::repo::event::{PushEvent, queue_key};
@@ -299,33 +298,16 @@ impl Webhooks {
     /// Takes event `id` off the repository's manifest, by compare-and-swap. Returns
     /// whether it is off.
     async fn unlist(&self, repo: &RepoName, id: &str) -> Result<bool, HookError> {
-        let repos = &self.inner.repos;
-        for _ in 0..32 {
-            let Some(snapshot) = repos.snapshot(repo).await? else {
-                return Ok(true);
-            };
-            if !snapshot.manifest.events.iter().any(|e| e.id == id) {
-                return Ok(true);
-            }
-            let mut next = snapshot.manifest.clone();
-            next.events.retain(|e| e.id != id);
-            match repos
-                .store
-                .put(
-                    &repo.key("manifest"),
-                    Bytes::from(next.to_bytes()),
-                    PutMode::Update(snapshot.etag.clone()),
-                )
-                .await
-            {
-                Ok(_) => return Ok(true),
-                Err(StoreError::Precondition { .. }) => {}
-                Err(e) if e.is_retryable() => {}
-                Err(e) => return Err(e.into()),
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(false)
+        let edited = self
+            .inner
+            .repos
+            .edit_manifest(repo, None, crate::repo::MAX_EDITS, |m| {
+                let before = m.events.len();
+                m.events.retain(|e| e.id != id);
+                m.events.len() != before
+            })
+            .await?;
+        Ok(edited != crate::repo::Edited::Contended)
     }
 
     /// One attempt at a delivery, if it is due and no other instance holds it. Returns

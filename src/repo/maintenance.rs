@@ -722,41 +722,16 @@ pub async fn collect_garbage_before(
 async fn forget_retired(
     repos: &Repos,
     repo: &RepoName,
-    mut snapshot: super::Snapshot,
+    snapshot: super::Snapshot,
     gone: &HashSet<ObjectId>,
 ) -> Result<(), RepoError> {
-    for _ in 0..4 {
-        if !snapshot
-            .manifest
-            .retired
-            .iter()
-            .any(|r| gone.contains(&r.hash))
-        {
-            return Ok(());
-        }
-        let mut next = snapshot.manifest.clone();
-        next.retired.retain(|r| !gone.contains(&r.hash));
-        match repos
-            .store
-            .put(
-                &repo.key("manifest"),
-                Bytes::from(next.to_bytes()),
-                PutMode::Update(snapshot.etag.clone()),
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Precondition { .. }) => {
-                crate::metrics::record(|m| m.manifest_conflicts.inc())
-            }
-            Err(e) if e.is_retryable() => {}
-            Err(e) => return Err(e.into()),
-        }
-        match repos.snapshot(repo).await? {
-            Some(s) => snapshot = s,
-            None => return Ok(()),
-        }
-    }
+    repos
+        .edit_manifest(repo, Some(snapshot), 4, |m| {
+            let before = m.retired.len();
+            m.retired.retain(|r| !gone.contains(&r.hash));
+            m.retired.len() != before
+        })
+        .await?;
     Ok(())
 }
 

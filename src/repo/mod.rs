@@ -111,6 +111,20 @@ pub enum RepoError {
     Odb(#[from] OdbError),
 }
 
+/// How [`Repos::edit_manifest`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edited {
+    /// The manifest is as the change wants it (written, or needing no change).
+    Done,
+    /// The repository does not exist.
+    Missing,
+    /// Every attempt lost its race.
+    Contended,
+}
+
+/// How many times a manifest edit is tried before it gives up.
+pub const MAX_EDITS: u32 = 32;
+
 /// Every repository in one store, with the caches they share.
 #[derive(Debug, Clone)]
 pub struct Repos {
@@ -361,26 +375,64 @@ impl Repos {
     /// Marks `repo`'s manifest as having Git LFS locks (once; later pushes then check
     /// them).
     pub async fn mark_lfs_locks(&self, repo: &RepoName) -> Result<(), RepoError> {
-        loop {
-            let Some(snapshot) = self.snapshot(repo).await? else {
-                return Err(RepoError::NotFound(repo.clone()));
+        let edited = self
+            .edit_manifest(repo, None, MAX_EDITS, |m| {
+                !std::mem::replace(&mut m.lfs_locks, true)
+            })
+            .await?;
+        match edited {
+            Edited::Done => Ok(()),
+            Edited::Missing => Err(RepoError::NotFound(repo.clone())),
+            Edited::Contended => Err(RepoError::Store(StoreError::Transient {
+                key: repo.key("manifest").to_string(),
+                source: "too many concurrent writes to the manifest".into(),
+            })),
+        }
+    }
+
+    /// Changes a repository's manifest by compare-and-swap, for a change that is not a
+    /// push (a push's swap also re-checks its commands): `change` is applied to the
+    /// latest manifest (`start`, if given, then again after each lost race, at most
+    /// `attempts` times) and says whether it changed anything; nothing is written when
+    /// it did not.
+    pub async fn edit_manifest(
+        &self,
+        repo: &RepoName,
+        start: Option<Snapshot>,
+        attempts: u32,
+        mut change: impl FnMut(&mut Manifest) -> bool,
+    ) -> Result<Edited, RepoError> {
+        let mut snapshot = start;
+        for _ in 0..attempts {
+            let current = match snapshot.take() {
+                Some(s) => s,
+                None => match self.snapshot(repo).await? {
+                    Some(s) => s,
+                    None => return Ok(Edited::Missing),
+                },
             };
-            if snapshot.manifest.lfs_locks {
-                return Ok(());
+            let mut next = current.manifest.clone();
+            if !change(&mut next) {
+                return Ok(Edited::Done);
             }
-            let mut marked = snapshot.manifest;
-            marked.lfs_locks = true;
-            let body = Bytes::from(marked.to_bytes());
             match self
                 .store
-                .put(&repo.key("manifest"), body, PutMode::Update(snapshot.etag))
+                .put(
+                    &repo.key("manifest"),
+                    Bytes::from(next.to_bytes()),
+                    PutMode::Update(current.etag.clone()),
+                )
                 .await
             {
-                // Lost to another write (or to our own, retried): read again.
-                Ok(_) | Err(StoreError::Precondition { .. }) => continue,
+                Ok(_) => return Ok(Edited::Done),
+                Err(StoreError::Precondition { .. }) => {
+                    crate::metrics::record(|m| m.manifest_conflicts.inc())
+                }
+                Err(e) if e.is_retryable() => {}
                 Err(e) => return Err(e.into()),
             }
         }
+        Ok(Edited::Contended)
     }
 
     /// Every repository in the store, sorted by name.
