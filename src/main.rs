@@ -449,8 +449,14 @@ enum HookCommand {
     Add {
         name: String,
         url: String,
-        /// Sign each delivery with this key (`X-Hub-Signature-256`).
-        #[arg(long, value_name = "S")]
+        /// Sign each delivery with this key (`X-Hub-Signature-256`); from the
+        /// environment, it stays out of the process list.
+        #[arg(
+            long,
+            value_name = "S",
+            env = "STOWAGE_WEBHOOK_SECRET",
+            hide_env_values = true
+        )]
         secret: Option<String>,
         /// The events it gets (`push`; may be repeated).
         #[arg(long = "event", value_name = "EVENT", default_value = "push")]
@@ -856,12 +862,15 @@ async fn run_hook_command(command: HookCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&found.delivery)?);
                 return Ok(());
             }
-            let found = outbox::list(repos.store.as_ref(), &name, None).await?;
-            for d in found
-                .iter()
-                .filter(|d| id.as_ref().is_none_or(|id| &d.hook == id))
-                .take(limit)
-            {
+            let found = outbox::list(
+                repos.store.as_ref(),
+                &name,
+                None,
+                id.as_deref(),
+                Some(limit),
+            )
+            .await?;
+            for d in &found {
                 let last = d.attempts.last();
                 println!(
                     "{}\t{}\t{}\t{}\t{} attempts\t{}",

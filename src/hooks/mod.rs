@@ -98,6 +98,36 @@ struct Inner {
     driving: Mutex<HashSet<String>>,
 }
 
+/// What [`Webhooks::expand`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expansion {
+    /// The manifest does not list the event: its deliveries were made already, or its
+    /// push did not land (or has not yet).
+    NotListed,
+    /// The deliveries are made and the event is off the manifest.
+    Made,
+    /// The deliveries are made, but taking the event off the manifest lost every race.
+    StillListed,
+}
+
+/// A queue object an instance is working through, forgotten when dropped.
+struct Driving(Webhooks, String);
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        let mut driving = self
+            .0
+            .inner
+            .driving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        driving.remove(&self.1);
+    }
+}
+
+/// How many deliveries of one event are attempted at once.
+const PARALLEL_ATTEMPTS: usize = 8;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -174,6 +204,9 @@ impl Webhooks {
         }
         let this = self.clone();
         tokio::spawn(async move {
+            // Forgotten however the task ends (a panic included): a later sweep starts
+            // over.
+            let _driving = Driving(this.clone(), key.as_str().to_owned());
             loop {
                 match this.work(&key).await {
                     Ok(Some(due)) => {
@@ -189,8 +222,6 @@ impl Webhooks {
                     }
                 }
             }
-            let mut driving = this.inner.driving.lock().unwrap_or_else(|e| e.into_inner());
-            driving.remove(key.as_str());
         });
     }
 
@@ -205,11 +236,11 @@ impl Webhooks {
         let entry = QueueEntry::parse(&found.bytes)
             .map_err(|e| HookError::Corrupt(format!("{key} is not a queued event: {e}")))?;
         let repo = RepoName::new(&entry.repo).map_err(|e| HookError::Corrupt(e.to_string()))?;
-        let listed = match &entry.push {
+        let expansion = match &entry.push {
             Some(push) => self.expand(&repo, push).await?,
-            None => false,
+            None => Expansion::NotListed,
         };
-        let deliveries = outbox::list(store, &repo, Some(&entry.event)).await?;
+        let deliveries = outbox::list(store, &repo, Some(&entry.event), None, None).await?;
         let pending: Vec<&Delivery> = deliveries
             .iter()
             .filter(|d| d.status == Status::Pending)
@@ -220,7 +251,11 @@ impl Webhooks {
                 .modified
                 .and_then(|m| m.elapsed().ok())
                 .is_none_or(|age| age < QUEUE_GRACE);
-            if listed || (deliveries.is_empty() && entry.push.is_some() && young) {
+            let landing = expansion == Expansion::NotListed
+                && deliveries.is_empty()
+                && entry.push.is_some()
+                && young;
+            if expansion == Expansion::StillListed || landing {
                 // A push may still be landing (or its event could not be taken off the
                 // manifest yet): look again later.
                 return Ok(Some(
@@ -230,7 +265,11 @@ impl Webhooks {
             store.delete(key).await?;
             return Ok(None);
         }
-        let attempts = pending.iter().map(|d| self.attempt(&repo, &d.id));
+        let places = tokio::sync::Semaphore::new(PARALLEL_ATTEMPTS);
+        let attempts = pending.iter().map(|d| async {
+            let _place = places.acquire().await;
+            self.attempt(&repo, &d.id).await
+        });
         let mut due: Option<u64> = None;
         for next in futures::future::join_all(attempts).await {
             match next {
@@ -244,14 +283,14 @@ impl Webhooks {
     }
 
     /// Makes the deliveries of `push` if the manifest lists it (its push landed), then
-    /// takes it off the manifest. Returns whether it is still listed.
-    async fn expand(&self, repo: &RepoName, push: &PushEvent) -> Result<bool, HookError> {
+    /// takes it off the manifest.
+    async fn expand(&self, repo: &RepoName, push: &PushEvent) -> Result<Expansion, HookError> {
         let repos = &self.inner.repos;
         let Some(snapshot) = repos.snapshot(repo).await? else {
-            return Ok(false);
+            return Ok(Expansion::NotListed);
         };
         let Some(listed) = snapshot.manifest.events.iter().find(|e| e.id == push.id) else {
-            return Ok(false);
+            return Ok(Expansion::NotListed);
         };
         let view = self.inner.access.view().await?;
         let info = payload::RepoInfo {
@@ -286,13 +325,17 @@ impl Webhooks {
                     lease: None,
                     attempts: Vec::new(),
                     tries: 0,
+                    since: 0,
                     reason: None,
                     body: payload::push(push, update, &info).to_string(),
                 };
                 outbox::create(repos.store.as_ref(), &delivery).await?;
             }
         }
-        Ok(!self.unlist(repo, &push.id).await?)
+        Ok(match self.unlist(repo, &push.id).await? {
+            true => Expansion::Made,
+            false => Expansion::StillListed,
+        })
     }
 
     /// Takes event `id` off the repository's manifest, by compare-and-swap. Returns
@@ -317,6 +360,39 @@ impl Webhooks {
         let key = outbox::key(repo, id);
         let me = self.inner.instance.clone();
         let config = &self.inner.config;
+        let Some(read) = outbox::read(store, &key).await? else {
+            return Ok(None);
+        };
+        if read.delivery.status != Status::Pending {
+            return Ok(None);
+        }
+        // The hook (its URL and secret) before the claim, so that the claim's time is
+        // the attempt's; a hook this instance's view lacks is looked for afresh (it may
+        // be newer than the view) before the delivery is given up.
+        let find = |view: &crate::access::View| {
+            view.state
+                .settings(repo)
+                .webhooks
+                .into_iter()
+                .find(|h| h.id == read.delivery.hook)
+        };
+        let hook = match find(&*self.inner.access.view().await?) {
+            Some(hook) => Some(hook),
+            None => find(&*self.inner.access.reload().await?),
+        };
+        let Some(hook) = hook else {
+            outbox::update(store, &key, |d| {
+                if d.status != Status::Pending {
+                    return false;
+                }
+                d.status = Status::Failed;
+                d.lease = None;
+                d.reason = Some("the webhook was removed".into());
+                true
+            })
+            .await?;
+            return Ok(None);
+        };
         let started = now_ms();
         let lease_for = (config.timeout + LEASE_MARGIN).as_millis() as u64;
         let mut later = None;
@@ -351,23 +427,6 @@ impl Webhooks {
         let delivery = match claimed {
             Some((d, true)) if d.lease.as_ref().is_some_and(|l| l.owner == me) => d,
             _ => return Ok(later),
-        };
-        let view = self.inner.access.view().await?;
-        let hook = view
-            .state
-            .settings(repo)
-            .webhooks
-            .into_iter()
-            .find(|h| h.id == delivery.hook);
-        let Some(hook) = hook else {
-            outbox::update(store, &key, |d| {
-                d.status = Status::Failed;
-                d.lease = None;
-                d.reason = Some("the webhook was removed".into());
-                true
-            })
-            .await?;
-            return Ok(None);
         };
         let mut headers = vec![
             ("x-stowage-event", delivery.kind.clone()),
@@ -425,7 +484,7 @@ impl Webhooks {
                 return true;
             }
             let backoff = first
-                .saturating_mul(2u32.saturating_pow(d.tries.saturating_sub(1).min(20)))
+                .saturating_mul(2u32.saturating_pow(d.since.saturating_sub(1).min(20)))
                 .min(max);
             let next = ended + backoff.as_millis() as u64;
             if outcome.delivered() {

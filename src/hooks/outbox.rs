@@ -99,6 +99,9 @@ pub struct Delivery {
     /// How many attempts were made in all (`attempts` keeps the first and the latest).
     #[serde(default)]
     pub tries: u32,
+    /// How many since it was last made pending (the backoff counts these).
+    #[serde(default)]
+    pub since: u32,
     /// Why it failed, when it did without an attempt's answer saying so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -110,6 +113,7 @@ impl Delivery {
     /// Records an attempt, keeping the first ones and the latest ones.
     pub fn record(&mut self, attempt: Attempt) {
         self.tries += 1;
+        self.since += 1;
         self.attempts.push(attempt);
         if self.attempts.len() > KEPT_ATTEMPTS {
             self.attempts.remove(KEPT_ATTEMPTS / 2);
@@ -207,17 +211,27 @@ pub async fn update(
     Err(HookError::Contention(key.to_string()))
 }
 
-/// The deliveries of `repo`, newest first; those of one event when `event` is given.
+/// The deliveries of `repo`, newest first (at most `limit`, read from the newest);
+/// those of one event, or of one hook, when given. Ids begin with their event's, which
+/// begins with its time: keys sort by age.
 pub async fn list(
     store: &dyn ObjectStore,
     repo: &RepoName,
     event: Option<&str>,
+    hook: Option<&str>,
+    limit: Option<usize>,
 ) -> Result<Vec<Delivery>, HookError> {
     let prefix = match event {
         Some(event) => format!("{}{event}.", prefix(repo)),
         None => prefix(repo),
     };
-    let metas: Vec<_> = store.list(&prefix).try_collect().await?;
+    let mut metas: Vec<_> = store.list(&prefix).try_collect().await?;
+    if let Some(hook) = hook {
+        let part = format!(".{hook}.");
+        metas.retain(|m| m.key.as_str().contains(&part));
+    }
+    metas.sort_by(|a, b| b.key.as_str().cmp(a.key.as_str()));
+    metas.truncate(limit.unwrap_or(usize::MAX));
     let mut found = Vec::with_capacity(metas.len());
     for meta in metas {
         if let Some(read) = read(store, &meta.key).await? {
@@ -242,6 +256,7 @@ pub async fn redeliver(
         d.next_at = now;
         d.give_up_at = now + retry_for_ms;
         d.reason = None;
+        d.since = 0;
         true
     })
     .await?

@@ -107,11 +107,14 @@ pub fn timestamp(git: &str) -> Option<String> {
     let minutes: i64 = digits[2..].parse().ok()?;
     let shift = (hours * 60 + minutes) * 60;
     let local = match sign {
-        "+" => secs + shift,
-        "-" => secs - shift,
+        "+" => secs.checked_add(shift)?,
+        "-" => secs.checked_sub(shift)?,
         _ => return None,
     };
-    let local = u64::try_from(local).ok()?;
+    // RFC 3339 has four-digit years: 9999-12-31T23:59:59 is the last time it can say.
+    let local = u64::try_from(local)
+        .ok()
+        .filter(|s| *s <= 253_402_300_799)?;
     let utc = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(local),
     )
@@ -157,6 +160,9 @@ mod tests {
             Some("2023-11-14T16:43:20-05:30")
         );
         assert_eq!(timestamp("garbage"), None);
+        assert_eq!(timestamp("300000000000 +0000"), None, "past the year 9999");
+        assert_eq!(timestamp("9223372036854775807 +1400"), None);
+        assert_eq!(timestamp("-5 +0000"), None);
         assert_eq!(timestamp("1700000000 +01"), None);
     }
 

@@ -619,13 +619,10 @@ async fn hooks(
         }
         (Method::GET, [id, "deliveries"]) => {
             hook_of(id)?;
-            let found = outbox::list(store, name, None).await.map_err(internal)?;
-            let shown: Vec<Value> = found
-                .iter()
-                .filter(|d| d.hook == *id)
-                .take(100)
-                .map(|d| delivery_json(d, false))
-                .collect();
+            let found = outbox::list(store, name, None, Some(id), Some(100))
+                .await
+                .map_err(internal)?;
+            let shown: Vec<Value> = found.iter().map(|d| delivery_json(d, false)).collect();
             Ok(reply(StatusCode::OK, Value::Array(shown)))
         }
         (Method::GET, [id, "deliveries", delivery]) => {

@@ -53,24 +53,25 @@ pub struct NewCommits {
     pub total: usize,
 }
 
-/// Beyond this many new commits, a push's count stops.
-pub const MAX_COUNTED: usize = 100_000;
+/// The most paths a commit's description lists (added, modified and removed together).
+pub const MAX_PATHS: usize = 3000;
 
 /// Describes the commits `new` reaches in `received` (the pushed objects), newest first,
-/// at most `max` of them; trees and blobs are read from `all` (the pushed objects and
-/// the repository's).
+/// at most `max` of them, counting up to `max_counted`; trees and blobs are read from
+/// `all` (the pushed objects and the repository's).
 pub fn new_commits(
     received: &dyn ObjectSource,
     all: &dyn ObjectSource,
     new: ObjectId,
     max: usize,
+    max_counted: usize,
 ) -> Result<NewCommits, OdbError> {
     let mut found = NewCommits::default();
     let mut seen = HashSet::new();
     let mut queue = VecDeque::from([new]);
     let mut buf = Vec::new();
     while let Some(id) = queue.pop_front() {
-        if id.is_null() || !seen.insert(id) || found.total >= MAX_COUNTED {
+        if id.is_null() || !seen.insert(id) || found.total >= max_counted {
             continue;
         }
         if received.read(&id, &mut buf)? != Some(gix_object::Kind::Commit) {
@@ -148,7 +149,8 @@ fn tree_entries(source: &dyn ObjectSource, id: Option<ObjectId>) -> Result<Entri
         .collect())
 }
 
-/// Adds what differs between trees `old` and `new` under `prefix` to `commit`.
+/// Adds what differs between trees `old` and `new` under `prefix` to `commit`, up to
+/// [`MAX_PATHS`] paths.
 fn diff_trees(
     source: &dyn ObjectSource,
     old: Option<ObjectId>,
@@ -156,23 +158,29 @@ fn diff_trees(
     prefix: &str,
     commit: &mut CommitInfo,
 ) -> Result<(), OdbError> {
-    if old == new {
+    let listed = |c: &CommitInfo| c.added.len() + c.modified.len() + c.removed.len();
+    if old == new || listed(commit) >= MAX_PATHS {
         return Ok(());
     }
     let before = tree_entries(source, old)?;
     let after = tree_entries(source, new)?;
-    let find = |list: &Entries, name: &str| {
-        list.iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, m, id)| (*m, *id))
+    let index = |list: &Entries| -> std::collections::HashMap<String, (gix_object::tree::EntryMode, ObjectId)> {
+        list.iter().map(|(n, m, id)| (n.clone(), (*m, *id))).collect()
     };
+    let (before_by_name, after_by_name) = (index(&before), index(&after));
+    let find =
+        |by_name: &std::collections::HashMap<String, (gix_object::tree::EntryMode, ObjectId)>,
+         name: &str| by_name.get(name).copied();
     let change = |path: String, id: Option<&ObjectId>| PathChange {
         path,
         size: id.and_then(|id| source.size(id).ok().flatten()),
     };
     for (name, mode, id) in &after {
+        if listed(commit) >= MAX_PATHS {
+            return Ok(());
+        }
         let path = format!("{prefix}{name}");
-        match (find(&before, name), mode.is_tree()) {
+        match (find(&before_by_name, name), mode.is_tree()) {
             (Some((old_mode, old_id)), true) => {
                 let old_tree = old_mode.is_tree().then_some(old_id);
                 diff_trees(source, old_tree, Some(*id), &format!("{path}/"), commit)?;
@@ -193,8 +201,11 @@ fn diff_trees(
         }
     }
     for (name, mode, id) in &before {
-        if find(&after, name).is_some() {
+        if find(&after_by_name, name).is_some() {
             continue;
+        }
+        if listed(commit) >= MAX_PATHS {
+            return Ok(());
         }
         let path = format!("{prefix}{name}");
         if mode.is_tree() {

@@ -21,6 +21,12 @@ pub const QUEUE_PREFIX: &str = ".webhooks/queue/";
 /// says how many there were.
 pub const MAX_COMMITS: usize = 20;
 
+/// Beyond this many new commits of a ref, `total_commits` stops counting.
+pub const MAX_COUNTED: usize = 10_000;
+
+/// Of a push of more refs than this, the later ones are not described (no commits).
+pub const MAX_DESCRIBED_REFS: usize = 1000;
+
 /// The key of the queued event `id`.
 pub fn queue_key(id: &str) -> Key {
     Key::new(format!("{QUEUE_PREFIX}{id}.json")).expect("event ids make valid keys")

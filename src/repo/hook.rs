@@ -214,7 +214,7 @@ pub fn prepare(
     let mut described = Vec::new();
     let mut boundary = std::collections::BTreeSet::new();
     for (name, old, new) in commands {
-        let found = super::describe::new_commits(local, &both, *new, MAX_COMMITS)?;
+        let found = super::describe::new_commits(local, &both, *new, MAX_COMMITS, MAX_COUNTED)?;
         for commit in &found.commits {
             for parent in &commit.parents {
                 let parent = gix_hash::ObjectId::from_hex(parent.as_bytes())
@@ -245,8 +245,9 @@ pub fn prepare(
     Ok((git_dir, json_path))
 }
 
-/// The most new commits described per command.
+/// The most new commits described per command, and counted.
 const MAX_COMMITS: usize = 1000;
+const MAX_COUNTED: usize = 100_000;
 
 #[cfg(test)]
 mod tests {

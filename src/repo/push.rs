@@ -314,51 +314,49 @@ pub async fn receive(
         }
     }
 
-    // The push event (when the repository has webhooks), stored before the swap that
-    // lists it, while the pack is stored if a command that sets a value will use it.
-    let event = async {
-        if !(pusher.record_event && results.iter().any(Result::is_ok)) {
-            return Ok(None);
-        }
-        record_event(
-            repos,
-            repo,
-            &odb,
-            &commands,
-            &results,
-            received.as_ref(),
-            pusher,
-        )
-        .instrument(tracing::info_span!("event"))
-        .await
-        .map(Some)
-    };
-    let pack = async {
-        let sets_values = commands
-            .iter()
-            .zip(&results)
-            .any(|(c, r)| r.is_ok() && !c.new.is_null());
-        let Some((local, hash, index_path, data_path)) = &received else {
-            return Ok((None, false));
-        };
-        if local.num_objects() == 0 || !sets_values {
-            return Ok((None, false));
-        }
+    // Store the pack if a command that sets a value will use it.
+    let mut new_pack = None;
+    let mut existed = false;
+    let sets_values = commands
+        .iter()
+        .zip(&results)
+        .any(|(c, r)| r.is_ok() && !c.new.is_null());
+    if let Some((local, hash, index_path, data_path)) = &received
+        && local.num_objects() > 0
+        && sets_values
+    {
         let size = std::fs::metadata(data_path)
             .map_err(|e| RepoError::Store(StoreError::from_io("received pack", e)))?
             .len();
-        let existed = store_pack(repos, repo, hash, index_path, data_path)
+        existed = store_pack(repos, repo, hash, index_path, data_path)
             .instrument(tracing::info_span!("store"))
             .await?;
-        let entry = PackEntry {
+        new_pack = Some(PackEntry {
             hash: *hash,
             size,
             objects: local.num_objects(),
-        };
-        Ok::<_, RepoError>((Some(entry), existed))
+        });
+    }
+
+    // The push event (when the repository has webhooks), stored once the pack is (a
+    // queued event that no manifest lists for long is taken for one whose push did not
+    // land), and listed by the swap.
+    let event = match pusher.record_event && results.iter().any(Result::is_ok) {
+        true => Some(
+            record_event(
+                repos,
+                repo,
+                &odb,
+                &commands,
+                &results,
+                received.as_ref(),
+                pusher,
+            )
+            .instrument(tracing::info_span!("event"))
+            .await?,
+        ),
+        false => None,
     };
-    let (event, pack) = tokio::join!(event, pack);
-    let (event, (new_pack, existed)) = (event?, pack?);
 
     // The rules as they stand now that the pack is in; updates they newly need to know
     // about are walked now.
@@ -401,14 +399,9 @@ pub async fn receive(
     )
     .instrument(tracing::info_span!("swap"))
     .await?;
-    let recorded = written
-        .as_ref()
-        .and_then(|w| {
-            event
-                .as_ref()
-                .filter(|id| w.events.iter().any(|e| &e.id == *id))
-        })
-        .cloned();
+    // A swap that wrote the manifest listed the event (another instance may have
+    // taken it off again already, after making its deliveries).
+    let recorded = event.clone().filter(|_| written.is_some());
     if let Some(written) = written {
         if let (true, Some((_, hash, index_path, data_path))) = (existed || relisted, &received) {
             ensure_pack_stored(repos, repo, hash, index_path, data_path).await?;
@@ -553,7 +546,7 @@ async fn record_event(
     received: Option<&(LocalPack, ObjectId, std::path::PathBuf, std::path::PathBuf)>,
     pusher: &Pusher,
 ) -> Result<String, RepoError> {
-    use super::event::{MAX_COMMITS, PushEvent, RefEvent};
+    use super::event::{MAX_COMMITS, MAX_COUNTED, MAX_DESCRIBED_REFS, PushEvent, RefEvent};
     let accepted: Vec<(Command, bool)> = commands
         .iter()
         .zip(results)
@@ -579,11 +572,22 @@ async fn record_event(
             };
             accepted
                 .into_iter()
-                .map(|(c, forced)| {
-                    let found = super::describe::new_commits(local, &all, c.new, MAX_COMMITS)?;
+                .enumerate()
+                .map(|(n, (c, forced))| {
+                    // A push of very many refs describes the first ones.
+                    let found = match n < MAX_DESCRIBED_REFS {
+                        true => super::describe::new_commits(
+                            local,
+                            &all,
+                            c.new,
+                            MAX_COMMITS,
+                            MAX_COUNTED,
+                        )?,
+                        false => super::describe::NewCommits::default(),
+                    };
                     let head_commit = match found.commits.first() {
-                        None if !c.new.is_null() => {
-                            super::describe::new_commits(&all, &all, c.new, 1)?
+                        None if !c.new.is_null() && n < MAX_DESCRIBED_REFS => {
+                            super::describe::new_commits(&all, &all, c.new, 1, 1)?
                                 .commits
                                 .pop()
                         }
