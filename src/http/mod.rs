@@ -661,13 +661,14 @@ async fn route(state: &AppState, peer: SocketAddr, request: Request) -> Result<R
     }
 }
 
-fn wants_v2(headers: &HeaderMap) -> bool {
-    headers
-        .get_all("git-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(':'))
-        .any(|p| p.trim() == "version=2")
+/// The protocol version the request asks for (`Git-Protocol`).
+fn protocol_version(headers: &HeaderMap) -> crate::protocol::Version {
+    crate::protocol::Version::requested(
+        headers
+            .get_all("git-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 /// A protocol answer as an HTTP response, never cached by anyone on the way.
@@ -894,6 +895,12 @@ async fn read_limited(
         )
     })?;
     if body.len() > limit {
+        // Read on, a bounded amount for a short time, so that a client still sending
+        // reads the refusal rather than a connection reset under it.
+        let mut rest = reader.into_inner().take(DRAIN_BYTES);
+        let mut sink = tokio::io::sink();
+        let drain = tokio::io::copy(&mut rest, &mut sink);
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
         return Err(Failure::status(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request larger than {limit} bytes"),
@@ -901,6 +908,10 @@ async fn read_limited(
     }
     Ok(body)
 }
+
+/// How much of a refused request body is read before the refusal, and for how long.
+const DRAIN_BYTES: u64 = 8 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
