@@ -83,9 +83,9 @@ const EXCEPTIONS: &[Exception] = &[
 // ---------------------------------------------------------------------------------
 // Scenarios
 
-/// Declares a test per protocol version for each `fn scenario(side, version)`; the
-/// scenario is named `<fn>-v<version>` (for [`Exception::scenario`]).
-macro_rules! v0_and_v2 {
+/// Declares a test per protocol version (0, 1 and 2) for each `fn scenario(side,
+/// version)`; the scenario is named `<fn>-v<version>` (for [`Exception::scenario`]).
+macro_rules! every_version {
     ($($scenario:ident),* $(,)?) => {
         $(
             mod $scenario {
@@ -93,6 +93,12 @@ macro_rules! v0_and_v2 {
                 fn v0() {
                     super::conform(concat!(stringify!($scenario), "-v0"), |side| {
                         super::$scenario(side, "0")
+                    });
+                }
+                #[test]
+                fn v1() {
+                    super::conform(concat!(stringify!($scenario), "-v1"), |side| {
+                        super::$scenario(side, "1")
                     });
                 }
                 #[test]
@@ -106,7 +112,7 @@ macro_rules! v0_and_v2 {
     };
 }
 
-v0_and_v2!(
+every_version!(
     ls_remote,
     clone,
     clone_empty,

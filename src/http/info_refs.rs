@@ -8,7 +8,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{AppState, Failure, auth, for_caller, git_response, wants_v2};
+use super::{AppState, Failure, auth, for_caller, git_response, protocol_version};
 use crate::access::Need;
 use crate::protocol::{Service, serve};
 use crate::repo::RepoName;
@@ -38,7 +38,14 @@ pub(super) async fn handle(
     // A repository or server too busy for the pack request that follows says so here,
     // where git shows the reason to its user.
     state.admission.check(repo.as_str())?;
-    let v2 = wants_v2(request.headers());
-    let answer = serve::info_refs(&state.repos, &state.options.features, repo, service, v2).await?;
+    let version = protocol_version(request.headers());
+    let answer = serve::info_refs(
+        &state.repos,
+        &state.options.features,
+        repo,
+        service,
+        version,
+    )
+    .await?;
     Ok(for_caller(git_response(answer), &allowed.caller))
 }

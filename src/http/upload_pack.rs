@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use axum::extract::Request;
 use axum::response::Response;
 
-use super::{AppState, Failure, auth, for_caller, git_response, holding, read_limited, wants_v2};
+use super::{
+    AppState, Failure, auth, for_caller, git_response, holding, protocol_version, read_limited,
+};
 use crate::access::Need;
 use crate::protocol::serve;
 use crate::repo::RepoName;
@@ -17,7 +19,7 @@ pub(super) async fn handle(
     request: Request,
 ) -> Result<Response, Failure> {
     let allowed = auth::authorize(state, peer, request.headers(), repo, Need::Read).await?;
-    let v2 = wants_v2(request.headers());
+    let v2 = protocol_version(request.headers()) == crate::protocol::Version::V2;
     let options = &state.options;
     let body = read_limited(request, options.max_negotiation_bytes, &options.connections).await?;
     let permit = state.admission.admit(repo.as_str()).await?;

@@ -46,16 +46,22 @@ fn receive_pack_caps(features: &Features) -> String {
 }
 
 /// The v0 advertisement of `service` for a repository in `manifest` (`None`: a
-/// repository a push will create), with the smart-HTTP preamble when `preamble`.
+/// repository a push will create), with the smart-HTTP preamble when `preamble`, and
+/// opened by `version 1` when `v1` (as git's upload-pack and receive-pack answer a v1
+/// client).
 pub fn v0(
     service: Service,
     manifest: Option<&Manifest>,
     preamble: bool,
+    v1: bool,
     features: &Features,
 ) -> Bytes {
     let mut w = PktWriter::new();
     if preamble {
         w.line(format!("# service={}", service.name())).flush();
+    }
+    if v1 {
+        w.line("version 1");
     }
     let caps = match service {
         Service::UploadPack => upload_pack_caps(manifest, features),
@@ -140,7 +146,7 @@ mod tests {
                 peeled: Some(oid(c)),
             },
         );
-        let adv = v0(Service::UploadPack, Some(&m), true, &Features::default());
+        let adv = v0(Service::UploadPack, Some(&m), true, false, &Features::default());
         let text = String::from_utf8_lossy(&adv);
         assert!(
             text.starts_with("001e# service=git-upload-pack\n0000"),
@@ -161,7 +167,7 @@ mod tests {
             advertise_session_id: true,
             ..Features::default()
         };
-        let adv = v0(Service::ReceivePack, None, true, &features);
+        let adv = v0(Service::ReceivePack, None, true, false, &features);
         let text = String::from_utf8_lossy(&adv);
         assert!(
             text.contains(&format!("{NULL_ID} capabilities^{{}}\0report-status")),

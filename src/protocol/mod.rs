@@ -58,6 +58,32 @@ impl Service {
     }
 }
 
+/// The protocol version a request asked for with `Git-Protocol: version=<n>` (the
+/// highest one named that this server speaks; v0 when none is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    V0,
+    /// The v0 protocol, its advertisement opened by `version 1`.
+    V1,
+    V2,
+}
+
+impl Version {
+    /// The version asked for by the values of a request's `Git-Protocol` headers.
+    pub fn requested<'a>(values: impl IntoIterator<Item = &'a str>) -> Version {
+        values
+            .into_iter()
+            .flat_map(|v| v.split(':'))
+            .filter_map(|p| match p.trim() {
+                "version=2" => Some(Version::V2),
+                "version=1" => Some(Version::V1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(Version::V0)
+    }
+}
+
 /// The `agent=` value this server announces.
 pub fn agent() -> String {
     format!("stowage/{}", env!("CARGO_PKG_VERSION"))
@@ -345,6 +371,18 @@ fn tokio_stream_from<T: Send + 'static>(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_highest_version_asked_for_is_spoken() {
+        assert_eq!(Version::requested([]), Version::V0);
+        assert_eq!(Version::requested(["version=1"]), Version::V1);
+        assert_eq!(Version::requested(["version=1:version=2"]), Version::V2);
+        assert_eq!(
+            Version::requested(["object-format=sha1", "version=1"]),
+            Version::V1
+        );
+        assert_eq!(Version::requested(["version=3"]), Version::V0);
+    }
 
     #[tokio::test]
     async fn a_silent_pack_gets_keepalives_on_the_side_band() {

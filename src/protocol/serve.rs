@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::pktline::PktWriter;
 use super::{
-    BadRequest, Body, Features, Framing, RequestLimits, Service, advertise, receive_pack,
+    BadRequest, Body, Features, Framing, RequestLimits, Service, Version, advertise, receive_pack,
     upload_pack, v2,
 };
 use crate::metrics::{ReasonLabel, ResultLabel, record};
@@ -106,9 +106,9 @@ pub async fn info_refs(
     features: &Features,
     repo: &RepoName,
     service: Service,
-    v2: bool,
+    version: Version,
 ) -> Result<Answer, Refusal> {
-    if service == Service::UploadPack && v2 {
+    if service == Service::UploadPack && version == Version::V2 {
         // The v2 capabilities name no ref, so the manifest is not read: the client's
         // next request (ls-refs or fetch) reads it, and answers a missing repository.
         return Ok(Answer::whole(
@@ -121,11 +121,14 @@ pub async fn info_refs(
         return Err(Refusal::NotFound(repo.clone()));
     }
     let manifest = snapshot.as_ref().map(|s| &s.manifest);
-    let body = match (service, v2) {
-        (Service::UploadPack, true) => advertise::v2_capabilities(features),
-        // git http-backend leaves out the preamble when a v2 client asks receive-pack.
-        (Service::ReceivePack, true) => advertise::v0(service, manifest, false, features),
-        (_, false) => advertise::v0(service, manifest, true, features),
+    let body = match (service, version) {
+        (Service::UploadPack, Version::V2) => advertise::v2_capabilities(features),
+        // git http-backend leaves out the preamble when a v2 client asks receive-pack
+        // (which speaks v0 to it: push has no v2).
+        (Service::ReceivePack, Version::V2) => {
+            advertise::v0(service, manifest, false, false, features)
+        }
+        (_, version) => advertise::v0(service, manifest, true, version == Version::V1, features),
     };
     let content_type = match service {
         Service::UploadPack => UPLOAD_ADVERTISEMENT,
