@@ -263,6 +263,10 @@ struct WebhookArgs {
     /// redeliver`).
     #[arg(long, value_name = "N", default_value_t = 10)]
     webhook_sweep_secs: u64,
+    /// How long ended deliveries (and their attempts) are kept for `stowage hook
+    /// deliveries`.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    webhook_keep_days: u64,
 }
 
 /// HTTPS without a proxy (README, "HTTPS").
@@ -1127,6 +1131,9 @@ async fn main() -> anyhow::Result<()> {
                     ),
                     sweep_every: std::time::Duration::from_secs(
                         args.webhooks.webhook_sweep_secs.max(1),
+                    ),
+                    keep_for: std::time::Duration::from_secs(
+                        args.webhooks.webhook_keep_days.max(1) * 24 * 3600,
                     ),
                     ..Default::default()
                 },

@@ -9,7 +9,7 @@
 //! instance claims a delivery by compare-and-swap before each attempt; failed
 //! attempts are retried with exponential backoff (1 s doubling, at most an hour apart)
 //! until `--webhook-retry-hours` have passed. A queue object goes once every delivery
-//! of its event has ended.
+//! of its event has ended; ended deliveries are kept for `--webhook-keep-days`.
 //!
 //! Hook URLs are reached through [`send`], which refuses non-public destinations.
 
@@ -58,6 +58,8 @@ pub struct WebhookConfig {
     /// The wait before the first retry; it doubles with each one, up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long ended deliveries are kept (`--webhook-keep-days`).
+    pub keep_for: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -69,6 +71,7 @@ impl Default for WebhookConfig {
             sweep_every: Duration::from_secs(10),
             first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(3600),
+            keep_for: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -263,6 +266,17 @@ impl Webhooks {
                 ));
             }
             store.delete(key).await?;
+            // An event ended: deliveries past their keeping time go.
+            let before = now_ms().saturating_sub(self.inner.config.keep_for.as_millis() as u64);
+            match outbox::prune(store, &repo, before).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(repo = %repo, deliveries = n, "old webhook deliveries pruned")
+                }
+                Err(e) => {
+                    tracing::warn!(repo = %repo, error = %e, "pruning webhook deliveries failed")
+                }
+            }
             return Ok(None);
         }
         let places = tokio::sync::Semaphore::new(PARALLEL_ATTEMPTS);

@@ -242,6 +242,50 @@ pub async fn list(
     Ok(found)
 }
 
+/// When the event a delivery id names was pushed, in milliseconds since the Unix epoch
+/// (event ids begin with the time in hex nanoseconds).
+pub fn pushed_at(id: &str) -> Option<u64> {
+    let nanos = id.split(['-', '.']).next()?;
+    u128::from_str_radix(nanos, 16)
+        .ok()
+        .map(|n| (n / 1_000_000) as u64)
+}
+
+/// Deletes the ended deliveries of `repo` whose events are older than `before`
+/// (milliseconds since the Unix epoch); returns how many. Keys sort by age, so only the
+/// old ones are read.
+pub async fn prune(
+    store: &dyn ObjectStore,
+    repo: &RepoName,
+    before: u64,
+) -> Result<usize, HookError> {
+    let metas: Vec<_> = store.list(&prefix(repo)).try_collect().await?;
+    let mut pruned = 0;
+    for meta in metas {
+        let Some(id) = meta
+            .key
+            .as_str()
+            .rsplit('/')
+            .next()
+            .and_then(|name| name.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if pushed_at(id).is_none_or(|at| at >= before) {
+            continue;
+        }
+        match read(store, &meta.key).await? {
+            Some(found) if found.delivery.status == Status::Pending => {}
+            Some(_) => {
+                store.delete(&meta.key).await?;
+                pruned += 1;
+            }
+            None => {}
+        }
+    }
+    Ok(pruned)
+}
+
 /// Makes a delivery pending again (due now, with a new retry time), and queues it so
 /// that whichever instance looks next sends it. Returns it as it now is.
 pub async fn redeliver(
@@ -307,4 +351,66 @@ impl QueueEntry {
 /// Every queue object: key and when it was written.
 pub async fn queued(store: &dyn ObjectStore) -> Result<Vec<stowage_store::ObjectMeta>, StoreError> {
     store.list(QUEUE_PREFIX).try_collect().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stowage_store::MemoryStore;
+
+    fn delivery(repo: &str, pushed_ms: u64, status: Status) -> Delivery {
+        let event = format!("{:x}-1-0", u128::from(pushed_ms) * 1_000_000);
+        Delivery {
+            id: delivery_id(&event, "0a1b2c3d", 0),
+            event,
+            repo: repo.into(),
+            hook: "0a1b2c3d".into(),
+            ref_name: "refs/heads/main".into(),
+            kind: "push".into(),
+            created: pushed_ms,
+            give_up_at: pushed_ms + 1,
+            status,
+            next_at: pushed_ms,
+            lease: None,
+            attempts: Vec::new(),
+            tries: 0,
+            since: 0,
+            reason: None,
+            body: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ended_deliveries_past_their_time_are_pruned_and_no_others() {
+        let store = MemoryStore::new();
+        let repo = RepoName::new("org/app").expect("name");
+        let day = 24 * 3600 * 1000;
+        let now = 100 * day;
+        let old_done = delivery("org/app", now - 40 * day, Status::Delivered);
+        let old_failed = delivery("org/app", now - 31 * day, Status::Failed);
+        let old_pending = delivery("org/app", now - 35 * day, Status::Pending);
+        let young = delivery("org/app", now - day, Status::Delivered);
+        for d in [&old_done, &old_failed, &old_pending, &young] {
+            create(&store, d).await.expect("create");
+        }
+        assert_eq!(pushed_at(&old_done.id), Some(now - 40 * day));
+        let pruned = prune(&store, &repo, now - 30 * day).await.expect("prune");
+        assert_eq!(pruned, 2);
+        let left: Vec<String> = list(&store, &repo, None, None, None)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(
+            left,
+            [young.id.clone(), old_pending.id.clone()],
+            "newest first"
+        );
+        let newest = list(&store, &repo, None, None, Some(1))
+            .await
+            .expect("list");
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].id, young.id);
+    }
 }

@@ -146,7 +146,13 @@ mod tests {
                 peeled: Some(oid(c)),
             },
         );
-        let adv = v0(Service::UploadPack, Some(&m), true, false, &Features::default());
+        let adv = v0(
+            Service::UploadPack,
+            Some(&m),
+            true,
+            false,
+            &Features::default(),
+        );
         let text = String::from_utf8_lossy(&adv);
         assert!(
             text.starts_with("001e# service=git-upload-pack\n0000"),
