@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
                 .map(|c| (c.name.clone(), Err("refused".into())))
                 .collect(),
             created: false,
+            event: None,
         };
         let _ = report(&answer, request.framing());
     }
