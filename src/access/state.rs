@@ -477,13 +477,14 @@ impl State {
             .filter(move |h| h.events.iter().any(|e| e == event))
     }
 
+    /// Whether any repository has a webhook.
+    pub fn has_webhooks(&self) -> bool {
+        self.repos.values().any(|s| !s.webhooks.is_empty())
+    }
+
     /// The oldest format that holds every field this state uses.
     pub fn needed_format(&self) -> u32 {
-        if self.repos.values().any(|s| !s.webhooks.is_empty()) {
-            2
-        } else {
-            1
-        }
+        if self.has_webhooks() { 2 } else { 1 }
     }
 
     /// Forgets everything about a repository that is being deleted.

@@ -176,16 +176,27 @@ impl Webhooks {
         tokio::spawn(async move { this.sweep().await });
     }
 
-    /// Sweeps the queue every [`WebhookConfig::sweep_every`], forever.
+    /// Sweeps the queue every [`WebhookConfig::sweep_every`], forever (the first
+    /// sweep one interval from now).
     pub async fn sweep_forever(self) {
         loop {
-            self.sweep().await;
             tokio::time::sleep(self.inner.config.sweep_every).await;
+            self.sweep().await;
         }
     }
 
-    /// Starts work on every queue object this instance is not already working on.
+    /// Starts work on every queue object this instance is not already working on. A
+    /// store none of whose repositories has a webhook is not looked at (no request):
+    /// only a push to a repository with one, or a redelivery, queues work.
     pub async fn sweep(&self) {
+        match self.inner.access.view().await {
+            Ok(view) if !view.state.has_webhooks() => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the access state failed");
+                return;
+            }
+        }
         match outbox::queued(self.inner.repos.store.as_ref()).await {
             Ok(found) => {
                 for meta in found {

@@ -289,6 +289,9 @@ pub async fn serve(
             .into_future(),
         );
     }
+    // Work another instance left (a crash after a push, say) is taken up before the
+    // first request is; then every sweep interval.
+    state.webhooks.sweep().await;
     tokio::spawn(state.webhooks.clone().sweep_forever());
     let app = Router::new().fallback(handle).with_state(state);
     let mut http = hyper::server::conn::http1::Builder::new();
