@@ -874,7 +874,7 @@ async fn run_hook_command(command: HookCommand) -> anyhow::Result<()> {
                 Some(limit),
             )
             .await?;
-            for d in &found {
+            for d in found.iter().map(|r| &r.delivery) {
                 let last = d.attempts.last();
                 println!(
                     "{}\t{}\t{}\t{}\t{} attempts\t{}",

@@ -405,17 +405,28 @@ impl State {
     }
 
     pub fn unprotect(&mut self, repo: &RepoName, pattern: &str) -> Result<(), AccessError> {
-        let list = &mut self.settings_mut(repo).protections;
-        let before = list.len();
-        list.retain(|p| p.pattern != pattern);
-        let removed = list.len() != before;
+        let missing = || format!("{repo} has no protection {pattern:?}");
+        self.remove_setting(repo, missing, |s| {
+            let before = s.protections.len();
+            s.protections.retain(|p| p.pattern != pattern);
+            s.protections.len() != before
+        })
+    }
+
+    /// Applies `remove` to a repository's settings; `Err(NotFound)` with `missing`'s
+    /// words when it removed nothing.
+    fn remove_setting(
+        &mut self,
+        repo: &RepoName,
+        missing: impl FnOnce() -> String,
+        remove: impl FnOnce(&mut RepoSettings) -> bool,
+    ) -> Result<(), AccessError> {
+        let removed = remove(self.settings_mut(repo));
         self.tidy(repo);
         if removed {
             Ok(())
         } else {
-            Err(AccessError::NotFound(format!(
-                "{repo} has no protection {pattern:?}"
-            )))
+            Err(AccessError::NotFound(missing()))
         }
     }
 
@@ -450,18 +461,21 @@ impl State {
     }
 
     pub fn remove_webhook(&mut self, repo: &RepoName, id: &str) -> Result<(), AccessError> {
-        let list = &mut self.settings_mut(repo).webhooks;
-        let before = list.len();
-        list.retain(|h| h.id != id);
-        let removed = list.len() != before;
-        self.tidy(repo);
-        if removed {
-            Ok(())
-        } else {
-            Err(AccessError::NotFound(format!(
-                "{repo} has no webhook {id:?}"
-            )))
-        }
+        let missing = || format!("{repo} has no webhook {id:?}");
+        self.remove_setting(repo, missing, |s| {
+            let before = s.webhooks.len();
+            s.webhooks.retain(|h| h.id != id);
+            s.webhooks.len() != before
+        })
+    }
+
+    /// Webhook `id` of `repo`.
+    pub fn webhook(&self, repo: &RepoName, id: &str) -> Option<&Webhook> {
+        self.repos
+            .get(repo.as_str())?
+            .webhooks
+            .iter()
+            .find(|h| h.id == id)
     }
 
     /// The webhooks of `repo` that want `event`.

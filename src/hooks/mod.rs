@@ -255,9 +255,9 @@ impl Webhooks {
             None => Expansion::NotListed,
         };
         let deliveries = outbox::list(store, &repo, Some(&entry.event), None, None).await?;
-        let pending: Vec<&Delivery> = deliveries
+        let pending: Vec<&outbox::Read> = deliveries
             .iter()
-            .filter(|d| d.status == Status::Pending)
+            .filter(|r| r.delivery.status == Status::Pending)
             .collect();
         if pending.is_empty() {
             let young = found
@@ -291,9 +291,9 @@ impl Webhooks {
             return Ok(None);
         }
         let places = tokio::sync::Semaphore::new(PARALLEL_ATTEMPTS);
-        let attempts = pending.iter().map(|d| async {
+        let attempts = pending.iter().map(|read| async {
             let _place = places.acquire().await;
-            self.attempt(&repo, &d.id).await
+            self.attempt(&repo, (*read).clone()).await
         });
         let mut due: Option<u64> = None;
         for next in futures::future::join_all(attempts).await {
@@ -317,6 +317,7 @@ impl Webhooks {
         let Some(listed) = snapshot.manifest.events.iter().find(|e| e.id == push.id) else {
             return Ok(Expansion::NotListed);
         };
+        let moved = listed.refs.clone();
         let view = self.inner.access.view().await?;
         let info = payload::RepoInfo {
             name: repo.to_string(),
@@ -333,7 +334,7 @@ impl Webhooks {
         let retry_for = self.inner.config.retry_for.as_millis() as u64;
         for hook in view.state.webhooks_for(repo, "push") {
             for (n, update) in push.refs.iter().enumerate() {
-                if !listed.refs.contains(&update.name) {
+                if !moved.contains(&update.name) {
                     continue;
                 }
                 let delivery = Delivery {
@@ -357,19 +358,24 @@ impl Webhooks {
                 outbox::create(repos.store.as_ref(), &delivery).await?;
             }
         }
-        Ok(match self.unlist(repo, &push.id).await? {
+        Ok(match self.unlist(repo, &push.id, snapshot).await? {
             true => Expansion::Made,
             false => Expansion::StillListed,
         })
     }
 
-    /// Takes event `id` off the repository's manifest, by compare-and-swap. Returns
-    /// whether it is off.
-    async fn unlist(&self, repo: &RepoName, id: &str) -> Result<bool, HookError> {
+    /// Takes event `id` off the repository's manifest (as read in `snapshot`, then
+    /// afresh), by compare-and-swap. Returns whether it is off.
+    async fn unlist(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        snapshot: crate::repo::Snapshot,
+    ) -> Result<bool, HookError> {
         let edited = self
             .inner
             .repos
-            .edit_manifest(repo, None, crate::repo::MAX_EDITS, |m| {
+            .edit_manifest(repo, Some(snapshot), crate::repo::MAX_EDITS, |m| {
                 let before = m.events.len();
                 m.events.retain(|e| e.id != id);
                 m.events.len() != before
@@ -378,35 +384,24 @@ impl Webhooks {
         Ok(edited != crate::repo::Edited::Contended)
     }
 
-    /// One attempt at a delivery, if it is due and no other instance holds it. Returns
-    /// when it is due next if it is still pending.
-    async fn attempt(&self, repo: &RepoName, id: &str) -> Result<Option<u64>, HookError> {
+    /// One attempt at a delivery (as `read` when listed), if it is due and no other
+    /// instance holds it. Returns when it is due next if it is still pending.
+    async fn attempt(&self, repo: &RepoName, read: outbox::Read) -> Result<Option<u64>, HookError> {
         let store = self.inner.repos.store.as_ref();
-        let key = outbox::key(repo, id);
+        let key = outbox::key(repo, &read.delivery.id);
         let me = self.inner.instance.clone();
         let config = &self.inner.config;
-        let Some(read) = outbox::read(store, &key).await? else {
-            return Ok(None);
-        };
-        if read.delivery.status != Status::Pending {
-            return Ok(None);
-        }
         // The hook (its URL and secret) before the claim, so that the claim's time is
         // the attempt's; a hook this instance's view lacks is looked for afresh (it may
         // be newer than the view) before the delivery is given up.
-        let find = |view: &crate::access::View| {
-            view.state
-                .settings(repo)
-                .webhooks
-                .into_iter()
-                .find(|h| h.id == read.delivery.hook)
-        };
+        let find =
+            |view: &crate::access::View| view.state.webhook(repo, &read.delivery.hook).cloned();
         let hook = match find(&*self.inner.access.view().await?) {
             Some(hook) => Some(hook),
             None => find(&*self.inner.access.reload().await?),
         };
         let Some(hook) = hook else {
-            outbox::update(store, &key, |d| {
+            outbox::update(store, &key, Some(read), |d| {
                 if d.status != Status::Pending {
                     return false;
                 }
@@ -421,7 +416,7 @@ impl Webhooks {
         let started = now_ms();
         let lease_for = (config.timeout + LEASE_MARGIN).as_millis() as u64;
         let mut later = None;
-        let claimed = outbox::update(store, &key, |d| {
+        let claimed = outbox::update(store, &key, Some(read), |d| {
             later = None;
             if d.status != Status::Pending {
                 return false;
@@ -494,7 +489,7 @@ impl Webhooks {
         };
         let ended = now_ms();
         let (first, max) = (config.first_backoff, config.max_backoff);
-        let finished = outbox::update(store, &key, |d| {
+        let finished = outbox::update(store, &key, None, |d| {
             if d.attempts
                 .iter()
                 .any(|a| a.at == attempt.at && a.instance == me)

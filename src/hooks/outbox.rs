@@ -184,15 +184,20 @@ pub async fn create(store: &dyn ObjectStore, delivery: &Delivery) -> Result<(), 
 }
 
 /// Changes a delivery by compare-and-swap: `change` is applied to the latest version
-/// (again after each lost race) and returns whether to write. Returns the delivery as
-/// it is after the call, and whether this call wrote it.
+/// (`start` if given, read again after each lost race) and returns whether to write.
+/// Returns the delivery as it is after the call, and whether this call wrote it.
 pub async fn update(
     store: &dyn ObjectStore,
     key: &Key,
+    mut start: Option<Read>,
     mut change: impl FnMut(&mut Delivery) -> bool,
 ) -> Result<Option<(Delivery, bool)>, HookError> {
     for _ in 0..16 {
-        let Some(Read { mut delivery, etag }) = read(store, key).await? else {
+        let current = match start.take() {
+            Some(known) => Some(known),
+            None => read(store, key).await?,
+        };
+        let Some(Read { mut delivery, etag }) = current else {
             return Ok(None);
         };
         if !change(&mut delivery) {
@@ -220,7 +225,7 @@ pub async fn list(
     event: Option<&str>,
     hook: Option<&str>,
     limit: Option<usize>,
-) -> Result<Vec<Delivery>, HookError> {
+) -> Result<Vec<Read>, HookError> {
     let prefix = match event {
         Some(event) => format!("{}{event}.", prefix(repo)),
         None => prefix(repo),
@@ -235,10 +240,13 @@ pub async fn list(
     let mut found = Vec::with_capacity(metas.len());
     for meta in metas {
         if let Some(read) = read(store, &meta.key).await? {
-            found.push(read.delivery);
+            found.push(read);
         }
     }
-    found.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
+    found.sort_by(|a, b| {
+        let (a, b) = (&a.delivery, &b.delivery);
+        (b.created, &b.id).cmp(&(a.created, &a.id))
+    });
     Ok(found)
 }
 
@@ -295,7 +303,7 @@ pub async fn redeliver(
     now: u64,
     retry_for_ms: u64,
 ) -> Result<Option<Delivery>, HookError> {
-    let Some((delivery, _)) = update(store, &key(repo, id), |d| {
+    let Some((delivery, _)) = update(store, &key(repo, id), None, |d| {
         d.status = Status::Pending;
         d.next_at = now;
         d.give_up_at = now + retry_for_ms;
@@ -400,7 +408,7 @@ mod tests {
             .await
             .expect("list")
             .into_iter()
-            .map(|d| d.id)
+            .map(|r| r.delivery.id)
             .collect();
         assert_eq!(
             left,
@@ -411,6 +419,6 @@ mod tests {
             .await
             .expect("list");
         assert_eq!(newest.len(), 1);
-        assert_eq!(newest[0].id, young.id);
+        assert_eq!(newest[0].delivery.id, young.id);
     }
 }

@@ -551,17 +551,12 @@ async fn hooks(
         )
     };
     let hook_of = |id: &str| {
-        view.state
-            .settings(name)
-            .webhooks
-            .into_iter()
-            .find(|h| h.id == id)
-            .ok_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    format!("{name} has no webhook {id:?}"),
-                )
-            })
+        view.state.webhook(name, id).ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("{name} has no webhook {id:?}"),
+            )
+        })
     };
     let delivery_of = |hook: &str, id: &str| {
         outbox::check_id(id).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
@@ -622,7 +617,10 @@ async fn hooks(
             let found = outbox::list(store, name, None, Some(id), Some(100))
                 .await
                 .map_err(internal)?;
-            let shown: Vec<Value> = found.iter().map(|d| delivery_json(d, false)).collect();
+            let shown: Vec<Value> = found
+                .iter()
+                .map(|r| delivery_json(&r.delivery, false))
+                .collect();
             Ok(reply(StatusCode::OK, Value::Array(shown)))
         }
         (Method::GET, [id, "deliveries", delivery]) => {
