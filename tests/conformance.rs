@@ -155,6 +155,36 @@ fn filter_combine() {
     });
 }
 
+#[test]
+fn filter_sparse() {
+    conform("filter_sparse", |side| {
+        let src = published(side);
+        side.commit(&src, ".sparse", "big*\n!big7.bin\n", 10);
+        side.publish(&src, &["main"]);
+        let root = side.root();
+        let url = side.url();
+        for (name, spec) in [
+            ("sparse", "--filter=sparse:oid=main:.sparse"),
+            (
+                "combined",
+                "--filter=combine:sparse%3Aoid%3Dmain%3A.sparse+blob:limit=7k",
+            ),
+        ] {
+            let args = [
+                "-c",
+                "protocol.version=2",
+                "clone",
+                "--no-checkout",
+                spec,
+                &url,
+                name,
+            ];
+            side.traced(name, &root, &args);
+            side.results(name, &root.join(name));
+        }
+    });
+}
+
 /// `-c protocol.version=<v>`.
 fn pv(version: &str) -> String {
     format!("protocol.version={version}")

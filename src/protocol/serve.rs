@@ -176,10 +176,19 @@ async fn limits(
     deepen: &upload_pack::Deepen,
     filter: Option<&str>,
 ) -> Result<(ShallowUpdate, WalkLimits), Refusal> {
-    let filter = match filter {
+    let mut filter = match filter {
         Some(spec) => Filter::parse(spec).map_err(Refusal::Git)?,
         None => Filter::None,
     };
+    if !filter.sparse_mut().is_empty() {
+        let (odb, manifest) = (odb.clone(), manifest.clone());
+        filter = tokio::task::spawn_blocking(move || {
+            fetch::read_sparse_patterns(&odb, &manifest, &mut filter).map(|()| filter)
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(|e| Refusal::Git(format!("upload-pack: {e}")))?;
+    }
     // The client may name shallow commits this repository does not have (made from
     // another remote); only known ones matter.
     let client_shallow: HashSet<_> = shallows
@@ -316,6 +325,20 @@ async fn negotiation(
         wanted.filter,
     )
     .await?;
+    // A sparse filter's blob is read only where the client may fetch it.
+    let patterns: Vec<_> = limits
+        .filter
+        .sparse()
+        .iter()
+        .filter_map(|s| s.blob)
+        .collect();
+    if let Some(id) = repos
+        .unserved_wants(repo, snapshot, &odb, &patterns)
+        .await?
+        .first()
+    {
+        return Err(Refusal::Git(format!("upload-pack: not our ref {id}")));
+    }
     let common = fetch::common_haves(&odb, wanted.haves);
     let can_give_up = !wanted.done && can_give_up(&odb, wanted.wants, &common).await?;
     Ok(Negotiation {

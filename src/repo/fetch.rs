@@ -60,6 +60,72 @@ pub fn resolve_ref(manifest: &Manifest, name: &str) -> Option<ObjectId> {
     .find_map(|full| manifest.refs.get(full).map(|r| r.id))
 }
 
+/// Reads the patterns of each `sparse:oid=` filter of `filter` from the blob it names:
+/// an object id, or `<rev>:<path>` with `<rev>` a ref (as `deepen-not` names one) or a
+/// commit id. `Err` is the refusal git shows its user.
+pub fn read_sparse_patterns(
+    odb: &Odb,
+    manifest: &Manifest,
+    filter: &mut Filter,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    for sparse in filter.sparse_mut() {
+        let unable = || format!("unable to access sparse blob in '{}'", sparse.name);
+        let blob = sparse_blob(odb, manifest, &sparse.name)
+            .map_err(|e| format!("{}: {e}", unable()))?
+            .ok_or_else(unable)?;
+        let unparsable = || format!("unable to parse sparse filter data in {blob}");
+        match odb.size(&blob).map_err(|e| e.to_string())? {
+            Some(size) if size <= super::sparse::MAX_BYTES as u64 => {}
+            Some(_) => {
+                return Err(format!(
+                    "{}: larger than {} bytes",
+                    unparsable(),
+                    super::sparse::MAX_BYTES
+                ));
+            }
+            None => return Err(unable()),
+        }
+        match odb.read(&blob, &mut buf).map_err(|e| e.to_string())? {
+            Some(gix_object::Kind::Blob) => {}
+            _ => return Err(unparsable()),
+        }
+        sparse.blob = Some(blob);
+        sparse.patterns = Arc::new(super::sparse::Patterns::parse(&buf));
+    }
+    Ok(())
+}
+
+/// The object a `sparse:oid=` blob-ish names, if the repository has it.
+fn sparse_blob(
+    odb: &Odb,
+    manifest: &Manifest,
+    name: &str,
+) -> Result<Option<ObjectId>, super::OdbError> {
+    let Some((rev, path)) = name.split_once(':') else {
+        return Ok(ObjectId::from_hex(name.as_bytes())
+            .ok()
+            .filter(|id| odb.contains(id)));
+    };
+    let tip = match resolve_ref(manifest, rev) {
+        Some(id) => id,
+        None => match ObjectId::from_hex(rev.as_bytes()) {
+            Ok(id) if odb.contains(&id) => id,
+            _ => return Ok(None),
+        },
+    };
+    let mut buf = Vec::new();
+    let tree = match super::walk::peel(odb, tip)? {
+        (commit, gix_object::Kind::Commit) => {
+            super::odb::read_required(odb, &commit, &mut buf)?;
+            super::walk::parse_commit(commit, &buf)?.tree
+        }
+        (tree, gix_object::Kind::Tree) => tree,
+        _ => return Ok(None),
+    };
+    Ok(super::walk::entry_at(odb, tree, path)?.map(|(_, id)| id))
+}
+
 /// The wants the repository does not have, which a request must refuse.
 pub fn unknown_wants(odb: &Odb, wants: &[ObjectId]) -> Vec<ObjectId> {
     wants.iter().filter(|w| !odb.contains(w)).copied().collect()

@@ -25,6 +25,7 @@ pub mod odb;
 pub mod packgen;
 pub mod push;
 pub mod scratch;
+pub mod sparse;
 pub mod walk;
 
 use std::path::PathBuf;

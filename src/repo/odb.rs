@@ -43,6 +43,9 @@ pub enum OdbError {
     /// The client stopped reading; the work was abandoned.
     #[error("the client went away")]
     Cancelled,
+    /// A request that asks for more work than the server does for one.
+    #[error("{0}")]
+    Refused(String),
     #[error("object {id} is not a valid {kind}: {message}")]
     BadObject {
         id: ObjectId,

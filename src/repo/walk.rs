@@ -5,11 +5,13 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 
 use gix_hash::ObjectId;
 use gix_object::Kind;
 
 use super::odb::{LocalPack, ObjectSource, OdbError, read_required};
+use super::sparse::Patterns;
 
 /// The parts of a commit a walk needs.
 #[derive(Debug, Clone)]
@@ -299,8 +301,21 @@ pub enum Filter {
     TreeDepth(u64),
     /// `object:type=<type>`: only objects of this type.
     ObjectType(Kind),
+    /// `sparse:oid=<blob-ish>`: only blobs at paths the sparse-checkout patterns of the
+    /// named blob select (every tree is sent).
+    Sparse(Sparse),
     /// `combine:<a>+<b>...`: only what every filter keeps.
     Combine(Vec<Filter>),
+}
+
+/// A `sparse:oid=` filter: the blob it names, and once read, its patterns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sparse {
+    /// The blob-ish as the client wrote it: an object id or `<rev>:<path>`.
+    pub name: String,
+    /// The blob `name` resolved to.
+    pub blob: Option<ObjectId>,
+    pub patterns: Arc<Patterns>,
 }
 
 impl Filter {
@@ -347,6 +362,16 @@ impl Filter {
         if let Some(depth) = spec.strip_prefix("tree:") {
             return depth.parse().map(Filter::TreeDepth).map_err(|_| invalid());
         }
+        if let Some(name) = spec.strip_prefix("sparse:oid=") {
+            if name.is_empty() {
+                return Err(invalid());
+            }
+            return Ok(Filter::Sparse(Sparse {
+                name: name.to_owned(),
+                blob: None,
+                patterns: Arc::new(Patterns::parse(b"")),
+            }));
+        }
         if let Some(kind) = spec.strip_prefix("object:type=") {
             return Kind::from_bytes(kind.as_bytes())
                 .map(Filter::ObjectType)
@@ -354,8 +379,26 @@ impl Filter {
         }
         Err(format!(
             "the filter {spec:?} is not supported by this server (blob:none, blob:limit, \
-             tree, object:type and combine are)"
+             tree, object:type, sparse:oid and combine are)"
         ))
+    }
+
+    /// The `sparse:oid=` filters of this filter, in order.
+    pub fn sparse_mut(&mut self) -> Vec<&mut Sparse> {
+        match self {
+            Filter::Sparse(sparse) => vec![sparse],
+            Filter::Combine(all) => all.iter_mut().flat_map(Filter::sparse_mut).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The `sparse:oid=` filters of this filter, in order.
+    pub fn sparse(&self) -> Vec<&Sparse> {
+        match self {
+            Filter::Sparse(sparse) => vec![sparse],
+            Filter::Combine(all) => all.iter().flat_map(Filter::sparse).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Whether a commit or tag is sent.
@@ -387,11 +430,13 @@ impl Filter {
         }
     }
 
-    /// Whether a blob `depth` levels below a root tree is sent; `size` reads it.
+    /// Whether a blob `depth` levels below a root tree is sent; `size` reads it,
+    /// `selects` says whether some patterns select its path.
     fn keeps_blob(
         &self,
         depth: u64,
         size: &mut dyn FnMut() -> Result<u64, OdbError>,
+        selects: &dyn Fn(&Patterns) -> bool,
     ) -> Result<bool, OdbError> {
         Ok(match self {
             Filter::None => true,
@@ -399,9 +444,10 @@ impl Filter {
             Filter::BlobLimit(limit) => size()? < *limit,
             Filter::TreeDepth(n) => depth < *n,
             Filter::ObjectType(t) => *t == Kind::Blob,
+            Filter::Sparse(sparse) => selects(&sparse.patterns),
             Filter::Combine(all) => {
                 for f in all {
-                    if !f.keeps_blob(depth, size)? {
+                    if !f.keeps_blob(depth, size, selects)? {
                         return Ok(false);
                     }
                 }
@@ -627,43 +673,139 @@ pub fn objects_to_send_and_edge(
         }
     }
     // Trees and blobs breadth first, so each is first met at its smallest depth below
-    // a root tree (which `tree:<depth>` filters by).
-    let mut queue: std::collections::VecDeque<(ObjectId, bool, u64)> = roots
+    // a root tree (which `tree:<depth>` filters by). Under `sparse:oid=` filters what
+    // is sent depends on paths: a tree is walked at every path it is met at (as git
+    // walks it), and each entry carries its directory's decisions, a bit a pattern set.
+    let sparse: Vec<&Patterns> = filter.sparse().iter().map(|s| &*s.patterns).collect();
+    let mut queue: std::collections::VecDeque<Met> = roots
         .into_iter()
-        .map(|(id, is_tree)| (id, is_tree, 0))
+        .map(|(id, is_tree)| Met::root(id, is_tree))
         .collect();
     queue.extend(
         result_commits
             .iter()
-            .map(|id| (commits[id].0.tree, true, 0)),
+            .map(|id| Met::root(commits[id].0.tree, true)),
     );
-    let mut visited: HashSet<ObjectId> = HashSet::new();
-    while let Some((id, is_tree, depth)) = queue.pop_front() {
-        if excluded.contains(&id) || sent.contains(&id) || !visited.insert(id) {
+    let mut visited: HashSet<(ObjectId, Vec<u8>)> = HashSet::new();
+    let (mut walked, mut distinct) = (0usize, HashSet::new());
+    while let Some(met) = queue.pop_front() {
+        let Met {
+            id,
+            is_tree,
+            depth,
+            path,
+            selected,
+        } = met;
+        if excluded.contains(&id) || (sent.contains(&id) && (!is_tree || sparse.is_empty())) {
             continue;
         }
+        if (is_tree || sparse.is_empty()) && !visited.insert((id, path.clone())) {
+            continue;
+        }
+        let selected = decide(&sparse, &path, is_tree, selected);
+        let selects = |patterns: &Patterns| {
+            sparse
+                .iter()
+                .position(|p| std::ptr::eq(*p, patterns))
+                .is_some_and(|i| selected >> i & 1 == 1)
+        };
         let keep = provided.contains(&id)
             || if is_tree {
                 filter.keeps_tree(depth)
             } else {
-                filter.keeps_blob(depth, &mut || {
-                    source.size(&id)?.ok_or(OdbError::Missing(id))
-                })?
+                filter.keeps_blob(
+                    depth,
+                    &mut || source.size(&id)?.ok_or(OdbError::Missing(id)),
+                    &selects,
+                )?
             };
-        if keep {
-            sent.insert(id);
+        if keep && sent.insert(id) {
             out.push(id);
         }
         if is_tree && filter.reaches(depth + 1) {
+            if !sparse.is_empty() {
+                walked += 1;
+                distinct.insert(id);
+                if walked > MAX_PATH_WALKS + 16 * distinct.len() {
+                    return Err(OdbError::Refused(format!(
+                        "the sparse filter meets the same trees at too many paths \
+                         ({walked} walks of {} trees)",
+                        distinct.len()
+                    )));
+                }
+            }
             read_required(source, &id, &mut buf)?;
-            queue.extend(
-                tree_children(id, &buf)?
-                    .into_iter()
-                    .map(|(child, is_tree)| (child, is_tree, depth + 1)),
-            );
+            for (child, is_tree, name) in tree_entries(id, &buf)? {
+                let path = if sparse.is_empty() {
+                    Vec::new()
+                } else if path.is_empty() {
+                    name
+                } else {
+                    [&path[..], b"/", &name].concat()
+                };
+                queue.push_back(Met {
+                    id: child,
+                    is_tree,
+                    depth: depth + 1,
+                    path,
+                    selected,
+                });
+            }
         }
     }
     Ok((out, excluded))
+}
+
+/// A tree or blob met by the walk of [`objects_to_send`].
+struct Met {
+    id: ObjectId,
+    is_tree: bool,
+    /// Levels below a root tree (a root tree is at 0).
+    depth: u64,
+    /// Its path from the root tree, when a `sparse:oid=` filter needs it.
+    path: Vec<u8>,
+    /// Its directory's decision for each pattern set of the filter, a bit each.
+    selected: u32,
+}
+
+impl Met {
+    fn root(id: ObjectId, is_tree: bool) -> Self {
+        Met {
+            id,
+            is_tree,
+            depth: 0,
+            path: Vec::new(),
+            selected: 0,
+        }
+    }
+}
+
+/// How many trees the walk of a `sparse:oid=` filter may read beyond 16 times the
+/// distinct ones: one tree met at many paths (crafted to double them at each level)
+/// would otherwise make a fetch walk without bound.
+const MAX_PATH_WALKS: usize = 1 << 20;
+
+/// The decisions at `path` of each pattern set (a bit each), where no pattern decides
+/// taking the decision of the directory, `inherited`.
+fn decide(sparse: &[&Patterns], path: &[u8], is_dir: bool, inherited: u32) -> u32 {
+    sparse.iter().enumerate().fold(0, |bits, (i, patterns)| {
+        let selected = patterns
+            .decide(path, is_dir)
+            .unwrap_or(inherited >> i & 1 == 1);
+        bits | (u32::from(selected) << i)
+    })
+}
+
+/// Like [`tree_children`], with each entry's name.
+fn tree_entries(id: ObjectId, data: &[u8]) -> Result<Vec<(ObjectId, bool, Vec<u8>)>, OdbError> {
+    let tree = gix_object::TreeRef::from_bytes(data, gix_hash::Kind::Sha1)
+        .map_err(|e| bad(id, Kind::Tree, e))?;
+    Ok(tree
+        .entries
+        .iter()
+        .filter(|e| !e.mode.is_commit())
+        .map(|e| (e.oid.to_owned(), e.mode.is_tree(), e.filename.to_vec()))
+        .collect())
 }
 
 /// Marks `id` and every ancestor already known to the walk uninteresting, keeping the
@@ -1018,6 +1160,113 @@ mod tests {
         );
     }
 
+    /// A tree body of `(name, is_tree, id)` entries.
+    fn tree(entries: &[(&str, bool, ObjectId)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (name, is_tree, id) in entries {
+            let mode = if *is_tree { "40000" } else { "100644" };
+            body.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            body.extend_from_slice(id.as_bytes());
+        }
+        body
+    }
+
+    fn sparse(patterns: &str) -> WalkLimits {
+        WalkLimits {
+            filter: Filter::Sparse(Sparse {
+                name: "patterns".into(),
+                blob: None,
+                patterns: Arc::new(Patterns::parse(patterns.as_bytes())),
+            }),
+            ..WalkLimits::default()
+        }
+    }
+
+    #[test]
+    fn a_sparse_filter_decides_a_tree_at_each_of_its_paths() {
+        // The tree `lib` (blobs 10, 11) sits at `lib` and at `vendor/lib`; only the
+        // second path is selected, and a blob at the root is not.
+        let mut objects = Objects::default();
+        let (lib, vendor) = (id(20), id(21));
+        objects.0.insert(id(10), (Kind::Blob, b"a".to_vec()));
+        objects.0.insert(id(11), (Kind::Blob, b"b".to_vec()));
+        objects.0.insert(id(12), (Kind::Blob, b"c".to_vec()));
+        objects.0.insert(
+            lib,
+            (
+                Kind::Tree,
+                tree(&[("a", false, id(10)), ("b", false, id(11))]),
+            ),
+        );
+        objects
+            .0
+            .insert(vendor, (Kind::Tree, tree(&[("lib", true, lib)])));
+        let root = tree(&[
+            ("lib", true, lib),
+            ("top", false, id(12)),
+            ("vendor", true, vendor),
+        ]);
+        objects.0.insert(id(TREE), (Kind::Tree, root));
+        objects.commit(1, 300, &[]);
+        let sent = |patterns| {
+            let mut ids =
+                objects_to_send(&objects, &[id(1)], &[], &sparse(patterns)).expect("walk");
+            ids.sort();
+            ids
+        };
+        let trees = [id(1), lib, vendor, id(TREE)];
+        let with = |blobs: &[u8]| {
+            let mut ids: Vec<_> = trees
+                .iter()
+                .copied()
+                .chain(blobs.iter().map(|&n| id(n)))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            sent("/vendor/\n"),
+            with(&[10, 11]),
+            "every tree, the selected blobs"
+        );
+        assert_eq!(sent("/vendor/\n!b\n"), with(&[10]));
+        assert_eq!(sent("/*\n!/*/\n"), with(&[12]), "cone: only root files");
+        assert_eq!(sent(""), with(&[]));
+    }
+
+    #[test]
+    fn a_tree_met_at_too_many_paths_is_refused() {
+        // Each level holds the one below twice: 2^24 paths to walk for 25 trees.
+        let mut objects = Objects::default();
+        objects.0.insert(id(0), (Kind::Blob, b"x".to_vec()));
+        let mut below = (id(0), false);
+        for level in 0..24u8 {
+            let body = tree(&[("a", below.1, below.0), ("b", below.1, below.0)]);
+            let tree_id = ObjectId::from_bytes_or_panic(&[
+                level, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+            ]);
+            objects.0.insert(tree_id, (Kind::Tree, body));
+            below = (tree_id, true);
+        }
+        objects
+            .0
+            .insert(id(TREE), (Kind::Tree, tree(&[("top", true, below.0)])));
+        objects.commit(1, 300, &[]);
+        match objects_to_send(&objects, &[id(1)], &[], &sparse("*.txt\n")) {
+            Err(OdbError::Refused(message)) => {
+                assert!(message.contains("too many paths"), "{message}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Without a sparse filter each tree is walked once.
+        assert_eq!(
+            objects_to_send(&objects, &[id(1)], &[], &WalkLimits::default())
+                .expect("walk")
+                .len(),
+            27
+        );
+    }
+
     #[test]
     fn parses_filter_specs() {
         assert_eq!(Filter::parse("blob:none"), Ok(Filter::BlobNone));
@@ -1039,7 +1288,7 @@ mod tests {
             "blob:limit=x",
             "tree:-1",
             "object:type=file",
-            "sparse:oid=abc",
+            "sparse:oid=",
             "combine:%zz",
         ] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
