@@ -86,6 +86,10 @@ struct Gc {
     /// those packs at that moment fail.
     #[arg(long, conflicts_with = "geometric")]
     prune_now: bool,
+    /// Also store a pack of everything of at least this many bytes as a git bundle,
+    /// for servers run with `--bundle-uri`.
+    #[arg(long, value_name = "N")]
+    bundle_min_bytes: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +153,24 @@ struct Serve {
     /// Advertise a session id per answer (git's `transfer.advertiseSID`).
     #[arg(long)]
     advertise_session_id: bool,
+    /// In a protocol v2 full clone of a client that asks for them
+    /// (`fetch.uriProtocols`), point at stored packs by signed link to the store instead
+    /// of streaming them (git's `uploadpack.blobPackfileUri`). Needs a store that signs
+    /// links (S3).
+    #[arg(long)]
+    packfile_uris: bool,
+    /// Write a git bundle beside each large pack compaction makes, and advertise them
+    /// by signed link to protocol v2 clients that take bundle URIs
+    /// (`transfer.bundleURI`). Needs a store that signs links (S3).
+    #[arg(long)]
+    bundle_uri: bool,
+    /// Smallest stored pack given by link (`--packfile-uris`), and smallest compacted
+    /// pack given a bundle (`--bundle-uri`).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    offload_min_bytes: u64,
+    /// How long a link of `--packfile-uris` or `--bundle-uri` is good for.
+    #[arg(long, value_name = "N", default_value_t = 3600)]
+    offload_link_secs: u64,
     /// Do not compact repositories in the background after pushes.
     #[arg(long)]
     no_background_compaction: bool,
@@ -383,6 +405,9 @@ enum Repo {
         /// Anyone may read it, without credentials.
         #[arg(long)]
         public: bool,
+        /// The hash of its objects, fixed for good: as `git init --object-format`.
+        #[arg(long, value_name = "FORMAT", default_value = "sha1", value_parser = ["sha1", "sha256"])]
+        object_format: String,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -737,12 +762,14 @@ async fn run_access_command(command: Command) -> anyhow::Result<()> {
         Command::Repo(Repo::Create {
             name,
             public,
+            object_format,
             store,
         }) => {
             let name = RepoName::new(&name)?;
+            let format = stowage::repo::hash::kind_named(&object_format).expect("parsed");
             let (repos, access) = managed(&store.store).await?;
-            manage::create_repo(&access, &repos, &name, public, None).await?;
-            println!("created {name}");
+            manage::create_repo(&access, &repos, &name, format, public, None).await?;
+            println!("created {name} ({object_format})");
         }
         Command::Repo(Repo::Delete { name, store }) => {
             let name = RepoName::new(&name)?;
@@ -965,6 +992,7 @@ async fn main() -> anyhow::Result<()> {
                 max_delta_depth: args.limits.max_delta_depth,
                 max_tree_depth: args.limits.max_tree_depth,
                 max_ref_name_bytes: args.limits.max_ref_name_bytes,
+                bundle_min_bytes: args.bundle_uri.then_some(args.offload_min_bytes),
                 pre_receive: args.pre_receive_hook.clone().map(|path| {
                     stowage::repo::hook::PreReceive {
                         path,
@@ -1009,6 +1037,19 @@ async fn main() -> anyhow::Result<()> {
                 },
             );
             let lfs_direct = lfs_direct(&args.store.store, args.lfs.lfs_direct).await?;
+            let offload = match (&lfs_direct, args.packfile_uris || args.bundle_uri) {
+                (_, false) => None,
+                (None, true) => anyhow::bail!(
+                    "--packfile-uris and --bundle-uri need a store that signs links (S3)"
+                ),
+                (Some(direct), true) => Some(stowage::protocol::Offload {
+                    access: direct.access.clone(),
+                    packfile_uris: args.packfile_uris,
+                    bundle_uri: args.bundle_uri,
+                    min_bytes: args.offload_min_bytes,
+                    lifetime: std::time::Duration::from_secs(args.offload_link_secs.max(1)),
+                }),
+            };
             if let Some(url) = &args.public_url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
@@ -1084,6 +1125,7 @@ async fn main() -> anyhow::Result<()> {
                 features: Features {
                     ref_in_want: args.allow_ref_in_want,
                     advertise_session_id: args.advertise_session_id,
+                    offload,
                 },
                 disk_cache,
                 trust_proxy_user,
@@ -1176,7 +1218,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Gc(args) => {
             let name = RepoName::new(&args.name)?;
-            let repos = repos(&args.store.store, RepoConfig::default(), small_caches()).await?;
+            let config = RepoConfig {
+                bundle_min_bytes: args.bundle_min_bytes,
+                ..RepoConfig::default()
+            };
+            let repos = repos(&args.store.store, config, small_caches()).await?;
             let grace = std::time::Duration::from_secs(args.grace_secs);
             let report_pruned = |done: &maintenance::Pruned| {
                 println!(

@@ -18,7 +18,7 @@ on_every_backend!(
     a_pack_must_be_closed_over_the_repository,
     refs_cannot_be_file_and_directory,
     v2_object_info,
-    sha256_push_is_refused,
+    other_format_push_is_refused,
 );
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -402,21 +402,34 @@ fn v2_object_info(backend: Backend) {
     assert!(text.contains(&format!("{unknown} \n")), "{text}");
 }
 
-fn sha256_push_is_refused(backend: Backend) {
+/// A push whose commands are in the other object format than the repository's is
+/// refused by the server too (git's client refuses it first, from the advertisement).
+fn other_format_push_is_refused(backend: Backend) {
     let server = Server::start(&backend);
     let sb = Sandbox::new();
-    let src = sb.path("sha256");
-    std::fs::create_dir_all(&src).expect("dir");
-    sb.git(&src, &["init", "-q", "--object-format=sha256"]);
-    sb.commit(&src, "a.txt", "a\n", "first");
-    let out = sb.git_output(&src, &["push", &server.url("wide.git"), "main"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("does not support this repository's hash algorithm"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (status, _) = get(&server.url("wide.git/info/refs?service=git-upload-pack"));
-    assert_eq!(status, 404, "no repository was created");
+    let src = seeded(&sb, &server);
+    let before = ls_remote(&sb, &server.url("demo.git"));
+    let wide = "1".repeat(64);
+    let zero = "0".repeat(64);
+    let url = server.url("demo.git/git-receive-pack");
+    for (caps, says) in [
+        (
+            "report-status object-format=sha256",
+            "unsupported object format 'sha256'",
+        ),
+        ("report-status", "does not use object format sha1"),
+        (
+            "report-status object-format=md5",
+            "unsupported object format 'md5'",
+        ),
+    ] {
+        let mut body = pkt(format!("{zero} {wide} refs/heads/wide\0{caps}\n").as_bytes());
+        body.extend_from_slice(b"0000");
+        let (status, answer) = post(&url, "application/x-git-receive-pack-request", &body);
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 200, "{caps}: {text}");
+        assert!(text.contains(says), "{caps}: {text}");
+    }
+    assert_eq!(ls_remote(&sb, &server.url("demo.git")), before);
+    let _ = src;
 }

@@ -4,7 +4,8 @@
 //! same repository (built with fixed dates, so object ids are the same), the traces are
 //! normalised (see [`normalise_trace`]) and compared packet by packet, in both
 //! directions, as are the results: refs, the shallow file, every object in the client
-//! repository and what git prints.
+//! repository and what git prints. Each scenario runs on a sha1 and on a sha256
+//! repository.
 //!
 //! What still differs is listed in [`EXCEPTIONS`], each with its reason; those marked
 //! `STOWAGE-GAP` are differences stowage should close. Any other difference fails the
@@ -549,19 +550,22 @@ struct Step {
 #[derive(Debug)]
 struct Side {
     sb: Sandbox,
+    /// The repository's object format: `sha1` or `sha256`.
+    format: &'static str,
     remote: Remote,
     steps: Vec<Step>,
     traces: usize,
 }
 
 impl Side {
-    fn start(kind: Kind) -> Side {
+    fn start(kind: Kind, format: &'static str) -> Side {
         let sb = Sandbox::new();
         let remote = match kind {
             Kind::Git => {
                 let root = sb.path("served");
                 std::fs::create_dir_all(&root).expect("served dir");
-                sb.git(&root, &["init", "-q", "--bare", REPO]);
+                let format_flag = format!("--object-format={format}");
+                sb.git(&root, &["init", "-q", "--bare", &format_flag, REPO]);
                 // Filters are off by default in git; stowage always serves them.
                 sb.git(
                     &root.join(REPO),
@@ -573,6 +577,7 @@ impl Side {
                 let backend = Backend::fs();
                 let created = common::stowage()
                     .args(["repo", "create", REPO.trim_end_matches(".git")])
+                    .args(["--object-format", format])
                     .args(["--store", &backend.url()])
                     .output()
                     .expect("stowage repo create");
@@ -593,6 +598,7 @@ impl Side {
         };
         Side {
             sb,
+            format,
             remote,
             steps: Vec::new(),
             traces: 0,
@@ -673,7 +679,10 @@ impl Side {
     /// (big ones over 1 KiB), an annotated tag `v1` on main and a lightweight tag `light`
     /// on side. Object ids are fixed.
     fn source(&self) -> PathBuf {
-        let src = self.sb.init_repo("src");
+        let src = self.sb.path("src");
+        std::fs::create_dir_all(&src).expect("dir");
+        let format_flag = format!("--object-format={}", self.format);
+        self.sb.git(&src, &["init", "-q", &format_flag]);
         for day in 1..=3 {
             self.commit(&src, &format!("f{day}.txt"), &format!("v{day}\n"), day);
         }
@@ -780,10 +789,17 @@ fn lines(text: &str, sorted: bool) -> Vec<String> {
 
 /// Runs `scenario` against git http-backend and against stowage and compares what was
 /// recorded, step by step, after [`EXCEPTIONS`].
+/// Runs `scenario` against both servers, on a sha1 and on a sha256 repository (named
+/// `<name>-sha256` for [`Exception::scenario`]), and compares.
 fn conform(name: &str, scenario: impl Fn(&mut Side)) {
-    let mut reference = Side::start(Kind::Git);
+    conform_in("sha1", name, &scenario);
+    conform_in("sha256", &format!("{name}-sha256"), &scenario);
+}
+
+fn conform_in(format: &'static str, name: &str, scenario: &impl Fn(&mut Side)) {
+    let mut reference = Side::start(Kind::Git, format);
     scenario(&mut reference);
-    let mut stowage = Side::start(Kind::Stowage);
+    let mut stowage = Side::start(Kind::Stowage, format);
     scenario(&mut stowage);
     if let Some(dir) = std::env::var_os("STOWAGE_CONFORMANCE_DUMP") {
         // Both runs' normalised steps, for reading whole traces side by side.
@@ -934,18 +950,16 @@ fn join(who: &str, rest: &str) -> String {
 // ---------------------------------------------------------------------------------
 // Normalisation
 
-/// The agent strings both servers and the client send, replaced by `<agent>`.
+/// The agent strings both servers and the client send (the client may be another git
+/// than the reference server's), replaced by `<agent>`.
 fn agents() -> &'static [String] {
     static AGENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     AGENTS.get_or_init(|| {
-        let version = std::process::Command::new("git")
-            .arg("--version")
-            .output()
-            .expect("git --version");
-        let version = String::from_utf8_lossy(&version.stdout);
-        let version = version.trim().trim_start_matches("git version ");
+        let client = common::git_version_of(&common::git_binary());
+        let server = common::git_version_of("git");
         vec![
-            format!("agent=git/{version}"),
+            format!("agent=git/{client}"),
+            format!("agent=git/{server}"),
             format!("agent=stowage/{}", env!("CARGO_PKG_VERSION")),
         ]
     })

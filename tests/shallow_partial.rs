@@ -240,6 +240,18 @@ fn missing(sb: &Sandbox, repo: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Objects a repository holds.
+fn present(sb: &Sandbox, repo: &Path) -> BTreeSet<String> {
+    set(&sb.git(
+        repo,
+        &[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+        ],
+    ))
+}
+
 fn partial_clones_match_git(backend: Backend) {
     let server = Server::start(&backend);
     let sb = Sandbox::new();
@@ -307,9 +319,11 @@ fn partial_clones_match_git(backend: Backend) {
                 &["-c", &v, "clone", "-q", "--bare", filter, remote, &dest],
             );
         }
+        // The clone lacks the commits a walk starts from: what it holds is compared
+        // (git before 2.40 cannot list what is missing past a missing commit).
         assert_eq!(
-            missing(&sb, &ours),
-            missing(&sb, &theirs),
+            present(&sb, &ours),
+            present(&sb, &theirs),
             "v{version} object:type=blob"
         );
     }

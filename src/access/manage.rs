@@ -65,15 +65,17 @@ async fn must_exist(repos: &Repos, name: &RepoName) -> Result<(), AccessError> {
     }
 }
 
-/// Creates an empty repository; `creator` (when a user asked) becomes its admin.
+/// Creates an empty repository of objects in `format`; `creator` (when a user asked)
+/// becomes its admin.
 pub async fn create_repo(
     access: &Access,
     repos: &Repos,
     name: &RepoName,
+    format: gix_hash::Kind,
     public: bool,
     creator: Option<&str>,
 ) -> Result<(), AccessError> {
-    match repos.create(name).await {
+    match repos.create(name, format).await {
         Ok(()) => {}
         Err(RepoError::AlreadyExists(_)) => {
             return Err(AccessError::Exists(format!(

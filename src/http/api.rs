@@ -368,18 +368,36 @@ async fn operation(
                 name: String,
                 #[serde(default)]
                 public: bool,
+                #[serde(default)]
+                object_format: Option<String>,
             }
             let new: NewRepo = parse(body)?;
             let name = repo_name(&new.name)?;
+            let format = match new.object_format.as_deref() {
+                None => gix_hash::Kind::Sha1,
+                Some(named) => crate::repo::hash::kind_named(named).ok_or_else(|| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("object_format {named:?} is neither sha1 nor sha256"),
+                    )
+                })?,
+            };
             if view.role(caller, &name) < Some(Role::Write) {
                 return Err(error(
                     StatusCode::FORBIDDEN,
                     format!("{} may not create {name}", caller.name()),
                 ));
             }
-            manage::create_repo(access, repos, &name, new.public, caller.user.as_deref())
-                .await
-                .map_err(from_access)?;
+            manage::create_repo(
+                access,
+                repos,
+                &name,
+                format,
+                new.public,
+                caller.user.as_deref(),
+            )
+            .await
+            .map_err(from_access)?;
             let view = access.view().await.map_err(from_access)?;
             Ok(reply(StatusCode::CREATED, settings_json(&view, &name)))
         }

@@ -311,7 +311,10 @@ mod tests {
             RepoConfig::default(),
         );
         let repo = RepoName::new("data").expect("valid");
-        repos.create(&repo).await.expect("created");
+        repos
+            .create(&repo, gix_hash::Kind::Sha1)
+            .await
+            .expect("created");
         let lfs = Lfs::new(repos.store.clone(), LfsConfig::default());
         let lock = lfs
             .create_lock(&repos, &repo, "models/a.bin", "alice")

@@ -76,6 +76,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -127,6 +132,7 @@ pub struct Metrics {
     pub packs_merged: Counter,
     pub bytes_deleted: Counter,
     pub webhook_attempts: Family<ResultLabel, Counter>,
+    pub offload_links: Family<KindLabel, Counter>,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -166,6 +172,7 @@ impl Metrics {
             packs_merged: Counter::default(),
             bytes_deleted: Counter::default(),
             webhook_attempts: Family::default(),
+            offload_links: Family::default(),
             registry: Registry::with_prefix("stowage"),
         };
         let r = &mut metrics.registry;
@@ -222,6 +229,12 @@ impl Metrics {
             "webhook_delivery_attempts",
             "Webhook delivery attempts, by result (delivered: a 2xx answer)",
             metrics.webhook_attempts.clone(),
+        );
+        r.register(
+            "offload_links",
+            "Signed links to the store given to git clients instead of bytes, by kind \
+             (packfile-uri, bundle-uri)",
+            metrics.offload_links.clone(),
         );
         r.register(
             "manifest_cas_conflicts",
@@ -285,6 +298,13 @@ impl Metrics {
         self.git_operations
             .get_or_create(&GitLabels { operation, result })
             .inc();
+    }
+
+    /// Counts `n` links to the store given out instead of bytes.
+    pub fn offloaded(&self, kind: &'static str, n: u64) {
+        self.offload_links
+            .get_or_create(&KindLabel { kind })
+            .inc_by(n);
     }
 
     /// Counts a webhook delivery attempt.

@@ -10,8 +10,6 @@ use super::pktline::PktWriter;
 use super::{Features, Service, agent};
 use crate::repo::Manifest;
 
-const NULL_ID: &str = "0000000000000000000000000000000000000000";
-
 /// Capabilities of upload-pack in protocol v0/v1, in the order git lists them.
 fn upload_pack_caps(manifest: Option<&Manifest>, features: &Features) -> String {
     let mut caps = String::from(
@@ -24,7 +22,8 @@ fn upload_pack_caps(manifest: Option<&Manifest>, features: &Features) -> String 
     {
         caps.push_str(&format!(" symref=HEAD:{}", m.head));
     }
-    caps.push_str(&format!(" filter object-format=sha1 agent={}", agent()));
+    let format = manifest.map_or("sha1", |m| &m.object_format);
+    caps.push_str(&format!(" filter object-format={format} agent={}", agent()));
     if let Some(sid) = features.session_id() {
         caps.push_str(&format!(" session-id={sid}"));
     }
@@ -32,11 +31,16 @@ fn upload_pack_caps(manifest: Option<&Manifest>, features: &Features) -> String 
 }
 
 /// Capabilities of receive-pack. `push-options` is always on (git's
-/// `receive.advertisePushOptions`).
-fn receive_pack_caps(features: &Features) -> String {
+/// `receive.advertisePushOptions`). A repository a push will create takes either object
+/// format (the push fixes it), so both are listed, sha1 first.
+fn receive_pack_caps(manifest: Option<&Manifest>, features: &Features) -> String {
+    let formats = match manifest {
+        Some(m) => format!("object-format={}", m.object_format),
+        None => "object-format=sha1 object-format=sha256".to_owned(),
+    };
     let mut caps = format!(
         "report-status report-status-v2 delete-refs side-band-64k quiet atomic ofs-delta \
-         push-options object-format=sha1 agent={}",
+         push-options {formats} agent={}",
         agent()
     );
     if let Some(sid) = features.session_id() {
@@ -65,7 +69,7 @@ pub fn v0(
     }
     let caps = match service {
         Service::UploadPack => upload_pack_caps(manifest, features),
-        Service::ReceivePack => receive_pack_caps(features),
+        Service::ReceivePack => receive_pack_caps(manifest, features),
     };
     let mut lines: Vec<String> = Vec::new();
     if let Some(m) = manifest {
@@ -84,7 +88,8 @@ pub fn v0(
         }
     }
     if lines.is_empty() {
-        lines.push(format!("{NULL_ID} capabilities^{{}}"));
+        let format = manifest.map_or(gix_hash::Kind::Sha1, Manifest::object_hash);
+        lines.push(format!("{} capabilities^{{}}", format.null()));
     }
     for (i, line) in lines.iter().enumerate() {
         if i == 0 {
@@ -98,19 +103,25 @@ pub fn v0(
 }
 
 /// The protocol v2 capability advertisement of upload-pack.
-pub fn v2_capabilities(features: &Features) -> Bytes {
+pub fn v2_capabilities(features: &Features, object_format: &str) -> Bytes {
     let mut w = PktWriter::new();
-    let fetch = if features.ref_in_want {
-        "fetch=shallow wait-for-done filter ref-in-want"
-    } else {
-        "fetch=shallow wait-for-done filter"
-    };
+    let mut fetch = String::from("fetch=shallow wait-for-done filter");
+    if features.ref_in_want {
+        fetch.push_str(" ref-in-want");
+    }
+    let offload = features.offload.as_ref();
+    if offload.is_some_and(|o| o.packfile_uris) {
+        fetch.push_str(" packfile-uris");
+    }
     w.line("version 2")
         .line(format!("agent={}", agent()))
         .line("ls-refs=unborn")
         .line(fetch)
         .line("server-option")
-        .line("object-format=sha1");
+        .line(format!("object-format={object_format}"));
+    if offload.is_some_and(|o| o.bundle_uri) {
+        w.line("bundle-uri");
+    }
     if let Some(sid) = features.session_id() {
         w.line(format!("session-id={sid}"));
     }
@@ -176,7 +187,10 @@ mod tests {
         let adv = v0(Service::ReceivePack, None, true, false, &features);
         let text = String::from_utf8_lossy(&adv);
         assert!(
-            text.contains(&format!("{NULL_ID} capabilities^{{}}\0report-status")),
+            text.contains(&format!(
+                "{} capabilities^{{}}\0report-status",
+                gix_hash::Kind::Sha1.null()
+            )),
             "{text}"
         );
         assert!(text.contains(" session-id=stowage-"), "{text}");

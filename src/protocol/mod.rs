@@ -98,6 +98,24 @@ pub struct Features {
     pub ref_in_want: bool,
     /// Advertise a `session-id` (`transfer.advertiseSID`).
     pub advertise_session_id: bool,
+    /// Clones served by links to the store (`--packfile-uris`, `--bundle-uri`).
+    pub offload: Option<Offload>,
+}
+
+/// Clone bytes fetched from the store itself, by links it signs, so that they do not
+/// pass through the server: stored packs as `packfile-uris` of a v2 fetch, and bundles
+/// of compacted packs as a `bundle-uri` list.
+#[derive(Debug, Clone)]
+pub struct Offload {
+    pub access: std::sync::Arc<dyn stowage_store::direct::DirectAccess>,
+    /// Answer `packfile-uris` (`--packfile-uris`).
+    pub packfile_uris: bool,
+    /// Advertise and answer `bundle-uri` (`--bundle-uri`).
+    pub bundle_uri: bool,
+    /// Smallest pack offloaded, and smallest compacted pack given a bundle.
+    pub min_bytes: u64,
+    /// How long a link is good for.
+    pub lifetime: std::time::Duration,
 }
 
 impl Features {
@@ -232,9 +250,9 @@ impl From<pktline::PktError> for BadRequest {
     }
 }
 
-/// Parses a 40-hex object id.
+/// Parses an object id: 40 hex digits (sha1) or 64 (sha256).
 pub fn parse_oid(hex: &[u8]) -> Result<ObjectId, BadRequest> {
-    if hex.len() != 40 {
+    if hex.len() != 40 && hex.len() != 64 {
         return Err(BadRequest::new(format!(
             "invalid object id {:?}",
             String::from_utf8_lossy(hex)

@@ -108,21 +108,24 @@ pub async fn info_refs(
     service: Service,
     version: Version,
 ) -> Result<Answer, Refusal> {
+    let snapshot = repos.snapshot(repo).await?;
     if service == Service::UploadPack && version == Version::V2 {
-        // The v2 capabilities name no ref, so the manifest is not read: the client's
-        // next request (ls-refs or fetch) reads it, and answers a missing repository.
+        // The v2 capabilities name no ref, only the object format: the client's next
+        // request (ls-refs or fetch) answers a missing repository.
+        let format = snapshot
+            .as_ref()
+            .map(|s| &s.manifest)
+            .map_or("sha1", |m| &m.object_format);
         return Ok(Answer::whole(
             UPLOAD_ADVERTISEMENT,
-            advertise::v2_capabilities(features),
+            advertise::v2_capabilities(features, format),
         ));
     }
-    let snapshot = repos.snapshot(repo).await?;
     if snapshot.is_none() && (service == Service::UploadPack || !repos.config.auto_create) {
         return Err(Refusal::NotFound(repo.clone()));
     }
     let manifest = snapshot.as_ref().map(|s| &s.manifest);
     let body = match (service, version) {
-        (Service::UploadPack, Version::V2) => advertise::v2_capabilities(features),
         // git http-backend leaves out the preamble when a v2 client asks receive-pack
         // (which speaks v0 to it: push has no v2).
         (Service::ReceivePack, Version::V2) => {
@@ -441,6 +444,17 @@ async fn upload_pack_v2(
         .snapshot(repo)
         .await?
         .ok_or_else(|| Refusal::Git(format!("repository '{repo}' not found")))?;
+    if let Some(format) = request
+        .caps
+        .iter()
+        .find_map(|c| c.strip_prefix("object-format="))
+        && format != snapshot.manifest.object_format
+    {
+        return Err(Refusal::Git(format!(
+            "mismatched object format: server {}; client {format}",
+            snapshot.manifest.object_format
+        )));
+    }
     match request.command.as_str() {
         "ls-refs" => {
             let lines = v2::ls_refs(&snapshot.manifest, &request.args)?;
@@ -448,6 +462,29 @@ async fn upload_pack_v2(
             Ok(Answer::whole(UPLOAD_RESULT, lines))
         }
         "fetch" => v2_fetch(repos, features, limits, repo, &snapshot, &request.args).await,
+        "bundle-uri" if features.offload.as_ref().is_some_and(|o| o.bundle_uri) => {
+            let offload = features.offload.as_ref().expect("checked");
+            // A bundle holds every object of its pack: none is listed while the packs may
+            // hold objects no ref reaches (as clones then walk instead of streaming them).
+            let listed = snapshot.manifest.unreachable_since.is_none();
+            let mut bundles = Vec::new();
+            for pack in snapshot
+                .manifest
+                .packs
+                .iter()
+                .filter(|p| p.bundle && listed)
+            {
+                let key = crate::repo::odb::bundle_key(repo, &pack.hash);
+                let signed = offload
+                    .access
+                    .presign_get(&key, offload.lifetime)
+                    .await
+                    .map_err(RepoError::from)?;
+                bundles.push((pack.hash, signed.url));
+            }
+            record(|m| m.offloaded("bundle-uri", bundles.len() as u64));
+            Ok(Answer::whole(UPLOAD_RESULT, v2::bundle_list(&bundles)))
+        }
         "object-info" => {
             let ids = v2::object_info_request(&request.args)?;
             let odb = Arc::new(repos.odb(repo, &snapshot.manifest).await?);
@@ -473,6 +510,56 @@ async fn upload_pack_v2(
             "the v2 command {other:?} is not supported by this server"
         ))),
     }
+}
+
+/// For a fetch that gets every stored object as stored, with `--packfile-uris` and a
+/// client that takes them in the store's URL scheme: a signed link to each stored pack
+/// of at least `--offload-min-bytes`, and the objects of the other packs (what the
+/// answer's own pack then holds).
+async fn pack_uris(
+    repos: &Repos,
+    features: &Features,
+    repo: &RepoName,
+    snapshot: &Snapshot,
+    fetch: &v2::Fetch,
+    request: &FetchRequest,
+) -> Result<Option<(Vec<(ObjectId, String)>, Odb)>, Refusal> {
+    let Some(offload) = features.offload.as_ref().filter(|o| o.packfile_uris) else {
+        return Ok(None);
+    };
+    let manifest = &snapshot.manifest;
+    if fetch.packfile_uris.is_empty()
+        || request.limits.filter != crate::repo::walk::Filter::None
+        || !fetch::gets_everything(manifest, request)
+    {
+        return Ok(None);
+    }
+    let mut uris = Vec::new();
+    let mut rest = manifest.clone();
+    rest.packs.clear();
+    for pack in &manifest.packs {
+        if pack.size < offload.min_bytes {
+            rest.packs.push(pack.clone());
+            continue;
+        }
+        let (key, _) = crate::repo::odb::pack_keys(repo, &pack.hash);
+        let signed = offload
+            .access
+            .presign_get(&key, offload.lifetime)
+            .await
+            .map_err(RepoError::from)?;
+        let scheme = signed.url.split("://").next().unwrap_or_default();
+        if !fetch.packfile_uris.iter().any(|s| s == scheme) {
+            return Ok(None);
+        }
+        uris.push((pack.hash, signed.url));
+    }
+    if uris.is_empty() {
+        return Ok(None);
+    }
+    record(|m| m.offloaded("packfile-uri", uris.len() as u64));
+    let odb = repos.odb(repo, &rest).await?;
+    Ok(Some((uris, odb)))
 }
 
 async fn v2_fetch(
@@ -524,26 +611,30 @@ async fn v2_fetch(
     if !send_pack {
         return Ok(Answer::whole(UPLOAD_RESULT, acks));
     }
+    let request = FetchRequest {
+        wants: fetch.wants.clone(),
+        common,
+        include_tag: fetch.include_tag,
+        limits,
+        unshallow: update.unshallow.clone(),
+        thin_pack: fetch.thin_pack,
+    };
+    // Stored packs the client downloads from the store, and the objects it reads them
+    // from otherwise (the rest of the packs).
+    let (uris, odb) = match pack_uris(repos, features, repo, snapshot, &fetch, &request).await? {
+        Some((uris, rest)) => (uris, Arc::new(rest)),
+        None => (Vec::new(), odb),
+    };
     let mut lines = acks.to_vec();
     lines.extend_from_slice(&v2::before_pack(
         &fetch,
         &update.shallow,
         &update.unshallow,
         &wanted_refs,
+        &uris,
     ));
     count_fetch(&fetch.haves);
-    let chunks = fetch::pack(
-        odb,
-        &snapshot.manifest,
-        FetchRequest {
-            wants: fetch.wants.clone(),
-            common,
-            include_tag: fetch.include_tag,
-            limits,
-            unshallow: update.unshallow,
-            thin_pack: fetch.thin_pack,
-        },
-    );
+    let chunks = fetch::pack(odb, &snapshot.manifest, request);
     let framing = Framing::from_caps(true, false);
     Ok(Answer {
         content_type: UPLOAD_RESULT,
@@ -596,6 +687,39 @@ pub async fn receive_pack(
         return Ok(Answer::whole(RECEIVE_RESULT, Bytes::new()));
     }
     let framing = parsed.framing();
+    // The client says which object format its commands and pack are in (sha1 if not).
+    let format = match parsed
+        .caps
+        .iter()
+        .find_map(|c| c.strip_prefix("object-format="))
+    {
+        None => gix_hash::Kind::Sha1,
+        Some(name) => match crate::repo::hash::kind_named(name) {
+            Some(kind) => kind,
+            None => {
+                let why = format!("unsupported object format '{name}'");
+                return Ok(Answer::whole(
+                    RECEIVE_RESULT,
+                    receive_pack::fatal(&why, framing),
+                ));
+            }
+        },
+    };
+    if let Some(c) = parsed
+        .commands
+        .iter()
+        .find(|c| c.old.kind() != format || c.new.kind() != format)
+    {
+        let why = format!(
+            "the command for {} does not use object format {}",
+            c.name,
+            crate::repo::hash::name_of(format)
+        );
+        return Ok(Answer::whole(
+            RECEIVE_RESULT,
+            receive_pack::fatal(&why, framing),
+        ));
+    }
     let atomic = parsed.has("atomic");
     let (read, pack_read) = tokio::sync::oneshot::channel();
     let body = Box::new(NoticeDrop {
@@ -609,6 +733,7 @@ pub async fn receive_pack(
     let pusher = push::Pusher {
         push_options: parsed.push_options.clone(),
         notes: matches!(framing, Framing::Sideband(_)).then_some(notes_to),
+        object_format: format,
         ..pusher
     };
     let mut task = tokio::spawn(
@@ -706,6 +831,11 @@ fn push_report(
     let mut report = match ended.map_err(join_error)? {
         Ok(report) => report,
         Err(RepoError::NotFound(name)) => return Err(Refusal::NotFound(name)),
+        Err(RepoError::Refused(why)) => {
+            let mut answer = receive_pack::notes(&notes, framing).to_vec();
+            answer.extend_from_slice(&receive_pack::fatal(&why, framing));
+            return Ok(Bytes::from(answer));
+        }
         Err(e) => {
             tracing::error!(repo = %repo, error = %e, "push failed");
             let mut answer = receive_pack::notes(&notes, framing).to_vec();

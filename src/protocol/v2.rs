@@ -66,10 +66,10 @@ impl CommandRequest {
         }
         let command = command.ok_or_else(|| BadRequest::new("v2 request names no command"))?;
         if let Some(format) = caps.iter().find_map(|c| c.strip_prefix("object-format="))
-            && format != "sha1"
+            && crate::repo::hash::kind_named(format).is_none()
         {
             return Err(BadRequest::new(format!(
-                "object format {format} is not supported by this server (sha1 only)"
+                "object format {format} is not supported by this server (sha1 and sha256 are)"
             )));
         }
         Ok(CommandRequest {
@@ -209,6 +209,8 @@ pub struct Fetch {
     pub shallows: Vec<ObjectId>,
     pub deepen: super::upload_pack::Deepen,
     pub filter: Option<String>,
+    /// `packfile-uris <protocols>`: the URL schemes the client downloads packs by.
+    pub packfile_uris: Vec<String>,
 }
 
 impl Fetch {
@@ -228,6 +230,8 @@ impl Fetch {
                 fetch.haves.push(parse_oid(id.as_bytes())?);
             } else if let Some(name) = arg.strip_prefix("want-ref ") {
                 fetch.want_refs.push(name.to_owned());
+            } else if let Some(schemes) = arg.strip_prefix("packfile-uris ") {
+                fetch.packfile_uris = schemes.split(',').take(16).map(str::to_owned).collect();
             } else {
                 match arg {
                     "done" => fetch.done = true,
@@ -300,6 +304,7 @@ pub fn before_pack(
     shallow: &[ObjectId],
     unshallow: &[ObjectId],
     wanted_refs: &[(ObjectId, String)],
+    pack_uris: &[(ObjectId, String)],
 ) -> Bytes {
     let mut w = PktWriter::new();
     if fetch.deepen.requested() || !fetch.shallows.is_empty() {
@@ -314,7 +319,28 @@ pub fn before_pack(
         }
         w.delim();
     }
+    if !pack_uris.is_empty() {
+        w.line("packfile-uris");
+        for (hash, uri) in pack_uris {
+            w.line(format!("{hash} {uri}"));
+        }
+        w.delim();
+    }
     w.line("packfile");
+    w.finish()
+}
+
+/// The answer to `bundle-uri`: a bundle list (git's `bundle.*` keys) in which the
+/// client takes every bundle, each named by its pack.
+pub fn bundle_list(bundles: &[(ObjectId, String)]) -> Bytes {
+    let mut w = PktWriter::new();
+    if !bundles.is_empty() {
+        w.line("bundle.version=1").line("bundle.mode=all");
+        for (hash, uri) in bundles {
+            w.line(format!("bundle.pack-{hash}.uri={uri}"));
+        }
+    }
+    w.flush();
     w.finish()
 }
 
@@ -363,15 +389,18 @@ mod tests {
         let r = CommandRequest::parse(&w.finish()).expect("valid");
         assert_eq!(r.command, "ls-refs");
         assert_eq!(r.args, ["peel", "symrefs", "ref-prefix refs/heads/"]);
-        let mut w = PktWriter::new();
-        w.line("command=fetch")
-            .line("object-format=sha256")
-            .delim()
-            .flush();
-        assert!(
-            CommandRequest::parse(&w.finish()).is_err(),
-            "sha256 refused"
-        );
+        for (format, known) in [("sha256", true), ("md5", false)] {
+            let mut w = PktWriter::new();
+            w.line("command=fetch")
+                .line(format!("object-format={format}"))
+                .delim()
+                .flush();
+            assert_eq!(
+                CommandRequest::parse(&w.finish()).is_ok(),
+                known,
+                "{format}"
+            );
+        }
     }
 
     #[test]
@@ -412,7 +441,10 @@ mod tests {
             acknowledgments(&done, &[oid(T)], true),
             (Bytes::new(), true)
         );
-        assert_eq!(&before_pack(&done, &[], &[], &[])[..], b"000dpackfile\n");
+        assert_eq!(
+            &before_pack(&done, &[], &[], &[], &[])[..],
+            b"000dpackfile\n"
+        );
         let deep = Fetch {
             deepen: super::super::upload_pack::Deepen {
                 depth: Some(1),
@@ -421,10 +453,16 @@ mod tests {
             ..done
         };
         assert_eq!(
-            &before_pack(&deep, &[oid(A)], &[], &[])[..],
+            &before_pack(&deep, &[oid(A)], &[], &[], &[])[..],
             format!("0011shallow-info\n0034shallow {A}0001000dpackfile\n").as_bytes()
         );
-        let named = before_pack(&deep, &[oid(A)], &[], &[(oid(A), "refs/heads/main".into())]);
+        let named = before_pack(
+            &deep,
+            &[oid(A)],
+            &[],
+            &[(oid(A), "refs/heads/main".into())],
+            &[],
+        );
         assert_eq!(
             &named[..],
             format!(

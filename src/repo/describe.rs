@@ -77,14 +77,13 @@ pub fn new_commits(
         if received.read(&id, &mut buf)? != Some(gix_object::Kind::Commit) {
             continue;
         }
-        let commit =
-            gix_object::CommitRef::from_bytes(&buf, gix_hash::Kind::Sha1).map_err(|e| {
-                OdbError::BadObject {
-                    id,
-                    kind: gix_object::Kind::Commit,
-                    message: e.to_string(),
-                }
-            })?;
+        let commit = gix_object::CommitRef::from_bytes(&buf, id.kind()).map_err(|e| {
+            OdbError::BadObject {
+                id,
+                kind: gix_object::Kind::Commit,
+                message: e.to_string(),
+            }
+        })?;
         let parents: Vec<ObjectId> = commit.parents().collect();
         found.total += 1;
         if found.commits.len() < max {
@@ -135,13 +134,12 @@ fn tree_entries(source: &dyn ObjectSource, id: Option<ObjectId>) -> Result<Entri
     let Some(id) = id else { return Ok(Vec::new()) };
     let mut buf = Vec::new();
     read_required(source, &id, &mut buf)?;
-    let tree = gix_object::TreeRef::from_bytes(&buf, gix_hash::Kind::Sha1).map_err(|e| {
-        OdbError::BadObject {
+    let tree =
+        gix_object::TreeRef::from_bytes(&buf, id.kind()).map_err(|e| OdbError::BadObject {
             id,
             kind: gix_object::Kind::Tree,
             message: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(tree
         .entries
         .iter()

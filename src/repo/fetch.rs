@@ -230,21 +230,24 @@ pub fn v2_acknowledged(odb: &Odb, common: &[ObjectId]) -> Result<Vec<ObjectId>, 
     Ok(acks)
 }
 
-/// Starts producing the pack for `request`.
-pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
-    // Everything stored is what a client with nothing that wants every ref gets, while
-    // the packs hold no object that no ref reaches; with `blob:none`, every stored
-    // commit, tree and tag, when every want leads to a commit (a wanted blob or tree is
-    // sent whatever the filter). Otherwise, and for a client that wants some refs only
-    // (`--single-branch`, `--no-tags`), what the wants reach is walked and sent.
+/// Whether `request` gets every stored object (before its filter): a client with
+/// nothing that wants every ref, while the packs hold no object that no ref reaches.
+pub fn gets_everything(manifest: &Manifest, request: &FetchRequest) -> bool {
     let wants: HashSet<&ObjectId> = request.wants.iter().collect();
     let wants_every_ref = manifest.refs.values().all(|r| wants.contains(&r.id));
     let shallow = !request.limits.shallow.is_empty() || !request.limits.client_shallow.is_empty();
-    // Stored entries go out as they are only while every one of them is reachable.
-    let everything = request.common.is_empty()
-        && !shallow
-        && wants_every_ref
-        && manifest.unreachable_since.is_none();
+    request.common.is_empty() && !shallow && wants_every_ref && manifest.unreachable_since.is_none()
+}
+
+/// Starts producing the pack for `request`.
+pub fn pack(odb: Arc<Odb>, manifest: &Manifest, request: FetchRequest) -> PackChunks {
+    // Everything stored is what [`gets_everything`] says, sent as it is stored; with
+    // `blob:none`, every stored commit, tree and tag, when every want leads to a commit
+    // (a wanted blob or tree is sent whatever the filter). Otherwise, and for a client
+    // that wants some refs only (`--single-branch`, `--no-tags`), what the wants reach
+    // is walked and sent.
+    let everything = gets_everything(manifest, &request);
+    let shallow = !request.limits.shallow.is_empty() || !request.limits.client_shallow.is_empty();
     if everything && request.limits.filter == Filter::None {
         return packgen::stream_stored_packs(odb, Stored::All);
     }

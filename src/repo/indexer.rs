@@ -17,10 +17,10 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::hash::Hasher;
 use flate2::{Decompress, FlushDecompress, Status};
 use gix_hash::ObjectId;
 use gix_object::Kind;
-use sha1::{Digest, Sha1};
 
 use super::object_check::{Finding, ObjectChecker};
 use super::odb::ObjectSource;
@@ -126,6 +126,7 @@ struct Entry {
 /// repository were checked when they arrived).
 pub fn index_pack(
     input: impl Read,
+    format: gix_hash::Kind,
     dir: &Path,
     bases: Option<&dyn ObjectSource>,
     limits: Limits,
@@ -141,11 +142,11 @@ pub fn index_pack(
                 .create_new(true)
                 .open(&incoming)?,
         ),
-        sha: Sha1::new(),
+        sha: Hasher::new(format),
         crc: crc32fast::Hasher::new(),
         offset: 0,
     };
-    let (mut entries, trailer) = read_entries(input, &mut writer, limits, &mut checker)?;
+    let (mut entries, trailer) = read_entries(input, format, &mut writer, limits, &mut checker)?;
     let mut file = writer.file.into_inner().map_err(|e| e.into_error())?;
 
     let mut resolver = Resolver::new(&entries, limits);
@@ -204,22 +205,21 @@ pub fn index_pack(
     // The trailer: the sender's, or a new one over the new count and the bases.
     let hash = if appended == 0 {
         file.seek(SeekFrom::Start(end))?;
-        file.write_all(&trailer)?;
+        file.write_all(trailer.as_slice())?;
         trailer
     } else {
         file.seek(SeekFrom::Start(8))?;
         file.write_all(&(entries.len() as u32).to_be_bytes())?;
         file.seek(SeekFrom::Start(0))?;
-        let mut sha = Sha1::new();
+        let mut sha = Hasher::new(format);
         std::io::copy(&mut BufReader::with_capacity(1 << 16, &mut file), &mut sha)?;
-        let hash: [u8; 20] = sha.finalize().into();
+        let hash = sha.finalize();
         file.seek(SeekFrom::Start(end))?;
-        file.write_all(&hash)?;
+        file.write_all(hash.as_slice())?;
         hash
     };
     file.sync_all()?;
     drop(file);
-    let hash = ObjectId::from_bytes_or_panic(&hash);
 
     let data_path = dir.join(format!("pack-{hash}.pack"));
     let index_path = dir.join(format!("pack-{hash}.idx"));
@@ -232,7 +232,7 @@ pub fn index_pack(
         data_path,
         index_path,
         num_objects: entries.len() as u32,
-        size: end + 20,
+        size: end + format.len_in_bytes() as u64,
     })
 }
 
@@ -240,7 +240,7 @@ pub fn index_pack(
 /// CRC-32.
 struct Writer {
     file: BufWriter<File>,
-    sha: Sha1,
+    sha: Hasher,
     crc: crc32fast::Hasher,
     offset: u64,
 }
@@ -259,10 +259,11 @@ impl Writer {
 /// Returns the entries and the sender's trailer (checked, not yet written).
 fn read_entries(
     input: impl Read,
+    format: gix_hash::Kind,
     out: &mut Writer,
     limits: Limits,
     checker: &mut Option<&mut ObjectChecker>,
-) -> Result<(Vec<Entry>, [u8; 20]), IndexError> {
+) -> Result<(Vec<Entry>, ObjectId), IndexError> {
     let mut input = std::io::BufReader::with_capacity(1 << 16, input);
     let mut header = [0u8; 12];
     input.read_exact(&mut header)?;
@@ -331,7 +332,7 @@ fn read_entries(
                 What::OnEntry(index as u32)
             }
             7 => {
-                let mut id = [0u8; 20];
+                let mut id = vec![0u8; format.len_in_bytes()];
                 input.read_exact(&mut id)?;
                 out.take(&id)?;
                 What::OnId(ObjectId::from_bytes_or_panic(&id))
@@ -353,7 +354,7 @@ fn read_entries(
         // Inflate in pieces; hash a whole object as it comes (and keep commits, trees
         // and tags whole, to check them).
         let mut sha = match what {
-            What::Whole(kind) => Some(object_hasher(kind, size)),
+            What::Whole(kind) => Some(Hasher::object(format, kind, size)),
             _ => None,
         };
         let mut whole = match what {
@@ -406,7 +407,7 @@ fn read_entries(
                 inflate.total_out()
             )));
         }
-        let id = sha.map(|sha| ObjectId::from_bytes_or_panic(&sha.finalize()));
+        let id = sha.map(Hasher::finalize);
         if let (Some(checker), Some(whole), Some(id), What::Whole(kind)) =
             (checker.as_deref_mut(), &whole, id, what)
         {
@@ -422,9 +423,10 @@ fn read_entries(
         });
     }
     out.file.flush()?;
-    let computed: [u8; 20] = std::mem::take(&mut out.sha).finalize().into();
-    let mut trailer = [0u8; 20];
+    let computed = out.sha.clone().finalize();
+    let mut trailer = vec![0u8; format.len_in_bytes()];
     input.read_exact(&mut trailer)?;
+    let trailer = ObjectId::from_bytes_or_panic(&trailer);
     if trailer != computed {
         return Err(invalid("pack checksum mismatch: the pack is corrupt"));
     }
@@ -541,7 +543,7 @@ impl Resolver {
             let result = apply_delta(&base, &instructions, self.limits)
                 .map_err(|why| invalid(format!("bad delta at offset {}: {why}", entry.offset)))?;
             drop(base);
-            let id = object_id(kind, &result);
+            let id = super::hash::object_id(root_id.kind(), kind, &result);
             if let Some(checker) = checker.as_deref_mut()
                 && kind != Kind::Blob
             {
@@ -590,20 +592,6 @@ fn inflate_entry(file: &mut File, entry: &Entry) -> Result<Vec<u8>, IndexError> 
         )));
     }
     Ok(out)
-}
-
-/// A hasher fed with an object's header (`<kind> <size>\0`), ready for its content.
-fn object_hasher(kind: Kind, size: u64) -> Sha1 {
-    let mut sha = Sha1::new();
-    sha.update(kind.as_bytes());
-    sha.update(format!(" {size}\0").as_bytes());
-    sha
-}
-
-fn object_id(kind: Kind, data: &[u8]) -> ObjectId {
-    let mut sha = object_hasher(kind, data.len() as u64);
-    sha.update(data);
-    ObjectId::from_bytes_or_panic(&sha.finalize())
 }
 
 /// Reads one size of a delta's header.
@@ -739,7 +727,7 @@ pub(crate) fn write_index_v2(
 ) -> std::io::Result<()> {
     struct Hashing<'a, W> {
         out: &'a mut W,
-        sha: Sha1,
+        sha: Hasher,
     }
     impl<W: Write> Hashing<'_, W> {
         fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -749,7 +737,7 @@ pub(crate) fn write_index_v2(
     }
     let mut w = Hashing {
         out,
-        sha: Sha1::new(),
+        sha: Hasher::new(hash.kind()),
     };
     w.put(b"\xfftOc")?;
     w.put(&2u32.to_be_bytes())?;
@@ -782,8 +770,8 @@ pub(crate) fn write_index_v2(
         w.put(&offset.to_be_bytes())?;
     }
     w.put(hash.as_slice())?;
-    let checksum: [u8; 20] = w.sha.finalize().into();
-    w.out.write_all(&checksum)
+    let checksum = w.sha.finalize();
+    w.out.write_all(checksum.as_slice())
 }
 
 #[cfg(test)]
@@ -865,7 +853,15 @@ mod tests {
         let repo = repository(30);
         let pack = pack_of(repo.path(), "main\n", false);
         let out = tempfile::tempdir().unwrap();
-        let indexed = index_pack(&pack[..], out.path(), None, LIMITS, None).unwrap();
+        let indexed = index_pack(
+            &pack[..],
+            gix_hash::Kind::Sha1,
+            out.path(),
+            None,
+            LIMITS,
+            None,
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&indexed.data_path).unwrap(), pack);
 
         std::fs::write(out.path().join("theirs.pack"), &pack).unwrap();
@@ -885,19 +881,40 @@ mod tests {
         let full = pack_of(repo.path(), "main~4\n", false);
         let thin = pack_of(repo.path(), "main\n^main~4\n", true);
         let base_dir = tempfile::tempdir().unwrap();
-        let base = index_pack(&full[..], base_dir.path(), None, LIMITS, None).unwrap();
-        let existing = LocalPack::open(&base.index_path).unwrap();
+        let base = index_pack(
+            &full[..],
+            gix_hash::Kind::Sha1,
+            base_dir.path(),
+            None,
+            LIMITS,
+            None,
+        )
+        .unwrap();
+        let existing = LocalPack::open(&base.index_path, gix_hash::Kind::Sha1).unwrap();
 
         let out = tempfile::tempdir().unwrap();
-        let Err(IndexError::Invalid(reason)) =
-            index_pack(&thin[..], out.path(), None, LIMITS, None)
-        else {
+        let Err(IndexError::Invalid(reason)) = index_pack(
+            &thin[..],
+            gix_hash::Kind::Sha1,
+            out.path(),
+            None,
+            LIMITS,
+            None,
+        ) else {
             panic!("a thin pack without its bases is refused");
         };
         assert!(reason.contains("unresolved deltas"), "{reason}");
 
         let out = tempfile::tempdir().unwrap();
-        let indexed = index_pack(&thin[..], out.path(), Some(&existing), LIMITS, None).unwrap();
+        let indexed = index_pack(
+            &thin[..],
+            gix_hash::Kind::Sha1,
+            out.path(),
+            Some(&existing),
+            LIMITS,
+            None,
+        )
+        .unwrap();
         std::fs::write(out.path().join("thin.pack"), &thin).unwrap();
         // git's own completion of the same pack, in the repository that has the bases.
         let theirs = git(
@@ -914,11 +931,14 @@ mod tests {
         assert!(indexed.num_objects as usize > 4 * 5 - 1);
 
         // The completed pack is whole: every object reads back and hashes to its id.
-        let local = LocalPack::open(&indexed.index_path).unwrap();
+        let local = LocalPack::open(&indexed.index_path, gix_hash::Kind::Sha1).unwrap();
         let mut buf = Vec::new();
         for id in local.ids() {
             let kind = local.read(&id, &mut buf).unwrap().unwrap();
-            assert_eq!(object_id(kind, &buf), id);
+            assert_eq!(
+                super::super::hash::object_id(gix_hash::Kind::Sha1, kind, &buf),
+                id
+            );
         }
         git(
             out.path(),
@@ -933,7 +953,7 @@ mod tests {
         let pack = pack_of(repo.path(), "main\n", false);
         let reason = |bytes: &[u8]| {
             let out = tempfile::tempdir().unwrap();
-            match index_pack(bytes, out.path(), None, LIMITS, None) {
+            match index_pack(bytes, gix_hash::Kind::Sha1, out.path(), None, LIMITS, None) {
                 Err(IndexError::Invalid(reason)) => reason,
                 other => panic!("expected a refusal, got {other:?}"),
             }
@@ -956,8 +976,14 @@ mod tests {
             ..LIMITS
         };
         let out = tempfile::tempdir().unwrap();
-        let Err(IndexError::Invalid(text)) = index_pack(&pack[..], out.path(), None, small, None)
-        else {
+        let Err(IndexError::Invalid(text)) = index_pack(
+            &pack[..],
+            gix_hash::Kind::Sha1,
+            out.path(),
+            None,
+            small,
+            None,
+        ) else {
             panic!("an object over the limit is refused");
         };
         assert!(text.contains("larger than this server accepts"), "{text}");
@@ -980,7 +1006,7 @@ mod tests {
         let mut bytes = Vec::new();
         write_index_v2(&sorted, &hash, &mut bytes).unwrap();
         let (body, checksum) = bytes.split_at(bytes.len() - 20);
-        assert_eq!(&Sha1::digest(body)[..], checksum);
+        assert_eq!(&<sha1::Sha1 as sha1::Digest>::digest(body)[..], checksum);
         std::fs::write(&path, &bytes).unwrap();
         let index = gix_pack::index::File::at(&path, gix_hash::Kind::Sha1).unwrap();
         assert_eq!(index.num_objects(), 4);

@@ -162,12 +162,30 @@ async fn compact_unmetered(
 
     let tmp = super::scratch::Scratch::new(&repos.config.tmp_dir, "compact")
         .map_err(|e| RepoError::Store(StoreError::from_io("temporary directory", e)))?;
+    let format = odb.format();
     let chunks = stream_stored_packs(odb.clone(), Stored::All);
     let dir = tmp.path().to_owned();
-    let written = tokio::task::spawn_blocking(move || index_merged(chunks, &dir, &expected))
-        .await
-        .expect("indexing does not panic")?;
-    let (pack, index_path, data_path) = written;
+    let written =
+        tokio::task::spawn_blocking(move || index_merged(chunks, format, &dir, &expected))
+            .await
+            .expect("indexing does not panic")?;
+    let (mut pack, index_path, data_path) = written;
+    // A pack of everything, large enough, is also stored as a bundle for clones.
+    if repos
+        .config
+        .bundle_min_bytes
+        .is_some_and(|min| pack.size >= min && selected.len() == snapshot.manifest.packs.len())
+    {
+        pack.bundle = store_bundle(
+            repos,
+            repo,
+            &snapshot.manifest,
+            &pack,
+            &data_path,
+            tmp.path(),
+        )
+        .await?;
+    }
     // Already stored unlisted (an earlier compaction that lost its race), it is written
     // again so that garbage collection sees it young; listed again after retirement,
     // checked once listed.
@@ -236,6 +254,50 @@ async fn compact_unmetered(
     }
     tracing::warn!(repo = %repo, "compaction gave up: too much contention on the manifest");
     Ok(None)
+}
+
+/// Stores the git bundle of `pack` (at `data_path`), which holds every object of
+/// `manifest`: a header naming the refs, then the pack as it is. Written once, like the
+/// pack; whether it is stored.
+async fn store_bundle(
+    repos: &Repos,
+    repo: &RepoName,
+    manifest: &Manifest,
+    pack: &PackEntry,
+    data_path: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<bool, RepoError> {
+    let mut header = match manifest.object_hash() {
+        gix_hash::Kind::Sha1 => "# v2 git bundle\n".to_owned(),
+        _ => format!(
+            "# v3 git bundle\n@object-format={}\n",
+            manifest.object_format
+        ),
+    };
+    for (name, value) in &manifest.refs {
+        header.push_str(&format!("{} {name}\n", value.id));
+    }
+    header.push('\n');
+    let path = dir.join("bundle");
+    let (data, written) = (data_path.to_owned(), path.clone());
+    let io = |e| StoreError::from_io("bundle", e);
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&written)?);
+        std::io::Write::write_all(&mut out, header.as_bytes())?;
+        std::io::copy(&mut std::fs::File::open(&data)?, &mut out)?;
+        std::io::Write::flush(&mut out)?;
+        out.get_ref().sync_all()
+    })
+    .await
+    .expect("writing a bundle does not panic")
+    .map_err(io)?;
+    let key = super::odb::bundle_key(repo, &pack.hash);
+    match repos.store.put_file(&key, &path, PutMode::Create).await {
+        Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let _ = tokio::fs::remove_file(&path).await;
+    Ok(true)
 }
 
 /// One round of background maintenance: a prune when one is due, else a geometric
@@ -311,11 +373,13 @@ async fn prune_unmetered(repos: &Repos, repo: &RepoName) -> Result<Option<Pruned
         None
     } else {
         let odb = Arc::new(repos.odb(repo, manifest).await?);
+        let format = odb.format();
         let chunks = super::fetch::pack_of_reachable(odb, tips.clone());
         let dir = tmp.path().to_owned();
-        let written = tokio::task::spawn_blocking(move || index_reachable(chunks, &dir, &tips))
-            .await
-            .expect("indexing does not panic")?;
+        let written =
+            tokio::task::spawn_blocking(move || index_reachable(chunks, format, &dir, &tips))
+                .await
+                .expect("indexing does not panic")?;
         let (pack, index_path, data_path) = &written;
         let existed = store_pack(repos, repo, &pack.hash, index_path, data_path).await?;
         Some((written, existed))
@@ -453,11 +517,12 @@ fn corrupt(what: &str, message: String) -> RepoError {
 /// checked when they were pushed).
 fn index_chunks(
     chunks: PackChunks,
+    format: gix_hash::Kind,
     dir: &std::path::Path,
     what: &str,
 ) -> Result<super::indexer::Indexed, RepoError> {
     let mut reader = ChunkReader::new(chunks);
-    index_pack(&mut reader, dir, None, Limits::default(), None).map_err(|e| {
+    index_pack(&mut reader, format, dir, None, Limits::default(), None).map_err(|e| {
         match reader.failure.take() {
             Some(e) => RepoError::Odb(e),
             None => corrupt(what, e.to_string()),
@@ -469,12 +534,13 @@ fn index_chunks(
 /// on its own: closed under reachability, and holding every ref's object.
 fn index_reachable(
     chunks: PackChunks,
+    format: gix_hash::Kind,
     dir: &std::path::Path,
     tips: &[ObjectId],
 ) -> Result<(PackEntry, std::path::PathBuf, std::path::PathBuf), RepoError> {
     let corrupt = |message: String| corrupt("pruned pack", message);
-    let indexed = index_chunks(chunks, dir, "pruned pack")?;
-    let local = super::odb::LocalPack::open(&indexed.index_path)?;
+    let indexed = index_chunks(chunks, format, dir, "pruned pack")?;
+    let local = super::odb::LocalPack::open(&indexed.index_path, format)?;
     if let Err(fault) = super::walk::check_pack_closed(&local, &super::odb::NoObjects, u32::MAX)? {
         return Err(corrupt(fault.to_string()));
     }
@@ -486,6 +552,7 @@ fn index_reachable(
             hash: indexed.hash,
             size: indexed.size,
             objects: local.num_objects(),
+            bundle: false,
         },
         indexed.index_path,
         indexed.data_path,
@@ -496,12 +563,13 @@ fn index_reachable(
 /// exactly the `expected` objects.
 fn index_merged(
     chunks: PackChunks,
+    format: gix_hash::Kind,
     dir: &std::path::Path,
     expected: &HashSet<ObjectId>,
 ) -> Result<(PackEntry, std::path::PathBuf, std::path::PathBuf), RepoError> {
     let corrupt = |message: String| corrupt("merged pack", message);
-    let indexed = index_chunks(chunks, dir, "merged pack")?;
-    let index = gix_pack::index::File::at(&indexed.index_path, gix_hash::Kind::Sha1)
+    let indexed = index_chunks(chunks, format, dir, "merged pack")?;
+    let index = gix_pack::index::File::at(&indexed.index_path, format)
         .map_err(|e| corrupt(e.to_string()))?;
     let count = index.num_objects();
     if count as usize != expected.len() || index.iter().any(|e| !expected.contains(&e.oid)) {
@@ -515,6 +583,7 @@ fn index_merged(
             hash: indexed.hash,
             size: indexed.size,
             objects: count,
+            bundle: false,
         },
         indexed.index_path,
         indexed.data_path,
@@ -579,7 +648,7 @@ fn pack_hash_of(repo: &RepoName, key: &Key) -> Option<ObjectId> {
     let name = key.as_str().strip_prefix(&packs_prefix(repo))?;
     let hex = name.strip_prefix("pack-")?;
     let (hex, ext) = hex.split_once('.')?;
-    if !matches!(ext, "pack" | "idx") {
+    if !matches!(ext, "pack" | "idx" | "bundle") {
         return None;
     }
     ObjectId::from_hex(hex.as_bytes()).ok()
@@ -760,9 +829,9 @@ pub async fn fsck(repos: &Repos, repo: &RepoName) -> Result<FsckReport, RepoErro
         refs: manifest.refs.len(),
         ..FsckReport::default()
     };
-    if manifest.object_format != "sha1" {
+    if super::hash::kind_named(&manifest.object_format).is_none() {
         report.problems.push(format!(
-            "manifest: object format {:?} is not sha1",
+            "manifest: object format {:?} is neither sha1 nor sha256",
             manifest.object_format
         ));
     }
@@ -833,7 +902,6 @@ async fn check_pack_files(
     };
     let entry = entry.clone();
     Ok(tokio::task::spawn_blocking(move || {
-        use sha1::Digest;
         let hash = entry.hash;
         if pack.len() < 32 || &pack[..4] != b"PACK" {
             return Err(format!("{pack_key} is not a pack file"));
@@ -845,11 +913,13 @@ async fn check_pack_files(
                 entry.size
             ));
         }
-        let (body, trailer) = pack.split_at(pack.len() - 20);
+        let (body, trailer) = pack.split_at(pack.len() - hash.kind().len_in_bytes());
         if trailer != hash.as_bytes() {
             return Err(format!("{pack_key}: its trailer is not its name"));
         }
-        if sha1::Sha1::digest(body).as_slice() != trailer {
+        let mut sum = super::hash::Hasher::new(hash.kind());
+        sum.update(body);
+        if sum.finalize().as_slice() != trailer {
             return Err(format!(
                 "{pack_key}: checksum mismatch (the file is damaged)"
             ));
@@ -857,7 +927,7 @@ async fn check_pack_files(
         let index = gix_pack::index::File::from_data(
             index,
             std::path::PathBuf::from(index_key.as_str()),
-            gix_hash::Kind::Sha1,
+            hash.kind(),
         )
         .map_err(|e| format!("{index_key} is not a pack index: {e}"))?;
         if index.pack_checksum() != hash {
@@ -901,13 +971,12 @@ fn check_objects(odb: &Odb, manifest: &Manifest) -> Result<(u64, Vec<String>), R
                     continue;
                 }
             };
-            let actual =
-                gix_object::compute_hash(gix_hash::Kind::Sha1, kind, &buf).map_err(|e| {
-                    RepoError::Odb(OdbError::Corrupt {
-                        pack: entry.hash.to_string(),
-                        message: e.to_string(),
-                    })
-                })?;
+            let actual = gix_object::compute_hash(odb.format(), kind, &buf).map_err(|e| {
+                RepoError::Odb(OdbError::Corrupt {
+                    pack: entry.hash.to_string(),
+                    message: e.to_string(),
+                })
+            })?;
             if actual != id {
                 problems.push(format!("{kind} {id} hashes to {actual} (damaged)"));
                 continue;
@@ -969,6 +1038,7 @@ mod tests {
             hash: ObjectId::from_bytes_or_panic(&[n; 20]),
             size: u64::from(objects) * 100,
             objects,
+            bundle: false,
         }
     }
 
@@ -1016,6 +1086,7 @@ mod tests {
                 hash: ObjectId::from_bytes_or_panic(&bytes),
                 size: 0,
                 objects,
+                bundle: false,
             }
         };
         let mut most = 0;

@@ -30,7 +30,7 @@ pub struct Manifest {
     /// [`BASE_FORMAT`], or [`FORMAT`] once a field of it is used; a reader refuses a
     /// manifest of a newer format than it knows.
     pub format: u32,
-    /// The object format (`sha1`).
+    /// The object format (`sha1` or `sha256`), fixed when the repository is created.
     pub object_format: String,
     /// The ref HEAD points to.
     pub head: String,
@@ -124,6 +124,10 @@ pub struct PackEntry {
     pub size: u64,
     /// Number of objects in it.
     pub objects: u32,
+    /// Whether a git bundle of it is stored beside it (`pack-<hash>.bundle`), made by
+    /// the compaction that wrote it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bundle: bool,
 }
 
 /// Why a stored manifest could not be read.
@@ -136,11 +140,21 @@ pub enum ManifestError {
 }
 
 impl Manifest {
-    /// The manifest of a new, empty repository.
+    /// The hash of the repository's object format ([`Manifest::object_format`]).
+    pub fn object_hash(&self) -> gix_hash::Kind {
+        super::hash::kind_named(&self.object_format).unwrap_or(gix_hash::Kind::Sha1)
+    }
+
+    /// The manifest of a new, empty repository of sha1 objects.
     pub fn empty(head: &str) -> Self {
+        Manifest::new(head, gix_hash::Kind::Sha1)
+    }
+
+    /// The manifest of a new, empty repository of objects in `format`.
+    pub fn new(head: &str, format: gix_hash::Kind) -> Self {
         Manifest {
             format: BASE_FORMAT,
-            object_format: "sha1".into(),
+            object_format: super::hash::name_of(format).into(),
             head: head.into(),
             refs: BTreeMap::new(),
             packs: Vec::new(),
@@ -257,6 +271,7 @@ mod tests {
             hash: id,
             size: 10,
             objects: 3,
+            bundle: false,
         });
         m.retired.push(Retired { hash: id, at: 5 });
         let parsed = Manifest::parse(&m.to_bytes()).expect("parses");

@@ -15,6 +15,7 @@ pub mod describe;
 pub mod event;
 pub mod fetch;
 pub mod files;
+pub mod hash;
 pub mod hook;
 pub mod indexer;
 pub mod maintenance;
@@ -72,6 +73,9 @@ pub struct RepoConfig {
     pub max_ref_name_bytes: usize,
     /// The pre-receive hook, if any (`--pre-receive-hook`).
     pub pre_receive: Option<hook::PreReceive>,
+    /// When set, a compaction that merges every pack into one of at least this many
+    /// bytes also stores it as a git bundle of the refs it holds (`--bundle-uri`).
+    pub bundle_min_bytes: Option<u64>,
 }
 
 impl Default for RepoConfig {
@@ -90,6 +94,7 @@ impl Default for RepoConfig {
             max_tree_depth: 2048,
             max_ref_name_bytes: 1024,
             pre_receive: None,
+            bundle_min_bytes: None,
         }
     }
 }
@@ -110,6 +115,9 @@ pub enum RepoError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Odb(#[from] OdbError),
+    /// A request the repository cannot take, in words for the client.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How [`Repos::edit_manifest`] ended.
@@ -355,9 +363,10 @@ impl Repos {
         Ok(Odb::open(self.store.clone(), &self.caches, repo, manifest).await?)
     }
 
-    /// Creates an empty repository whose HEAD is `refs/heads/main`.
-    pub async fn create(&self, repo: &RepoName) -> Result<(), RepoError> {
-        let manifest = Manifest::empty("refs/heads/main");
+    /// Creates an empty repository of objects in `format`, whose HEAD is
+    /// `refs/heads/main`.
+    pub async fn create(&self, repo: &RepoName, format: gix_hash::Kind) -> Result<(), RepoError> {
+        let manifest = Manifest::new("refs/heads/main", format);
         match self
             .store
             .put(

@@ -76,9 +76,9 @@ impl ObjectChecker {
             found: Vec::new(),
         };
         match kind {
-            Kind::Commit => check_commit(data, &mut findings),
-            Kind::Tree => check_tree(data, &mut findings, &mut self.gitmodules),
-            Kind::Tag => check_tag(data, &mut findings),
+            Kind::Commit => check_commit(data, id.kind(), &mut findings),
+            Kind::Tree => check_tree(data, id.kind(), &mut findings, &mut self.gitmodules),
+            Kind::Tag => check_tag(data, id.kind(), &mut findings),
             Kind::Blob => {}
         }
         self.keep(findings.result())
@@ -254,9 +254,10 @@ fn headers_ok(data: &[u8], findings: &mut Findings) -> bool {
     false
 }
 
-/// A 40-hex id followed by a newline at the start of `data`; the rest after it.
-fn hex_line(data: &[u8]) -> Option<&[u8]> {
-    let (hex, rest) = (data.get(..40)?, data.get(40..)?);
+/// A hex id of `format` followed by a newline at the start of `data`; the rest after it.
+fn hex_line(data: &[u8], format: gix_hash::Kind) -> Option<&[u8]> {
+    let len = format.len_in_hex();
+    let (hex, rest) = (data.get(..len)?, data.get(len..)?);
     if !hex.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
@@ -342,7 +343,7 @@ fn ident<'a>(data: &'a [u8], findings: &mut Findings) -> Result<&'a [u8], ()> {
     Ok(rest)
 }
 
-fn check_commit(data: &[u8], findings: &mut Findings) {
+fn check_commit(data: &[u8], format: gix_hash::Kind, findings: &mut Findings) {
     if !headers_ok(data, findings) {
         return;
     }
@@ -350,7 +351,7 @@ fn check_commit(data: &[u8], findings: &mut Findings) {
         findings.add("missingTree", "invalid format - expected 'tree' line");
         return;
     };
-    match hex_line(rest) {
+    match hex_line(rest, format) {
         Some(after) => rest = after,
         None => {
             findings.add("badTreeSha1", "invalid 'tree' line format - bad sha1");
@@ -358,7 +359,7 @@ fn check_commit(data: &[u8], findings: &mut Findings) {
         }
     }
     while let Some(after) = rest.strip_prefix(b"parent ") {
-        match hex_line(after) {
+        match hex_line(after, format) {
             Some(after) => rest = after,
             None => {
                 findings.add("badParentSha1", "invalid 'parent' line format - bad sha1");
@@ -400,7 +401,7 @@ fn check_commit(data: &[u8], findings: &mut Findings) {
     }
 }
 
-fn check_tag(data: &[u8], findings: &mut Findings) {
+fn check_tag(data: &[u8], format: gix_hash::Kind, findings: &mut Findings) {
     if !headers_ok(data, findings) {
         return;
     }
@@ -408,7 +409,7 @@ fn check_tag(data: &[u8], findings: &mut Findings) {
         findings.add("missingObject", "invalid format - expected 'object' line");
         return;
     };
-    let Some(rest) = hex_line(rest) else {
+    let Some(rest) = hex_line(rest, format) else {
         findings.add("badObjectSha1", "invalid 'object' line format - bad sha1");
         return;
     };
@@ -447,7 +448,13 @@ fn check_tag(data: &[u8], findings: &mut Findings) {
     // No tagger line is informational (missingTaggerEntry), as early tags had none.
 }
 
-fn check_tree(data: &[u8], findings: &mut Findings, gitmodules: &mut HashSet<ObjectId>) {
+fn check_tree(
+    data: &[u8],
+    format: gix_hash::Kind,
+    findings: &mut Findings,
+    gitmodules: &mut HashSet<ObjectId>,
+) {
+    let id_len = format.len_in_bytes();
     let (mut null_sha1, mut full_path, mut empty_name, mut dot, mut dotdot) =
         (false, false, false, false, false);
     let (mut dotgit, mut zero_pad, mut duplicates, mut unsorted) = (false, false, false, false);
@@ -466,11 +473,11 @@ fn check_tree(data: &[u8], findings: &mut Findings, gitmodules: &mut HashSet<Obj
             return;
         };
         let name = &after[..nul];
-        let Some(id) = after.get(nul + 1..nul + 21) else {
+        let Some(id) = after.get(nul + 1..nul + 1 + id_len) else {
             findings.add("badTree", "cannot be parsed as a tree");
             return;
         };
-        rest = &after[nul + 21..];
+        rest = &after[nul + 1 + id_len..];
         if mode.is_empty() || !mode.iter().all(|b| (b'0'..=b'7').contains(b)) {
             findings.add("badTree", "cannot be parsed as a tree");
             return;

@@ -306,9 +306,12 @@ impl Pack {
     pub fn entry_end(&self, offset: u64) -> u64 {
         let entries = self.entries_by_offset();
         let next = entries.partition_point(|(o, _)| *o <= offset);
-        entries
-            .get(next)
-            .map_or(self.entry.size.saturating_sub(20), |(o, _)| *o)
+        entries.get(next).map_or(
+            self.entry
+                .size
+                .saturating_sub(self.entry.hash.kind().len_in_bytes() as u64),
+            |(o, _)| *o,
+        )
     }
 
     /// The object whose entry starts at `offset`.
@@ -345,6 +348,8 @@ pub struct Odb {
     /// Recently resolved delta bases, so that walking many trees whose entries form
     /// delta chains does not decode each chain from its start again.
     delta_cache: std::sync::Mutex<gix_pack::cache::lru::MemoryCappedHashmap>,
+    /// The repository's object format.
+    format: gix_hash::Kind,
 }
 
 impl std::fmt::Debug for Odb {
@@ -355,6 +360,11 @@ impl std::fmt::Debug for Odb {
 
 /// Memory for resolved delta bases, per open [`Odb`].
 const DELTA_CACHE_BYTES: usize = 32 << 20;
+
+/// The store key of the git bundle of a pack ([`super::manifest::PackEntry::bundle`]).
+pub fn bundle_key(repo: &RepoName, hash: &ObjectId) -> Key {
+    repo.key(&format!("packs/pack-{}.bundle", hash.to_hex()))
+}
 
 /// Store keys of a pack's files.
 pub fn pack_keys(repo: &RepoName, hash: &ObjectId) -> (Key, Key) {
@@ -373,6 +383,7 @@ impl Odb {
         repo: &RepoName,
         manifest: &Manifest,
     ) -> Result<Self, OdbError> {
+        let format = manifest.object_hash();
         let loads = manifest.packs.iter().rev().map(|entry| {
             let store = store.clone();
             let caches = caches.clone();
@@ -383,11 +394,12 @@ impl Odb {
                     None => {
                         let bytes = store.get(&index_key).await?.bytes;
                         let path = PathBuf::from(index_key.as_str());
-                        let index = PackIndex::from_data(bytes, path, gix_hash::Kind::Sha1)
-                            .map_err(|e| OdbError::Corrupt {
+                        let index = PackIndex::from_data(bytes, path, format).map_err(|e| {
+                            OdbError::Corrupt {
                                 pack: index_key.to_string(),
                                 message: e.to_string(),
-                            })?;
+                            }
+                        })?;
                         let cached = Arc::new(CachedIndex {
                             index: Arc::new(index),
                             by_offset: OnceLock::new(),
@@ -415,11 +427,17 @@ impl Odb {
             delta_cache: std::sync::Mutex::new(gix_pack::cache::lru::MemoryCappedHashmap::new(
                 DELTA_CACHE_BYTES,
             )),
+            format,
         })
     }
 
     pub fn packs(&self) -> &[Pack] {
         &self.packs
+    }
+
+    /// The repository's object format.
+    pub fn format(&self) -> gix_hash::Kind {
+        self.format
     }
 
     /// Which pack holds `id`, and at which entry of its index.
@@ -489,7 +507,7 @@ impl Odb {
             }
         };
         let path = PathBuf::from(pack.pack_key.as_str());
-        let data = PackData::from_data(bytes.clone(), path, gix_hash::Kind::Sha1).map_err(|e| {
+        let data = PackData::from_data(bytes.clone(), path, self.format).map_err(|e| {
             OdbError::Corrupt {
                 pack: pack.pack_key.to_string(),
                 message: e.to_string(),
@@ -627,12 +645,10 @@ impl std::fmt::Debug for LocalPack {
 }
 
 impl LocalPack {
-    pub fn open(index_path: &std::path::Path) -> Result<Self, OdbError> {
-        let bundle = gix_pack::Bundle::at(index_path, gix_hash::Kind::Sha1).map_err(|e| {
-            OdbError::Corrupt {
-                pack: index_path.display().to_string(),
-                message: e.to_string(),
-            }
+    pub fn open(index_path: &std::path::Path, format: gix_hash::Kind) -> Result<Self, OdbError> {
+        let bundle = gix_pack::Bundle::at(index_path, format).map_err(|e| OdbError::Corrupt {
+            pack: index_path.display().to_string(),
+            message: e.to_string(),
         })?;
         Ok(LocalPack { bundle })
     }

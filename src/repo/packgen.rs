@@ -13,10 +13,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::hash::Hasher;
 use bytes::{BufMut, Bytes, BytesMut};
 use gix_hash::ObjectId;
 use gix_object::Kind;
-use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
 
 use super::odb::{Layout, Odb, OdbError, Pack, read_required};
@@ -169,7 +169,7 @@ fn layout(odb: &Odb, pack: &Pack) -> Result<Layout, OdbError> {
             }
             REF_DELTA => {
                 let base = entry
-                    .get(header_len..header_len + 20)
+                    .get(header_len..header_len + trailer_len(odb) as usize)
                     .map(ObjectId::from_bytes_or_panic)
                     .ok_or_else(|| corrupt("truncated delta base"))?;
                 later.push((j, base));
@@ -202,6 +202,11 @@ fn layout(odb: &Odb, pack: &Pack) -> Result<Layout, OdbError> {
     Ok(Layout { kinds, ofs_base })
 }
 
+/// The length of a pack's trailer, and of an object id, in the repository's format.
+fn trailer_len(odb: &Odb) -> u64 {
+    odb.format().len_in_bytes() as u64
+}
+
 fn kind_bits(kind: Kind) -> u8 {
     match kind {
         Kind::Commit => 1,
@@ -215,7 +220,7 @@ fn copy_packs(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError
     let plan = plan_copy(odb, select)?;
     let mut out = Output {
         tx,
-        hasher: Sha1::new(),
+        hasher: Hasher::new(odb.format()),
         written: 0,
     };
     out.progress(format!("Enumerating objects: {}, done.\n", plan.count))?;
@@ -230,14 +235,14 @@ fn copy_packs(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError
     out.send(header(plan.count))?;
     // Oldest first, so copies (in newer packs) are the entries left out.
     for (i, pack) in odb.packs().iter().enumerate().rev() {
-        let end = pack.entry.size.saturating_sub(20);
+        let end = pack.entry.size.saturating_sub(trailer_len(odb));
         match &plan.dropped[i] {
-            // Entries sit between the 12-byte header and the 20-byte trailer.
+            // Entries sit between the 12-byte header and the trailer.
             None => odb.for_each_pack_chunk(pack, 12..end, OUT_CHUNK, |chunk| out.send(chunk))?,
             Some(drop) => copy_filtered(odb, pack, drop, &mut out)?,
         }
     }
-    let digest = Bytes::copy_from_slice(&out.hasher.clone().finalize());
+    let digest = Bytes::copy_from_slice(out.hasher.clone().finalize().as_slice());
     out.send(digest)?;
     out.progress(format!("Total {} (all as stored)\n", plan.count))?;
     Ok(())
@@ -246,7 +251,7 @@ fn copy_packs(odb: &Odb, select: Stored, tx: &PackSender) -> Result<(), OdbError
 /// The pack being written: hashes and counts what it sends.
 struct Output<'a> {
     tx: &'a PackSender,
-    hasher: Sha1,
+    hasher: Hasher,
     written: u64,
 }
 
@@ -284,7 +289,7 @@ fn copy_filtered(
         pack: pack.pack_key().to_string(),
         message: message.to_owned(),
     };
-    let end = pack.entry.size.saturating_sub(20);
+    let end = pack.entry.size.saturating_sub(trailer_len(odb));
     let bytes = odb.data(pack)?.bytes.clone();
     let entries = pack.entries_by_offset();
     let layout = pack.layout(|| layout(odb, pack))?;
@@ -418,7 +423,7 @@ pub fn write_objects(
     let sending: HashSet<ObjectId> = ids.iter().copied().collect();
     let mut out = Output {
         tx,
-        hasher: Sha1::new(),
+        hasher: Hasher::new(odb.format()),
         written: 0,
     };
     out.progress(format!("Enumerating objects: {}, done.\n", ids.len()))?;
@@ -443,7 +448,7 @@ pub fn write_objects(
     if !buf.is_empty() {
         out.send(Bytes::from(buf))?;
     }
-    let digest = Bytes::copy_from_slice(&out.hasher.clone().finalize());
+    let digest = Bytes::copy_from_slice(out.hasher.clone().finalize().as_slice());
     out.send(digest)?;
     out.progress(format!("Total {} (reused {reused} as stored)\n", ids.len()))?;
     Ok(())
@@ -511,7 +516,7 @@ fn copy_entry(
         }
         REF_DELTA => {
             let base = raw
-                .get(header_len..header_len + 20)
+                .get(header_len..header_len + trailer_len(odb) as usize)
                 .map(ObjectId::from_bytes_or_panic)
                 .ok_or_else(|| corrupt("truncated delta base"))?;
             if !usable(&base) {

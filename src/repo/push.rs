@@ -180,10 +180,19 @@ pub async fn receive(
     {
         return Err(RepoError::NotFound(repo.clone()));
     }
+    if let Some(s) = &snapshot
+        && s.manifest.object_hash() != pusher.object_format
+    {
+        return Err(RepoError::Refused(format!(
+            "unsupported object format '{}': the repository's is {}",
+            super::hash::name_of(pusher.object_format),
+            s.manifest.object_format
+        )));
+    }
     let base = snapshot
         .as_ref()
         .map(|s| s.manifest.clone())
-        .unwrap_or_else(|| Manifest::empty("refs/heads/main"));
+        .unwrap_or_else(|| Manifest::new("refs/heads/main", pusher.object_format));
     let odb = Arc::new(repos.odb(repo, &base).await?);
 
     let mut results: Vec<Result<Checked, String>> = commands
@@ -239,7 +248,7 @@ pub async fn receive(
         let mut results = std::mem::take(&mut results);
         tokio::task::spawn_blocking(move || -> Result<_, OdbError> {
             let local = match &local_index {
-                Some(path) => Some(LocalPack::open(path)?),
+                Some(path) => Some(LocalPack::open(path, odb.format())?),
                 None => None,
             };
             // A pack joins the live packs only if it is closed over them.
@@ -335,6 +344,7 @@ pub async fn receive(
             hash: *hash,
             size,
             objects: local.num_objects(),
+            bundle: false,
         });
     }
 
@@ -393,6 +403,7 @@ pub async fn receive(
             pack: new_pack,
             brings_unreachable: brings_extras,
             event: event.clone(),
+            format: pusher.object_format,
         },
         atomic,
         policy,
@@ -469,7 +480,9 @@ async fn check_locks(
     let manifest = snapshot.manifest.clone();
     let found =
         tokio::task::spawn_blocking(move || -> Result<Vec<(usize, LockedFile)>, OdbError> {
-            let local = local_index.map(|path| LocalPack::open(&path)).transpose()?;
+            let local = local_index
+                .map(|path| LocalPack::open(&path, odb.format()))
+                .transpose()?;
             let ref_tips = super::fetch::ref_tips(&manifest);
             let mut reachable: Option<Arc<HashSet<ObjectId>>> = None;
             let mut is_new = |id: &ObjectId| -> Result<bool, OdbError> {
@@ -533,6 +546,9 @@ pub struct Pusher {
     pub record_event: bool,
     /// The URL the pusher reached the server by, for the event.
     pub origin: Option<String>,
+    /// The object format the client's repository uses (its `object-format=`): a push
+    /// that creates the repository fixes it; another must match the repository's.
+    pub object_format: gix_hash::Kind,
 }
 
 /// Describes the push's accepted commands as a push event and stores it (with
@@ -559,7 +575,10 @@ async fn record_event(
         let odb = odb.clone();
         let index = received.map(|r| r.2.clone());
         tokio::task::spawn_blocking(move || -> Result<Vec<RefEvent>, OdbError> {
-            let local = index.as_deref().map(LocalPack::open).transpose()?;
+            let local = index
+                .as_deref()
+                .map(|path| LocalPack::open(path, odb.format()))
+                .transpose()?;
             let none = NoObjects;
             let local: &dyn ObjectSource = match &local {
                 Some(local) => local,
@@ -647,7 +666,7 @@ async fn pre_receive(
         );
         tokio::task::spawn_blocking(move || {
             let local = match &index {
-                Some(path) => Some(LocalPack::open(path)?),
+                Some(path) => Some(LocalPack::open(path, odb.format())?),
                 None => None,
             };
             let received = match (&local, &hash, &index, &data) {
@@ -754,8 +773,9 @@ async fn index_pack(
                 .take(64)
                 .read_to_end(&mut rest)
                 .map_err(|e| format!("reading the pack failed: {e}"))?;
-            use sha1::Digest;
-            if rest[..] != sha1::Sha1::digest(header)[..] {
+            let mut sum = super::hash::Hasher::new(odb.format());
+            sum.update(&header);
+            if rest[..] != *sum.finalize().as_slice() {
                 return Err("pack checksum mismatch: the pack is corrupt"
                     .to_owned()
                     .into());
@@ -775,6 +795,7 @@ async fn index_pack(
             fsck_objects.then(|| ObjectChecker::ignoring(fsck_ignore.iter().map(String::as_str)));
         let indexed = index_stream(
             &mut limited,
+            odb.format(),
             &dir,
             Some(odb.as_ref()),
             limits,
@@ -785,7 +806,8 @@ async fn index_pack(
             IndexError::Fsck(findings) => Unpacking::fsck(&findings),
             other => other.to_string().into(),
         })?;
-        let local = LocalPack::open(&indexed.index_path).map_err(|e| e.to_string())?;
+        let local =
+            LocalPack::open(&indexed.index_path, odb.format()).map_err(|e| e.to_string())?;
         // The `.gitmodules` the pack's trees name, once every object is in.
         if let Some(checker) = &checker {
             let mut data = Vec::new();
@@ -1073,8 +1095,16 @@ async fn swap_manifest(
     let mut last_results = Vec::new();
     for attempt in 0..MAX_ATTEMPTS {
         let mut next = match &snapshot {
+            // A push that raced to create the repository in another format loses.
+            Some(s) if s.manifest.object_hash() != landing.format => {
+                return Err(RepoError::Refused(format!(
+                    "unsupported object format '{}': the repository's is {}",
+                    super::hash::name_of(landing.format),
+                    s.manifest.object_format
+                )));
+            }
             Some(s) => s.manifest.clone(),
-            None => Manifest::empty(&initial_head(commands)),
+            None => Manifest::new(&initial_head(commands), landing.format),
         };
         // After a prune, what the checks relied on may be gone: commands that set a
         // value are refused (deletions rely on nothing).
@@ -1233,6 +1263,8 @@ struct Landing {
     brings_unreachable: bool,
     /// The push event to list with the refs that move.
     event: Option<String>,
+    /// The object format of its objects.
+    format: gix_hash::Kind,
 }
 
 /// What [`swap_manifest`] did: per command, the manifest written, whether it created

@@ -31,8 +31,8 @@ fn bad(id: ObjectId, kind: Kind, e: impl std::fmt::Display) -> OdbError {
 }
 
 pub fn parse_commit(id: ObjectId, data: &[u8]) -> Result<CommitInfo, OdbError> {
-    let commit = gix_object::CommitRef::from_bytes(data, gix_hash::Kind::Sha1)
-        .map_err(|e| bad(id, Kind::Commit, e))?;
+    let commit =
+        gix_object::CommitRef::from_bytes(data, id.kind()).map_err(|e| bad(id, Kind::Commit, e))?;
     // "Name <email> 1700000000 +0100": the time is the second field from the end.
     let time = commit
         .committer
@@ -51,8 +51,8 @@ pub fn parse_commit(id: ObjectId, data: &[u8]) -> Result<CommitInfo, OdbError> {
 /// The ids a tree refers to that a pack must carry: subtrees and blobs, not the
 /// commits of submodules.
 pub fn tree_children(id: ObjectId, data: &[u8]) -> Result<Vec<(ObjectId, bool)>, OdbError> {
-    let tree = gix_object::TreeRef::from_bytes(data, gix_hash::Kind::Sha1)
-        .map_err(|e| bad(id, Kind::Tree, e))?;
+    let tree =
+        gix_object::TreeRef::from_bytes(data, id.kind()).map_err(|e| bad(id, Kind::Tree, e))?;
     Ok(tree
         .entries
         .iter()
@@ -62,8 +62,7 @@ pub fn tree_children(id: ObjectId, data: &[u8]) -> Result<Vec<(ObjectId, bool)>,
 }
 
 pub fn tag_target(id: ObjectId, data: &[u8]) -> Result<(ObjectId, Kind), OdbError> {
-    let tag = gix_object::TagRef::from_bytes(data, gix_hash::Kind::Sha1)
-        .map_err(|e| bad(id, Kind::Tag, e))?;
+    let tag = gix_object::TagRef::from_bytes(data, id.kind()).map_err(|e| bad(id, Kind::Tag, e))?;
     Ok((tag.target(), tag.target_kind))
 }
 
@@ -798,8 +797,8 @@ fn decide(sparse: &[&Patterns], path: &[u8], is_dir: bool, inherited: u32) -> u3
 
 /// Like [`tree_children`], with each entry's name.
 fn tree_entries(id: ObjectId, data: &[u8]) -> Result<Vec<(ObjectId, bool, Vec<u8>)>, OdbError> {
-    let tree = gix_object::TreeRef::from_bytes(data, gix_hash::Kind::Sha1)
-        .map_err(|e| bad(id, Kind::Tree, e))?;
+    let tree =
+        gix_object::TreeRef::from_bytes(data, id.kind()).map_err(|e| bad(id, Kind::Tree, e))?;
     Ok(tree
         .entries
         .iter()
@@ -986,7 +985,7 @@ pub fn entry_at(
         if read_required(source, &current, &mut buf)? != Kind::Tree {
             return Ok(None);
         }
-        let parsed = gix_object::TreeRef::from_bytes(&buf, gix_hash::Kind::Sha1)
+        let parsed = gix_object::TreeRef::from_bytes(&buf, current.kind())
             .map_err(|e| bad(current, Kind::Tree, e))?;
         let Some(entry) = parsed
             .entries

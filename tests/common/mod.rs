@@ -287,9 +287,9 @@ impl Sandbox {
         self.dir.path().join(name)
     }
 
-    /// `git` in `cwd` with no user or system configuration.
+    /// The client `git` in `cwd` with no user or system configuration.
     pub fn git_cmd(&self, cwd: &Path) -> Command {
-        let mut cmd = Command::new("git");
+        let mut cmd = Command::new(git_binary());
         cmd.current_dir(cwd)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -346,6 +346,30 @@ impl Sandbox {
         self.git(repo, &["commit", "-q", "-m", message]);
         self.git(repo, &["rev-parse", "HEAD"]).trim().to_owned()
     }
+}
+
+/// The git client the tests drive: `STOWAGE_TEST_GIT` (a path), else `git` on PATH.
+/// The reference server of the conformance suite stays PATH's git.
+pub fn git_binary() -> String {
+    std::env::var("STOWAGE_TEST_GIT").unwrap_or_else(|_| "git".to_owned())
+}
+
+/// The version of `git` (a name on PATH or a path), as `git --version` prints it.
+pub fn git_version_of(git: &str) -> String {
+    let out = Command::new(git)
+        .arg("--version")
+        .output()
+        .expect("git --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().trim_start_matches("git version ").to_owned()
+}
+
+/// The client's (major, minor) version, for what older clients do not do.
+#[allow(dead_code)]
+pub fn client_version() -> (u32, u32) {
+    let version = git_version_of(&git_binary());
+    let mut parts = version.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// Every object reachable from every ref of `repo`, sorted.
