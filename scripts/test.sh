@@ -8,6 +8,11 @@
 # one already listening on 127.0.0.1:4566 is used as it is and left running. S3 tests
 # are required here: an unreachable S3 fails the run, it never skips.
 #
+# Then the client version matrix: with no extra arguments, the tests run again with the
+# machine's other git client (`STOWAGE_MATRIX_GIT`, default Debian's /usr/bin/git) when
+# it is another version than PATH's, on the filesystem store (what the client speaks
+# does not depend on the store); the conformance suite's reference server stays PATH's.
+#
 # Extra arguments go to `cargo test` (for example a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,3 +37,9 @@ command -v git >/dev/null || { echo "the end-to-end tests need git on PATH" >&2;
 PATH="$(scripts/install-git-lfs.sh):$PATH"
 export PATH
 cargo test --workspace --all-targets "$@"
+
+other="${STOWAGE_MATRIX_GIT:-/usr/bin/git}"
+if [ $# -eq 0 ] && [ -x "$other" ] && [ "$("$other" --version)" != "$(git --version)" ]; then
+  echo "client version matrix: $("$other" --version) (the first run: $(git --version))"
+  STOWAGE_TEST_GIT="$other" cargo test --workspace --tests -- --skip s3::
+fi

@@ -7,7 +7,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Backend, Sandbox, Server, all_objects, cli, stowage};
+use common::{Backend, Sandbox, Server, all_objects, cli, client_version, stowage};
+
+/// Whether the client reads an advertisement in the first object format it lists and
+/// clones an empty repository in the server's format (git 2.47 does; git 2.39, the
+/// older client tested, reads it in its own format and clones an empty repository as
+/// sha1).
+fn takes_the_servers_format() -> bool {
+    client_version() >= (2, 47)
+}
 
 on_every_backend!(
     sha256_repositories_round_trip,
@@ -51,6 +59,14 @@ fn sha256_repositories_round_trip(backend: Backend) {
     let sb = Sandbox::new();
     let src = sha256_source(&sb, "src");
     let url = server.url("wide.git");
+    if !takes_the_servers_format() {
+        // Such a client cannot read the advertisement of a repository a push creates
+        // (`unexpected capabilities^{}`): the repository is made first.
+        cli(
+            &backend,
+            &["repo", "create", "wide", "--object-format", "sha256"],
+        );
+    }
     sb.git(&src, &["push", "-q", &url, "main", "side", "v1"]);
 
     let listed = sb.git(sb.dir.path(), &["ls-remote", &url]);
@@ -191,7 +207,9 @@ fn a_repository_keeps_the_format_it_was_created_with(backend: Backend) {
 
     // An empty sha256 repository clones as one: the clone takes its format.
     sb.git(sb.dir.path(), &["clone", "-q", &made, "empty"]);
-    assert_eq!(format_of(&sb, &sb.path("empty")), "sha256");
+    if takes_the_servers_format() {
+        assert_eq!(format_of(&sb, &sb.path("empty")), "sha256");
+    }
 
     // A sha1 push to it is refused by git, before it sends anything.
     let narrow = sb.init_repo("narrow");
