@@ -13,5 +13,12 @@ fuzz_target!(|data: &[u8]| {
         max_delta_depth: 64,
     };
     let mut checker = ObjectChecker::new();
-    let _ = index_pack(data, gix_hash::Kind::Sha1, dir.path(), None, limits, Some(&mut checker));
+    let _ = index_pack(
+        data,
+        gix_hash::Kind::Sha1,
+        dir.path(),
+        None,
+        limits,
+        Some(&mut checker),
+    );
 });
