@@ -462,29 +462,12 @@ async fn upload_pack_v2(
             Ok(Answer::whole(UPLOAD_RESULT, lines))
         }
         "fetch" => v2_fetch(repos, features, limits, repo, &snapshot, &request.args).await,
-        "bundle-uri" if features.offload.as_ref().is_some_and(|o| o.bundle_uri) => {
-            let offload = features.offload.as_ref().expect("checked");
-            // A bundle holds every object of its pack: none is listed while the packs may
-            // hold objects no ref reaches (as clones then walk instead of streaming them).
-            let listed = snapshot.manifest.unreachable_since.is_none();
-            let mut bundles = Vec::new();
-            for pack in snapshot
-                .manifest
-                .packs
-                .iter()
-                .filter(|p| p.bundle && listed)
-            {
-                let key = crate::repo::odb::bundle_key(repo, &pack.hash);
-                let signed = offload
-                    .access
-                    .presign_get(&key, offload.lifetime)
-                    .await
-                    .map_err(RepoError::from)?;
-                bundles.push((pack.hash, signed.url));
-            }
-            record(|m| m.offloaded("bundle-uri", bundles.len() as u64));
-            Ok(Answer::whole(UPLOAD_RESULT, v2::bundle_list(&bundles)))
-        }
+        "bundle-uri" => match features.offload.as_ref().filter(|o| o.bundle_uri) {
+            Some(offload) => bundle_uris(offload, repo, &snapshot).await,
+            None => Err(Refusal::Git(
+                "the v2 command \"bundle-uri\" is not supported by this server".into(),
+            )),
+        },
         "object-info" => {
             let ids = v2::object_info_request(&request.args)?;
             let odb = Arc::new(repos.odb(repo, &snapshot.manifest).await?);
@@ -510,6 +493,30 @@ async fn upload_pack_v2(
             "the v2 command {other:?} is not supported by this server"
         ))),
     }
+}
+
+/// The answer to `bundle-uri`: a signed link to the bundle of each pack that has one.
+/// A bundle holds every object of its pack, so none is listed while the packs may hold
+/// objects no ref reaches (clones then walk instead of streaming the packs).
+async fn bundle_uris(
+    offload: &super::Offload,
+    repo: &RepoName,
+    snapshot: &Snapshot,
+) -> Result<Answer, Refusal> {
+    let manifest = &snapshot.manifest;
+    let listed = manifest.unreachable_since.is_none();
+    let mut bundles = Vec::new();
+    for pack in manifest.packs.iter().filter(|p| p.bundle && listed) {
+        let key = crate::repo::odb::bundle_key(repo, &pack.hash);
+        let signed = offload
+            .access
+            .presign_get(&key, offload.lifetime)
+            .await
+            .map_err(RepoError::from)?;
+        bundles.push((pack.hash, signed.url));
+    }
+    record(|m| m.offloaded("bundle-uri", bundles.len() as u64));
+    Ok(Answer::whole(UPLOAD_RESULT, v2::bundle_list(&bundles)))
 }
 
 /// For a fetch that gets every stored object as stored, with `--packfile-uris` and a

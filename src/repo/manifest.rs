@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 /// The newest manifest format this server reads and writes. Format 2 adds
 /// [`Manifest::unreachable_since`] and [`Manifest::prunes`], format 3
-/// [`Manifest::lfs_locks`], format 4 [`Manifest::events`]: a manifest is written in the format its fields need, so
-/// that a server too old to keep them refuses the manifest instead of writing it back
-/// without them.
-pub const FORMAT: u32 = 4;
+/// [`Manifest::lfs_locks`], format 4 [`Manifest::events`], format 5 sha256 objects
+/// ([`Manifest::object_format`]) and [`PackEntry::bundle`]: a manifest is written in the
+/// format its fields need, so that a server too old to keep them (or to read the
+/// repository's objects) refuses the manifest instead of misreading it or writing it
+/// back without them.
+pub const FORMAT: u32 = 5;
 
 /// The format of a manifest that needs nothing newer.
 pub const BASE_FORMAT: u32 = 1;
@@ -169,7 +171,9 @@ impl Manifest {
 
     /// The oldest format that holds every field this manifest uses.
     fn needed_format(&self) -> u32 {
-        if !self.events.is_empty() {
+        if self.object_format != "sha1" || self.packs.iter().any(|p| p.bundle) {
+            5
+        } else if !self.events.is_empty() {
             4
         } else if self.lfs_locks {
             3
@@ -293,6 +297,18 @@ mod tests {
             refs: vec!["refs/heads/main".into()],
         });
         assert_eq!(format(&m), 4);
+        let mut wide = Manifest::new("refs/heads/main", gix_hash::Kind::Sha256);
+        assert_eq!(format(&wide), 5);
+        assert_eq!(wide.object_hash(), gix_hash::Kind::Sha256);
+        wide.object_format = "sha1".into();
+        assert_eq!(format(&wide), BASE_FORMAT);
+        m.packs.push(PackEntry {
+            hash: gix_hash::Kind::Sha1.null(),
+            size: 1,
+            objects: 1,
+            bundle: true,
+        });
+        assert_eq!(format(&m), 5);
     }
 
     #[test]

@@ -51,13 +51,22 @@ pub fn parse_commit(id: ObjectId, data: &[u8]) -> Result<CommitInfo, OdbError> {
 /// The ids a tree refers to that a pack must carry: subtrees and blobs, not the
 /// commits of submodules.
 pub fn tree_children(id: ObjectId, data: &[u8]) -> Result<Vec<(ObjectId, bool)>, OdbError> {
+    carried_entries(id, data, |e| (e.oid.to_owned(), e.mode.is_tree()))
+}
+
+/// `each` of the entries of tree `id` that a pack must carry (not submodule commits).
+fn carried_entries<T>(
+    id: ObjectId,
+    data: &[u8],
+    each: impl Fn(&gix_object::tree::EntryRef<'_>) -> T,
+) -> Result<Vec<T>, OdbError> {
     let tree =
         gix_object::TreeRef::from_bytes(data, id.kind()).map_err(|e| bad(id, Kind::Tree, e))?;
     Ok(tree
         .entries
         .iter()
         .filter(|e| !e.mode.is_commit())
-        .map(|e| (e.oid.to_owned(), e.mode.is_tree()))
+        .map(each)
         .collect())
 }
 
@@ -797,14 +806,9 @@ fn decide(sparse: &[&Patterns], path: &[u8], is_dir: bool, inherited: u32) -> u3
 
 /// Like [`tree_children`], with each entry's name.
 fn tree_entries(id: ObjectId, data: &[u8]) -> Result<Vec<(ObjectId, bool, Vec<u8>)>, OdbError> {
-    let tree =
-        gix_object::TreeRef::from_bytes(data, id.kind()).map_err(|e| bad(id, Kind::Tree, e))?;
-    Ok(tree
-        .entries
-        .iter()
-        .filter(|e| !e.mode.is_commit())
-        .map(|e| (e.oid.to_owned(), e.mode.is_tree(), e.filename.to_vec()))
-        .collect())
+    carried_entries(id, data, |e| {
+        (e.oid.to_owned(), e.mode.is_tree(), e.filename.to_vec())
+    })
 }
 
 /// Marks `id` and every ancestor already known to the walk uninteresting, keeping the
