@@ -171,29 +171,46 @@ async fn compact_unmetered(
             .expect("indexing does not panic")?;
     let (mut pack, index_path, data_path) = written;
     // A pack of everything, large enough, is also stored as a bundle for clones.
-    if repos
+    let bundle_path = if repos
         .config
         .bundle_min_bytes
         .is_some_and(|min| pack.size >= min && selected.len() == snapshot.manifest.packs.len())
     {
-        pack.bundle = store_bundle(
-            repos,
-            repo,
-            &snapshot.manifest,
-            &pack,
-            &data_path,
-            tmp.path(),
+        Some(
+            store_bundle(
+                repos,
+                repo,
+                &snapshot.manifest,
+                &pack,
+                &data_path,
+                tmp.path(),
+            )
+            .await?,
         )
-        .await?;
-    }
+    } else {
+        None
+    };
+    pack.bundle = bundle_path.is_some();
     // Already stored unlisted (an earlier compaction that lost its race), it is written
     // again so that garbage collection sees it young; listed again after retirement,
     // checked once listed.
     let existed = store_pack(repos, repo, &pack.hash, &index_path, &data_path).await?;
     let (pack, selected, index_path, data_path) = (&pack, &selected, &index_path, &data_path);
+    let bundle_path = &bundle_path;
     let listed = |relisted: bool| async move {
         if existed || relisted {
             ensure_pack_stored(repos, repo, &pack.hash, index_path, data_path).await?;
+            // The bundle too: garbage collection may have taken it with the pack.
+            if let Some(path) = bundle_path {
+                let key = super::odb::bundle_key(repo, &pack.hash);
+                match repos.store.head(&key).await {
+                    Ok(_) => {}
+                    Err(StoreError::NotFound { .. }) => {
+                        repos.store.put_file(&key, path, PutMode::Overwrite).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         Ok::<_, RepoError>(Some(Compaction {
             merged: selected.clone(),
@@ -258,7 +275,7 @@ async fn compact_unmetered(
 
 /// Stores the git bundle of `pack` (at `data_path`), which holds every object of
 /// `manifest`: a header naming the refs, then the pack as it is. Written once, like the
-/// pack; whether it is stored.
+/// pack; returns where its local copy is (in `dir`).
 async fn store_bundle(
     repos: &Repos,
     repo: &RepoName,
@@ -266,7 +283,7 @@ async fn store_bundle(
     pack: &PackEntry,
     data_path: &std::path::Path,
     dir: &std::path::Path,
-) -> Result<bool, RepoError> {
+) -> Result<std::path::PathBuf, RepoError> {
     let mut header = match manifest.object_hash() {
         gix_hash::Kind::Sha1 => "# v2 git bundle\n".to_owned(),
         _ => format!(
@@ -296,8 +313,7 @@ async fn store_bundle(
         Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let _ = tokio::fs::remove_file(&path).await;
-    Ok(true)
+    Ok(path)
 }
 
 /// One round of background maintenance: a prune when one is due, else a geometric
