@@ -181,22 +181,28 @@ fn bundle_uri_scenario(backend: Backend) {
     assert!(trace.contains("bundle-uri"), "advertised: {trace}");
     same_repository(&sb, &sb.path("before"), &src);
 
-    let gc = stowage()
-        .args([
-            "gc",
-            "bundled.git",
-            "--bundle-min-bytes",
-            "0",
-            "--store",
-            &backend.url(),
-        ])
-        .output()
-        .expect("stowage gc");
-    assert!(
-        gc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
+    // Two processes compact at once: each writes the bundle with Create and lists it by
+    // compare-and-swap; one wins, the other finds its packs replaced (or its identical
+    // pack listed) and changes nothing.
+    let racing: Vec<_> = (0..2)
+        .map(|_| {
+            stowage()
+                .args(["gc", "bundled.git", "--bundle-min-bytes", "0"])
+                .args(["--store", &backend.url()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("stowage gc")
+        })
+        .collect();
+    for gc in racing {
+        let out = gc.wait_with_output().expect("stowage gc ends");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // A commit after the bundle: the clone fetches it from the server.
     let pushed = sb.commit(&src, "after.txt", "after\n", "after the bundle");
     sb.git(&src, &["push", "-q", &url, "main"]);

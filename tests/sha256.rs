@@ -19,7 +19,8 @@ fn takes_the_servers_format() -> bool {
 
 on_every_backend!(
     sha256_repositories_round_trip,
-    a_repository_keeps_the_format_it_was_created_with
+    a_repository_keeps_the_format_it_was_created_with,
+    first_pushes_in_two_formats_race
 );
 
 /// A sha256 repository with directories, a branch, a merge and an annotated tag.
@@ -233,4 +234,50 @@ fn a_repository_keeps_the_format_it_was_created_with(backend: Backend) {
     assert!(stderr(&out).contains("does not support this repository's hash algorithm"));
     let listed = sb.git(sb.dir.path(), &["ls-remote", &url]);
     assert_eq!(listed.lines().count(), 2, "HEAD and main only: {listed}");
+}
+
+/// A sha1 and a sha256 push that both create one repository, through two servers at
+/// once: one creates it, the other is refused (by git from the advertisement, or by the
+/// server when the manifest swap finds the repository made meanwhile).
+fn first_pushes_in_two_formats_race(backend: Backend) {
+    let (a, b) = (Server::start(&backend), Server::start(&backend));
+    let sb = Sandbox::new();
+    let wide = sha256_source(&sb, "wide");
+    let narrow = sb.init_repo("narrow");
+    sb.commit(&narrow, "a.txt", "a\n", "sha1");
+    for round in 0..3 {
+        let name = format!("raced-{round}.git");
+        let pushes: Vec<_> = [(&wide, &a), (&narrow, &b)]
+            .into_iter()
+            .map(|(src, server)| {
+                sb.git_cmd(src)
+                    .args(["push", &server.url(&name), "main"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("git push")
+            })
+            .collect();
+        let won: Vec<bool> = pushes
+            .into_iter()
+            .map(|p| p.wait_with_output().expect("push ends").status.success())
+            .collect();
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?}"
+        );
+        let winner = if won[0] { &wide } else { &narrow };
+        let clone = format!("clone-{round}");
+        sb.git(sb.dir.path(), &["clone", "-q", &a.url(&name), &clone]);
+        let clone = sb.path(&clone);
+        if takes_the_servers_format() {
+            assert_eq!(format_of(&sb, &clone), format_of(&sb, winner));
+        }
+        assert_eq!(
+            sb.git(&clone, &["rev-parse", "HEAD"]),
+            sb.git(winner, &["rev-parse", "main"])
+        );
+        sb.git(&clone, &["fsck", "--full"]);
+    }
 }
