@@ -766,7 +766,9 @@ async fn run_access_command(command: Command) -> anyhow::Result<()> {
             store,
         }) => {
             let name = RepoName::new(&name)?;
-            let format = stowage::repo::hash::kind_named(&object_format).expect("parsed");
+            let format = object_format
+                .parse::<gix_hash::Kind>()
+                .map_err(anyhow::Error::msg)?;
             let (repos, access) = managed(&store.store).await?;
             manage::create_repo(&access, &repos, &name, format, public, None).await?;
             println!("created {name} ({object_format})");

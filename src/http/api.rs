@@ -375,7 +375,7 @@ async fn operation(
             let name = repo_name(&new.name)?;
             let format = match new.object_format.as_deref() {
                 None => gix_hash::Kind::Sha1,
-                Some(named) => crate::repo::hash::kind_named(named).ok_or_else(|| {
+                Some(named) => named.parse::<gix_hash::Kind>().map_err(|_| {
                     error(
                         StatusCode::BAD_REQUEST,
                         format!("object_format {named:?} is neither sha1 nor sha256"),

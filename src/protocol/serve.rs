@@ -335,10 +335,11 @@ async fn negotiation(
         .iter()
         .filter_map(|s| s.blob)
         .collect();
-    if let Some(id) = repos
-        .unserved_wants(repo, snapshot, &odb, &patterns)
-        .await?
-        .first()
+    if !patterns.is_empty()
+        && let Some(id) = repos
+            .unserved_wants(repo, snapshot, &odb, &patterns)
+            .await?
+            .first()
     {
         return Err(Refusal::Git(format!("upload-pack: not our ref {id}")));
     }
@@ -701,9 +702,9 @@ pub async fn receive_pack(
         .find_map(|c| c.strip_prefix("object-format="))
     {
         None => gix_hash::Kind::Sha1,
-        Some(name) => match crate::repo::hash::kind_named(name) {
-            Some(kind) => kind,
-            None => {
+        Some(name) => match name.parse::<gix_hash::Kind>() {
+            Ok(kind) => kind,
+            Err(_) => {
                 let why = format!("unsupported object format '{name}'");
                 return Ok(Answer::whole(
                     RECEIVE_RESULT,
@@ -719,8 +720,7 @@ pub async fn receive_pack(
     {
         let why = format!(
             "the command for {} does not use object format {}",
-            c.name,
-            crate::repo::hash::name_of(format)
+            c.name, format
         );
         return Ok(Answer::whole(
             RECEIVE_RESULT,

@@ -66,7 +66,7 @@ impl CommandRequest {
         }
         let command = command.ok_or_else(|| BadRequest::new("v2 request names no command"))?;
         if let Some(format) = caps.iter().find_map(|c| c.strip_prefix("object-format="))
-            && crate::repo::hash::kind_named(format).is_none()
+            && format.parse::<gix_hash::Kind>().is_err()
         {
             return Err(BadRequest::new(format!(
                 "object format {format} is not supported by this server (sha1 and sha256 are)"

@@ -69,23 +69,6 @@ pub fn object_id(format: Kind, kind: ObjectKind, data: &[u8]) -> ObjectId {
     hasher.finalize()
 }
 
-/// The object format a manifest or a protocol capability names (`sha1`, `sha256`).
-pub fn kind_named(name: &str) -> Option<Kind> {
-    match name {
-        "sha1" => Some(Kind::Sha1),
-        "sha256" => Some(Kind::Sha256),
-        _ => None,
-    }
-}
-
-/// The name git gives an object format.
-pub fn name_of(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Sha256 => "sha256",
-        _ => "sha1",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -845,7 +845,7 @@ pub async fn fsck(repos: &Repos, repo: &RepoName) -> Result<FsckReport, RepoErro
         refs: manifest.refs.len(),
         ..FsckReport::default()
     };
-    if super::hash::kind_named(&manifest.object_format).is_none() {
+    if manifest.object_format.parse::<gix_hash::Kind>().is_err() {
         report.problems.push(format!(
             "manifest: object format {:?} is neither sha1 nor sha256",
             manifest.object_format

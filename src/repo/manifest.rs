@@ -144,7 +144,7 @@ pub enum ManifestError {
 impl Manifest {
     /// The hash of the repository's object format ([`Manifest::object_format`]).
     pub fn object_hash(&self) -> gix_hash::Kind {
-        super::hash::kind_named(&self.object_format).unwrap_or(gix_hash::Kind::Sha1)
+        self.object_format.parse().unwrap_or(gix_hash::Kind::Sha1)
     }
 
     /// The manifest of a new, empty repository of sha1 objects.
@@ -156,7 +156,7 @@ impl Manifest {
     pub fn new(head: &str, format: gix_hash::Kind) -> Self {
         Manifest {
             format: BASE_FORMAT,
-            object_format: super::hash::name_of(format).into(),
+            object_format: format.to_string(),
             head: head.into(),
             refs: BTreeMap::new(),
             packs: Vec::new(),

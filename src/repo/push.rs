@@ -185,8 +185,7 @@ pub async fn receive(
     {
         return Err(RepoError::Refused(format!(
             "unsupported object format '{}': the repository's is {}",
-            super::hash::name_of(pusher.object_format),
-            s.manifest.object_format
+            pusher.object_format, s.manifest.object_format
         )));
     }
     let base = snapshot
@@ -1099,8 +1098,7 @@ async fn swap_manifest(
             Some(s) if s.manifest.object_hash() != landing.format => {
                 return Err(RepoError::Refused(format!(
                     "unsupported object format '{}': the repository's is {}",
-                    super::hash::name_of(landing.format),
-                    s.manifest.object_format
+                    landing.format, s.manifest.object_format
                 )));
             }
             Some(s) => s.manifest.clone(),

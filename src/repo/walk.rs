@@ -694,7 +694,9 @@ pub fn objects_to_send_and_edge(
             .iter()
             .map(|id| Met::root(commits[id].0.tree, true)),
     );
-    let mut visited: HashSet<(ObjectId, Vec<u8>)> = HashSet::new();
+    // What was walked: by id, or under a sparse filter a tree by id and path.
+    let mut visited: HashSet<ObjectId> = HashSet::new();
+    let mut visited_at: HashSet<(ObjectId, Vec<u8>)> = HashSet::new();
     let (mut walked, mut distinct) = (0usize, HashSet::new());
     while let Some(met) = queue.pop_front() {
         let Met {
@@ -707,7 +709,12 @@ pub fn objects_to_send_and_edge(
         if excluded.contains(&id) || (sent.contains(&id) && (!is_tree || sparse.is_empty())) {
             continue;
         }
-        if (is_tree || sparse.is_empty()) && !visited.insert((id, path.clone())) {
+        let first = if sparse.is_empty() {
+            visited.insert(id)
+        } else {
+            !is_tree || visited_at.insert((id, path.clone()))
+        };
+        if !first {
             continue;
         }
         let selected = decide(&sparse, &path, is_tree, selected);
